@@ -1,0 +1,1 @@
+"""Training side of tagstream: data formats, the BERT-CRF model, training and evaluation."""

@@ -1,0 +1,98 @@
+"""BERT encoder + dropout + linear emissions + a linear-chain CRF over text units."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchcrf import CRF
+from transformers import AutoConfig, AutoModel, BertConfig, PretrainedConfig
+
+WEIGHTS = "model.pt"
+ENCODER_CONFIG = "config.json"
+
+
+class BertCrf(nn.Module):
+    """Emissions come from every sub-token; the CRF runs over each unit's first sub-token."""
+
+    def __init__(self, encoder: nn.Module, num_tags: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.dropout = nn.Dropout(dropout)
+        self.emit = nn.Linear(encoder.config.hidden_size, num_tags)
+        self.crf = CRF(num_tags, batch_first=True)
+
+    @property
+    def num_tags(self) -> int:
+        return self.crf.num_tags
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Token emissions; this is the graph exported to ONNX."""
+        # shape: (batch, seq, hidden)
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        # shape: (batch, seq, tags)
+        return self.emit(self.dropout(hidden))
+
+    def unit_emissions(self, input_ids, attention_mask, unit_positions) -> torch.Tensor:
+        emissions = self(input_ids, attention_mask)
+        index = unit_positions.unsqueeze(-1).expand(-1, -1, emissions.size(-1))
+        # shape: (batch, units, tags)
+        return emissions.gather(1, index)
+
+    def loss(self, input_ids, attention_mask, unit_positions, unit_mask, tags) -> torch.Tensor:
+        """Mean CRF negative log-likelihood per sequence."""
+        if tags.shape != unit_mask.shape:
+            raise ValueError(f"expected tags of shape {tuple(unit_mask.shape)}, got {tuple(tags.shape)}")
+        emissions = self.unit_emissions(input_ids, attention_mask, unit_positions)
+        return -self.crf(emissions, tags, mask=unit_mask, reduction="mean")
+
+    @torch.no_grad()
+    def decode(self, input_ids, attention_mask, unit_positions, unit_mask) -> list[list[int]]:
+        emissions = self.unit_emissions(input_ids, attention_mask, unit_positions)
+        return self.crf.decode(emissions, mask=unit_mask)
+
+
+def encoder_from_config(config: PretrainedConfig) -> nn.Module:
+    try:
+        return AutoModel.from_config(config, add_pooling_layer=False)
+    except TypeError:  # not every BERT-family class takes it
+        return AutoModel.from_config(config)
+
+
+def scratch_encoder(vocab_size: int, layers: int, hidden: int, heads: int, max_positions: int) -> nn.Module:
+    config = BertConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=heads, intermediate_size=hidden * 4,
+                        max_position_embeddings=max_positions)
+    return encoder_from_config(config)
+
+
+def pretrained_encoder(path: str | Path) -> nn.Module:
+    path = Path(path)
+    if not (path / ENCODER_CONFIG).is_file():
+        raise FileNotFoundError(f"{path}: not a model folder (no {ENCODER_CONFIG})")
+    try:
+        return AutoModel.from_pretrained(str(path), add_pooling_layer=False, local_files_only=True)
+    except TypeError:
+        return AutoModel.from_pretrained(str(path), local_files_only=True)
+
+
+def save(model: BertCrf, directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    model.encoder.config.to_json_file(str(directory / ENCODER_CONFIG))
+    torch.save(model.state_dict(), directory / WEIGHTS)
+
+
+def load(directory: str | Path, num_tags: int, dropout: float = 0.1) -> BertCrf:
+    directory = Path(directory)
+    config = AutoConfig.from_pretrained(str(directory), local_files_only=True)
+    model = BertCrf(encoder_from_config(config), num_tags, dropout)
+    state = torch.load(directory / WEIGHTS, map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    model.eval()
+    return model
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))

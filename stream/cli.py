@@ -1,0 +1,251 @@
+"""The `tagstream` command. Training verbs import model/ and export/ lazily, so a serving
+install without PyTorch still starts and says what to install instead of failing on an import."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Callable, NoReturn, Sequence
+
+TRAIN_MODULES = {"torch", "transformers", "torchcrf", "onnx", "onnxscript"}
+
+
+class CliError(Exception):
+    """An expected failure: printed as one line, exit status 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, not a usage block: the user asked for `--help` if they want that.
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _needs_training_extra(verb: str) -> Callable:
+    """Import the training side, or explain the missing extra in one line."""
+    try:
+        import model.train  # noqa: F401  (torch, transformers, pytorch-crf)
+    except ModuleNotFoundError as err:
+        if (err.name or "").split(".")[0] in TRAIN_MODULES:
+            raise CliError(f"`tagstream {verb}` needs the training extra ({err.name} is not installed): "
+                           f"pip install 'tagstream[train]'") from None
+        raise
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+# ----------------------------------------------------------------------------- data verbs
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from model.synth import generate, load_taxonomy_json, main_stats
+
+    taxonomy_path = args.taxonomy or Path(__file__).resolve().parent.parent / "model" / "resources" / "demo_taxonomy.json"
+    taxonomy = load_taxonomy_json(taxonomy_path)
+    records = generate(taxonomy, args.n, seed=args.seed, lang=args.lang, products=args.products)
+    with (nullcontext(sys.stdout) if args.out == "-" else open(args.out, "w", encoding="utf-8")) as out:
+        for record in records:
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    if args.out != "-":
+        stats = main_stats(records)
+        print(f"wrote {len(records)} records to {args.out} ({', '.join(f'{k} {v}' for k, v in sorted(stats.items()))})",
+              file=sys.stderr)
+    return 0
+
+
+def _read_any(path: str, repair: bool, level: str):
+    from model.data import DataError, read_conll, read_jsonl
+
+    if not Path(path).exists():
+        raise DataError(f"{path}: no such file")
+    if path.endswith((".jsonl", ".json")):
+        return read_jsonl(path), 0
+    report = read_conll(path, repair=repair, level=level)
+    return report.examples, report.repaired
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from model.data import write_conll, write_jsonl
+
+    examples, repaired = _read_any(args.input, args.repair, args.level)
+    if args.output.endswith((".jsonl", ".json")):
+        write_jsonl(args.output, examples)
+        snapped = 0
+    else:
+        snapped = write_conll(args.output, examples, scheme=args.scheme, level="word" if args.level == "word" else "char")
+    spans = sum(len(e.spans) for e in examples)
+    print(f"{args.input} -> {args.output}: {len(examples)} texts, {spans} spans"
+          + (f", {repaired} sentences repaired" if repaired else "")
+          + (f", {snapped} spans not on token edges (snapped)" if snapped else ""))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from model.data import labels_in
+
+    for path in args.files:
+        examples, repaired = _read_any(path, args.repair, "auto")
+        print(f"{path}: ok, {len(examples)} texts, {sum(len(e.spans) for e in examples)} spans, "
+              f"labels {', '.join(labels_in(examples)) or '-'}" + (f", {repaired} repaired" if repaired else ""))
+    return 0
+
+
+# ----------------------------------------------------------------------------- training verbs
+
+def cmd_train(args: argparse.Namespace) -> int:
+    _needs_training_extra("train")
+    from model.train import TrainConfig, train
+
+    if args.base_model and not Path(args.base_model).is_dir():
+        raise CliError(f"--base-model {args.base_model}: not a directory")
+    config = TrainConfig(
+        train=tuple(args.train), dev=args.dev, out=args.out, base_model=args.base_model,
+        layers=args.layers, hidden=args.hidden, heads=args.heads, vocab_size=args.vocab_size,
+        max_length=args.max_length, stride=args.stride, epochs=args.epochs, batch_size=args.batch_size,
+        lr=args.lr, head_lr=args.head_lr, warmup=args.warmup, patience=args.patience, seed=args.seed,
+        max_seconds=args.max_seconds, threads=args.threads, repair=args.repair, name=args.name)
+    if config.hidden % config.heads:
+        raise CliError(f"--hidden {config.hidden} must be a multiple of --heads {config.heads}")
+    result = train(config, log=lambda line: print(line, file=sys.stderr))
+    print(f"best epoch {result.best_epoch} ({result.stopped}); dev micro-F1 {result.dev.micro.f1:.4f}; "
+          f"{result.samples_per_second} samples/s; checkpoint {result.out}")
+    print(result.dev.table())
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    _needs_training_extra("evaluate")
+    from model.metrics import entity_scores
+    from model.train import load_checkpoint, load_examples, predict
+
+    checkpoint = load_checkpoint(args.checkpoint)
+    examples = load_examples(args.data, repair=args.repair)
+    scores = entity_scores([e.spans for e in examples],
+                           predict(checkpoint.model, checkpoint.encoder, checkpoint.labels, examples))
+    print(scores.table())
+    if args.json:
+        Path(args.json).write_text(json.dumps(scores.to_json(), indent=1), encoding="utf-8")
+        print(f"wrote {args.json}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="tagstream", description="Real-time product tagging: train, export, serve.")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
+    verbs.required = True
+
+    p = verbs.add_parser("synth", help="write a deterministic synthetic labelled catalogue (JSONL)")
+    p.add_argument("--taxonomy", help="taxonomy JSON (default: the demo taxonomy)")
+    p.add_argument("--n", type=_positive_int, default=1000, help="number of records")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lang", choices=("zh", "en", "mixed"), default="mixed")
+    p.add_argument("--products", action="store_true", help="product records (title + description)")
+    p.add_argument("--out", default="-", help="output file (default: stdout)")
+    p.set_defaults(run=cmd_synth)
+
+    p = verbs.add_parser("convert", help="convert between JSONL spans and CoNLL (BIO/IOB2/BIOES)")
+    p.add_argument("input")
+    p.add_argument("output", help="*.jsonl writes spans; anything else writes CoNLL")
+    p.add_argument("--scheme", choices=("bioes", "bio", "iob2"), default="bioes", help="CoNLL output tags")
+    p.add_argument("--level", choices=("auto", "char", "word"), default="auto",
+                   help="CoNLL tokens: characters (Chinese) or words")
+    p.add_argument("--repair", action="store_true", help="turn I- without B- into a new entity instead of refusing")
+    p.set_defaults(run=cmd_convert)
+
+    p = verbs.add_parser("check-data", help="validate labelled files and report what they hold")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--repair", action="store_true")
+    p.set_defaults(run=cmd_check)
+
+    p = verbs.add_parser("train", help="train a BERT-CRF tagger (needs the train extra)")
+    p.add_argument("--train", nargs="+", required=True, help="labelled JSONL or CoNLL files")
+    p.add_argument("--dev", help="dev file for early stopping (default: 10%% of train)")
+    p.add_argument("--out", required=True, help="checkpoint directory")
+    base = p.add_mutually_exclusive_group()
+    base.add_argument("--base-model", help="local folder of a BERT-family checkpoint")
+    base.add_argument("--scratch", action="store_true", help="build a vocabulary and a small BERT from the data (default)")
+    p.add_argument("--layers", type=_positive_int, default=2)
+    p.add_argument("--hidden", type=_positive_int, default=128)
+    p.add_argument("--heads", type=_positive_int, default=4)
+    p.add_argument("--vocab-size", type=_positive_int, default=8000)
+    p.add_argument("--max-length", type=_positive_int, default=128)
+    p.add_argument("--stride", type=int, default=32, help="sub-tokens shared by overlapping windows")
+    p.add_argument("--epochs", type=_positive_int, default=20)
+    p.add_argument("--batch-size", type=_positive_int, default=16)
+    p.add_argument("--lr", type=_positive_float, help="encoder learning rate (default 5e-5 pretrained, 1e-3 scratch)")
+    p.add_argument("--head-lr", type=_positive_float, default=5e-3, help="emission and CRF learning rate")
+    p.add_argument("--warmup", type=_fraction, default=0.1, help="share of steps spent warming up")
+    p.add_argument("--patience", type=_positive_int, default=3, help="epochs without dev improvement before stopping")
+    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--max-seconds", type=_positive_float, help="training time budget")
+    p.add_argument("--threads", type=_positive_int, help="CPU threads for PyTorch")
+    p.add_argument("--repair", action="store_true", help="repair I- without B- in CoNLL input")
+    p.add_argument("--name", default="tagstream-tagger", help="model name recorded in the checkpoint")
+    p.set_defaults(run=cmd_train)
+
+    p = verbs.add_parser("evaluate", help="entity-level precision/recall/F1 of a checkpoint")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", nargs="+", required=True)
+    p.add_argument("--json", help="also write the scores as JSON here")
+    p.add_argument("--repair", action="store_true")
+    p.set_defaults(run=cmd_evaluate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print("tagstream: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except (CliError, ValueError, OSError) as err:
+        if os.environ.get("TAGSTREAM_DEBUG"):
+            raise
+        # DataError and SchemeError are ValueErrors: their message already says file, line and what.
+        text = str(err) if not isinstance(err, OSError) or not err.filename else f"{err.filename}: {err.strerror}"
+        print(f"tagstream: error: {text}", file=sys.stderr)
+        return 1
+
+
+def entrypoint() -> NoReturn:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entrypoint()

@@ -1,0 +1,156 @@
+"""Numpy-only linear-chain CRF inference matching ``torchcrf.CRF(batch_first=True)``.
+
+Serving installs have no PyTorch, so this module must never import torch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from os import PathLike
+
+import numpy as np
+
+_NPZ_KEYS = ("transitions", "start_transitions", "end_transitions")
+
+
+@dataclass(frozen=True)
+class CrfParams:
+    transitions: np.ndarray  # (tags, tags); [i, j] scores tag i -> tag j
+    start: np.ndarray  # (tags,)
+    end: np.ndarray  # (tags,)
+
+    def __post_init__(self) -> None:
+        for name in ("transitions", "start", "end"):
+            object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=np.float32))
+        n = self.start.shape[0] if self.start.ndim == 1 else -1
+        expected = {"transitions": (n, n), "start": (n,), "end": (n,)}
+        for name, shape in expected.items():
+            actual = getattr(self, name).shape
+            if n < 1 or actual != shape:
+                raise ValueError(f"{name}: expected shape {shape} (tags={n}), got {actual}")
+
+    @classmethod
+    def from_npz(cls, path: str | PathLike) -> "CrfParams":
+        with np.load(path) as data:
+            missing = [k for k in _NPZ_KEYS if k not in data.files]
+            if missing:
+                raise ValueError(f"{path}: expected keys {list(_NPZ_KEYS)}, got {sorted(data.files)}")
+            return cls(data["transitions"], data["start_transitions"], data["end_transitions"])
+
+    def save_npz(self, path: str | PathLike) -> None:
+        np.savez(path, transitions=self.transitions,
+                 start_transitions=self.start, end_transitions=self.end)
+
+    @property
+    def num_tags(self) -> int:
+        return int(self.start.shape[0])
+
+
+def _validate(emissions: np.ndarray, mask: np.ndarray, crf: CrfParams) -> tuple[np.ndarray, np.ndarray]:
+    emissions = np.asarray(emissions, dtype=np.float64)
+    mask = np.asarray(mask).astype(bool)
+    if emissions.ndim != 3 or emissions.shape[2] != crf.num_tags:
+        raise ValueError(f"emissions: expected shape (batch, seq, {crf.num_tags}), got {emissions.shape}")
+    if mask.shape != emissions.shape[:2]:
+        raise ValueError(f"mask: expected shape {emissions.shape[:2]}, got {mask.shape}")
+    if emissions.shape[1] > 1 and np.any(mask[:, 1:] & ~mask[:, :-1]):
+        raise ValueError("mask: expected left-aligned runs of True, got a True after a False")
+    return emissions, mask
+
+
+def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
+    m = np.max(x, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)  # all -inf along axis -> -inf, not nan
+    return np.squeeze(m, axis) + np.log(np.sum(np.exp(x - m), axis=axis))
+
+
+def viterbi_decode(emissions: np.ndarray, mask: np.ndarray, crf: CrfParams) -> list[list[int]]:
+    """Best tag path per item; an item whose mask is all False decodes to []."""
+    emissions, mask = _validate(emissions, mask, crf)
+    batch, seq, _ = emissions.shape
+    lengths = mask.sum(axis=1)
+    if seq == 0:
+        return [[] for _ in range(batch)]
+    trans = crf.transitions.astype(np.float64)
+    # shape: (batch, tags)
+    score = crf.start + emissions[:, 0]
+    history = []
+    for t in range(1, seq):
+        # shape: (batch, prev_tags, tags)
+        nxt = score[:, :, None] + trans[None] + emissions[:, t, None, :]
+        # shape: (batch, tags)
+        history.append(nxt.argmax(axis=1))
+        score = np.where(mask[:, t, None], nxt.max(axis=1), score)
+    # shape: (batch,)
+    cur = (score + crf.end).argmax(axis=1)
+    last = lengths - 1
+    paths = np.zeros((batch, seq), dtype=np.int64)
+    rows = np.arange(batch)
+    # Positions past an item's end hold its best last tag until t reaches the end.
+    for t in range(seq - 1, -1, -1):
+        paths[:, t] = cur
+        if t > 0:
+            cur = np.where(t <= last, history[t - 1][rows, cur], cur)
+    return [paths[b, : lengths[b]].tolist() for b in range(batch)]
+
+
+def _forward_backward(emissions: np.ndarray, mask: np.ndarray, crf: CrfParams):
+    batch, seq, tags = emissions.shape
+    trans = crf.transitions.astype(np.float64)[None]
+    start, end = crf.start.astype(np.float64), crf.end.astype(np.float64)
+    # shape: (batch, seq, tags)
+    alphas = np.zeros((batch, seq, tags))
+    betas = np.zeros((batch, seq, tags))
+    alpha = start + emissions[:, 0]
+    alphas[:, 0] = alpha
+    for t in range(1, seq):
+        # shape: (batch, tags)
+        nxt = _logsumexp(alpha[:, :, None] + trans + emissions[:, t, None, :], axis=1)
+        alpha = np.where(mask[:, t, None], nxt, alpha)
+        alphas[:, t] = alpha
+    beta = np.broadcast_to(end, (batch, tags))
+    betas[:, seq - 1] = beta
+    for t in range(seq - 2, -1, -1):
+        # shape: (batch, tags)
+        nxt = _logsumexp(trans + (emissions[:, t + 1] + beta)[:, None, :], axis=2)
+        beta = np.where(mask[:, t + 1, None], nxt, end)
+        betas[:, t] = beta
+    # An empty item has exactly one (empty) path with score 0, so log Z = 0.
+    # shape: (batch,)
+    log_z = np.where(mask[:, 0], _logsumexp(alpha + end, axis=1), 0.0)
+    return alphas, betas, log_z
+
+
+def sequence_log_partition(emissions: np.ndarray, mask: np.ndarray, crf: CrfParams) -> np.ndarray:
+    """(batch,) log of the sum over all tag paths of exp(path score)."""
+    emissions, mask = _validate(emissions, mask, crf)
+    if emissions.shape[1] == 0:
+        return np.zeros(emissions.shape[0])
+    return _forward_backward(emissions, mask, crf)[2]
+
+
+def marginals(emissions: np.ndarray, mask: np.ndarray, crf: CrfParams) -> np.ndarray:
+    """(batch, seq, tags) P(y_t = k | x); rows at masked positions are 0."""
+    emissions, mask = _validate(emissions, mask, crf)
+    if emissions.shape[1] == 0:
+        return np.zeros(emissions.shape)
+    alphas, betas, log_z = _forward_backward(emissions, mask, crf)
+    # shape: (batch, seq, tags)
+    log_marg = alphas + betas - log_z[:, None, None]
+    return np.where(mask[:, :, None], np.exp(np.minimum(log_marg, 0.0)), 0.0)
+
+
+def span_confidence(marg: np.ndarray, path: list[int], start: int, end: int) -> float:
+    """Confidence in [0, 1] for the decoded span at positions [start, end) of one item.
+
+    ``marg`` is that item's (seq, tags) marginals. We take the min, not the mean: a span is
+    right only if every position is, and P(all right) <= min_t P(y_t right), so one doubtful
+    boundary token is not averaged away by confident interior tokens.
+    """
+    marg = np.asarray(marg)
+    if marg.ndim != 2:
+        raise ValueError(f"marg: expected shape (seq, tags), got {marg.shape}")
+    if not 0 <= start < end <= min(len(path), marg.shape[0]):
+        raise ValueError(f"span: expected 0 <= start < end <= {min(len(path), marg.shape[0])}, "
+                         f"got [{start}, {end})")
+    probs = marg[np.arange(start, end), np.asarray(path[start:end])]
+    return float(np.clip(probs.min(), 0.0, 1.0))

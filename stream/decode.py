@@ -1,0 +1,88 @@
+"""From texts to tagged spans around any emission scorer: bucketing, windows, merging.
+
+The serving tagger (ONNX Runtime + numpy Viterbi) and the trainer's evaluation (PyTorch +
+torchcrf) both go through `tag_texts`, so they can only differ in how a batch is scored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from stream.spans import tag_runs
+from stream.tokenization import PaddedBatch, TextEncoder, Units, Window, merge_window_runs
+
+# Best tag-id path per row, and per-unit marginals (batch, units, tags) when the scorer has them.
+ScoreFn = Callable[[PaddedBatch], tuple[list[list[int]], np.ndarray | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class TaggedSpan:
+    """One tag found in a text: where, what, and how sure the CRF is."""
+
+    field: str
+    start: int
+    end: int
+    text: str
+    type: str
+    confidence: float
+
+    def to_json(self) -> dict:
+        return {"field": self.field, "start": self.start, "end": self.end, "text": self.text,
+                "type": self.type, "confidence": round(self.confidence, 4)}
+
+
+def _confidence(marginals: np.ndarray | None, path: Sequence[int], start: int, end: int) -> float:
+    if marginals is None:
+        return 1.0
+    # The weakest unit decides: a span is only as certain as its least certain tag.
+    return float(min(marginals[i, path[i]] for i in range(start, end)))
+
+
+def plan_batches(windows: Sequence[Window], batch_size: int) -> list[list[int]]:
+    """Window indices grouped into batches of similar length, so padding stays small."""
+    order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def tag_units(encoder: TextEncoder, units: Sequence[Units], score: ScoreFn, labels: Sequence[str],
+              *, batch_size: int = 64, fields: Sequence[str] | None = None,
+              bucket: bool = True) -> list[list[TaggedSpan]]:
+    """Tag already-tokenised texts; ``fields`` names each text's field (default ``text``)."""
+    owners: list[int] = []
+    windows: list[Window] = []
+    for index, u in enumerate(units):
+        for w in encoder.windows(u):
+            owners.append(index)
+            windows.append(w)
+    runs: list[list[tuple]] = [[] for _ in windows]
+    batches = plan_batches(windows, batch_size) if bucket else [
+        list(range(i, min(i + batch_size, len(windows)))) for i in range(0, len(windows), batch_size)]
+    for batch in batches:
+        padded = encoder.pad([windows[i] for i in batch])
+        paths, marginals = score(padded)
+        for row, i in enumerate(batch):
+            tags = [labels[t] for t in paths[row]]
+            marg = None if marginals is None else marginals[row]
+            runs[i] = [(a, b, kind, _confidence(marg, paths[row], a, b)) for a, b, kind in tag_runs(tags)]
+    per_text_windows: list[list[int]] = [[] for _ in units]
+    for i, owner in enumerate(owners):
+        per_text_windows[owner].append(i)
+    out: list[list[TaggedSpan]] = []
+    for index, u in enumerate(units):
+        field = fields[index] if fields is not None else "text"
+        members = per_text_windows[index]
+        merged = merge_window_runs([windows[i] for i in members], [runs[i] for i in members])
+        spans = []
+        for a, b, kind, conf in merged:
+            start, end = u.spans[a][0], u.spans[b - 1][1]
+            spans.append(TaggedSpan(field, start, end, u.text[start:end], kind, conf))
+        out.append(spans)
+    return out
+
+
+def tag_texts(encoder: TextEncoder, texts: Sequence[str], score: ScoreFn, labels: Sequence[str],
+              **kwargs) -> list[list[TaggedSpan]]:
+    return tag_units(encoder, encoder.units(texts), score, labels, **kwargs)

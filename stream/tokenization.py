@@ -1,0 +1,169 @@
+"""Text to model inputs with character offsets, through a `tokenizers` fast tokenizer.
+
+A *unit* is one pre-tokenised word (a CJK character, a Latin word, a number, a punctuation
+mark); tags live on units and are predicted from each unit's first sub-token. Long texts are
+cut into overlapping windows at unit boundaries. Used unchanged by training and serving.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tokenizers import Tokenizer
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+@dataclass(frozen=True, slots=True)
+class Units:
+    """One text's sub-tokens grouped into units, with each unit's character range."""
+
+    text: str
+    token_ids: list[int]          # no special tokens
+    spans: list[tuple[int, int]]  # per unit: [start, end) into text
+    first_token: list[int]        # per unit: index of its first sub-token in token_ids
+    unknown_tokens: int           # how many sub-tokens are [UNK] (a drift signal)
+
+    def __len__(self) -> int:
+        return len(self.spans)
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A model input covering units ``[unit_start, unit_end)`` of one text."""
+
+    input_ids: list[int]        # [CLS] ... [SEP]
+    unit_positions: list[int]   # per covered unit: position of its first sub-token in input_ids
+    unit_start: int
+    unit_end: int
+    own_start: int              # units this window answers for when windows are merged
+    own_end: int
+
+
+@dataclass(frozen=True, slots=True)
+class PaddedBatch:
+    """Windows padded to one length; row i is windows[i]."""
+
+    input_ids: np.ndarray       # shape: (batch, seq) int64
+    attention_mask: np.ndarray  # shape: (batch, seq) int64
+    unit_positions: np.ndarray  # shape: (batch, units) int64, 0 where padded
+    unit_mask: np.ndarray       # shape: (batch, units) bool
+
+
+class TextEncoder:
+    """Tokenises texts into units and windows of at most ``max_length`` sub-tokens."""
+
+    def __init__(self, tokenizer: Tokenizer, max_length: int = 128, stride: int = 32) -> None:
+        if max_length < 8:
+            raise ValueError(f"max_length must be at least 8, got {max_length}")
+        if not 0 <= stride < max_length - 2:
+            raise ValueError(f"stride must be in [0, {max_length - 2}), got {stride}")
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        ids = {tok: tokenizer.token_to_id(tok) for tok in ("[PAD]", "[UNK]", "[CLS]", "[SEP]")}
+        missing = [tok for tok, i in ids.items() if i is None]
+        if missing:
+            raise ValueError(f"tokenizer vocabulary lacks the BERT special tokens {missing}")
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.stride = stride
+        self.pad_id, self.unk_id, self.cls_id, self.sep_id = (ids[t] for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]"))
+
+    @classmethod
+    def from_file(cls, path: str | Path, max_length: int = 128, stride: int = 32) -> "TextEncoder":
+        return cls(Tokenizer.from_file(str(path)), max_length=max_length, stride=stride)
+
+    def units(self, texts: Sequence[str]) -> list[Units]:
+        encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        return [self._group(text, enc) for text, enc in zip(texts, encodings)]
+
+    def _group(self, text: str, enc) -> Units:
+        spans: list[tuple[int, int]] = []
+        first: list[int] = []
+        last_word = None
+        for i, (word, (start, end)) in enumerate(zip(enc.word_ids, enc.offsets)):
+            if word != last_word or not spans:
+                spans.append((start, end))
+                first.append(i)
+                last_word = word
+            else:
+                spans[-1] = (spans[-1][0], max(spans[-1][1], end))
+        unknown = sum(1 for t in enc.ids if t == self.unk_id)
+        return Units(text, list(enc.ids), spans, first, unknown)
+
+    def windows(self, units: Units) -> list[Window]:
+        """Overlapping windows over the units; each unit is owned by exactly one window."""
+        n = len(units)
+        if n == 0:
+            return []
+        budget = self.max_length - 2
+        bounds = units.first_token + [len(units.token_ids)]
+        ranges: list[tuple[int, int]] = []
+        start = 0
+        while True:
+            end, used = start, 0
+            while end < n and used + bounds[end + 1] - bounds[end] <= budget:
+                used += bounds[end + 1] - bounds[end]
+                end += 1
+            end = max(end, start + 1)  # one unit longer than a window is cut, not dropped
+            ranges.append((start, end))
+            if end >= n:
+                break
+            nxt = end
+            while nxt - 1 > start and bounds[end] - bounds[nxt - 1] <= self.stride:
+                nxt -= 1
+            start = nxt
+        out = []
+        for k, (start, end) in enumerate(ranges):
+            # Ownership switches halfway through each overlap, so every unit is decoded
+            # by the window in which it has the most context on both sides.
+            own_start = 0 if k == 0 else (start + ranges[k - 1][1]) // 2
+            own_end = n if k == len(ranges) - 1 else (ranges[k + 1][0] + end) // 2
+            body = units.token_ids[bounds[start]:bounds[end]][:budget]
+            positions = [min(1 + bounds[j] - bounds[start], budget) for j in range(start, end)]
+            out.append(Window([self.cls_id, *body, self.sep_id], positions, start, end, own_start, own_end))
+        return out
+
+    def pad(self, windows: Sequence[Window]) -> PaddedBatch:
+        seq = max(len(w.input_ids) for w in windows)
+        width = max(len(w.unit_positions) for w in windows)
+        ids = np.full((len(windows), seq), self.pad_id, dtype=np.int64)
+        attention = np.zeros((len(windows), seq), dtype=np.int64)
+        positions = np.zeros((len(windows), width), dtype=np.int64)
+        unit_mask = np.zeros((len(windows), width), dtype=bool)
+        for row, w in enumerate(windows):
+            ids[row, :len(w.input_ids)] = w.input_ids
+            attention[row, :len(w.input_ids)] = 1
+            positions[row, :len(w.unit_positions)] = w.unit_positions
+            unit_mask[row, :len(w.unit_positions)] = True
+        return PaddedBatch(ids, attention, positions, unit_mask)
+
+
+def merge_window_runs(windows: Sequence[Window], runs_per_window: Sequence[Sequence[tuple]]) -> list[tuple]:
+    """Combine entity runs decoded per window (unit indices local to the window) into runs
+    over the whole text. A run is kept by the window that owns its first unit; a run that
+    overlaps one already kept (a boundary disagreement) is dropped.
+
+    Each run is a tuple whose first two items are its unit range; extra items pass through.
+    """
+    merged: list[tuple] = []
+    for window, runs in zip(windows, runs_per_window):
+        for run in runs:
+            start, end = run[0] + window.unit_start, run[1] + window.unit_start
+            if window.own_start <= start < window.own_end:
+                merged.append((start, end, *run[2:]))
+    merged.sort(key=lambda r: (r[0], r[1]))
+    kept: list[tuple] = []
+    for run in merged:
+        if not kept or run[0] >= kept[-1][1]:
+            kept.append(run)
+    return kept
+
+
+def gather_units(token_values: np.ndarray, unit_positions: np.ndarray) -> np.ndarray:
+    """Per-token values (batch, seq, k) -> per-unit values (batch, units, k)."""
+    # shape: (batch, units, k)
+    return np.take_along_axis(token_values, unit_positions[:, :, None], axis=1)

@@ -1,0 +1,70 @@
+"""Long texts: overlapping windows at unit edges, merged back into whole-text spans."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stream.decode import tag_units
+from stream.spans import Span, label_list, unit_tags
+from stream.tokenization import TextEncoder
+
+LABELS = label_list(["brand", "color"])
+
+
+def oracle_scorer(gold_tags_per_window):
+    """Scores a batch by looking up the gold tags of each window (identified by its ids)."""
+    def score(batch):
+        paths = []
+        for row in range(batch.input_ids.shape[0]):
+            key = tuple(int(i) for i in batch.input_ids[row][batch.attention_mask[row] == 1])
+            paths.append(gold_tags_per_window[key])
+        return paths, None
+    return score
+
+
+def test_windows_cover_every_unit_once_and_respect_max_length(wordpiece):
+    encoder = TextEncoder(wordpiece, max_length=12, stride=4)
+    units = encoder.units(["耐克黑色 Nike air max 270 " * 6])[0]
+    windows = encoder.windows(units)
+    assert len(windows) > 2
+    assert all(len(w.input_ids) <= 12 for w in windows)
+    owned = [i for w in windows for i in range(w.own_start, w.own_end)]
+    assert owned == list(range(len(units)))
+    for a, b in zip(windows, windows[1:]):
+        assert b.unit_start < a.unit_end, "consecutive windows overlap"
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(words=st.lists(st.sampled_from(["耐", "克", "黑", "色", "nike", "air", "max", "270", "/", "T"]),
+                      min_size=1, max_size=60),
+       marks=st.lists(st.integers(0, 2), min_size=60, max_size=60))
+def test_merged_windows_give_back_whole_text_spans(wordpiece, words, marks):
+    encoder = TextEncoder(wordpiece, max_length=10, stride=3)
+    text = " ".join(words)
+    units = encoder.units([text])[0]
+    # Spans of one or two units, separated by at least one unit.
+    spans, i = [], 0
+    while i < len(units):
+        width = marks[i % 60]
+        if width and i + width <= len(units):
+            spans.append(Span(units.spans[i][0], units.spans[i + width - 1][1], "brand" if width == 1 else "color"))
+            i += width + 1
+        else:
+            i += 1
+    tags, _ = unit_tags(units.spans, spans)
+    ids = {tuple(w.input_ids): [LABELS.index(t) for t in tags[w.unit_start:w.unit_end]]
+           for w in encoder.windows(units)}
+    got = tag_units(encoder, [units], oracle_scorer(ids), LABELS, batch_size=3)[0]
+    assert [(s.start, s.end, s.type) for s in got] == [(s.start, s.end, s.label) for s in spans]
+    assert all(s.text == text[s.start:s.end] for s in got)
+
+
+def test_pad_keeps_unit_positions_on_first_subtokens(wordpiece):
+    encoder = TextEncoder(wordpiece, max_length=32, stride=8)
+    units = encoder.units(["Nike 耐克", "ＸＬ"])
+    batch = encoder.pad([encoder.windows(u)[0] for u in units])
+    assert batch.input_ids.shape[0] == 2
+    assert batch.unit_mask.sum(axis=1).tolist() == [len(units[0]), len(units[1])]
+    assert np.all(batch.attention_mask[np.arange(2)[:, None], batch.unit_positions] == 1)
