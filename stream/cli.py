@@ -159,6 +159,32 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    _needs_training_extra("export")
+    from export.onnx_export import ExportConfig, ExportError, export_bundle
+
+    config = ExportConfig(checkpoint=args.checkpoint, out=args.out, held_out=tuple(args.held_out or ()),
+                          taxonomy=args.taxonomy, int8=args.int8, fp16=args.fp16, opset=args.opset,
+                          atol=args.atol, version=args.version, force=args.force)
+    try:
+        out = export_bundle(config, log=lambda line: print(line, file=sys.stderr))
+    except ExportError as err:
+        raise CliError(str(err)) from None
+    print(f"bundle written: {out}")
+    return 0
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    from stream.tagger import Tagger
+
+    tagger = Tagger.load(args.bundle, variant=args.variant, device=args.device, threads=args.threads)
+    texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    for text, spans in zip(texts, tagger.tag_texts(texts)):
+        print(json.dumps({"text": text, "tags": [s.to_json() for s in spans],
+                          "model": {"name": tagger.model_name, "version": tagger.model_version}}, ensure_ascii=False))
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -221,6 +247,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the scores as JSON here")
     p.add_argument("--repair", action="store_true")
     p.set_defaults(run=cmd_evaluate)
+
+    p = verbs.add_parser("export", help="export a checkpoint to a model bundle, gated on ONNX parity")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True, help="bundle directory to create")
+    p.add_argument("--held-out", nargs="+", help="labelled texts for parity and F1 (default: the checkpoint's dev file)")
+    p.add_argument("--taxonomy", help="taxonomy JSON shipped in the bundle (default: the demo taxonomy)")
+    p.add_argument("--int8", action="store_true", help="also write a dynamically quantised int8 model")
+    p.add_argument("--fp16", action="store_true", help="also write an fp16 model (for GPUs)")
+    p.add_argument("--opset", type=_positive_int, default=17)
+    p.add_argument("--atol", type=_positive_float, default=1e-4, help="emission parity tolerance")
+    p.add_argument("--version", help="model version (default: UTC timestamp)")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle directory")
+    p.set_defaults(run=cmd_export)
+
+    p = verbs.add_parser("tag", help="tag texts with a bundle, no Kafka (texts as arguments or one per stdin line)")
+    p.add_argument("text", nargs="*")
+    p.add_argument("--bundle", required=True, help="bundle directory or model store")
+    p.add_argument("--variant", choices=("fp32", "int8", "fp16"), default="fp32")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--threads", type=_positive_int)
+    p.set_defaults(run=cmd_tag)
     return parser
 
 

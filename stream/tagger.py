@@ -1,0 +1,136 @@
+"""The serving tagger: a verified bundle, ONNX Runtime emissions and numpy CRF decoding.
+
+Never imports torch or transformers; a serving install has neither.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from export.bundle import Bundle, BundleError, read_bundle
+from export.manifest import MODEL_FILES
+from stream.crf import CrfParams, marginals, viterbi_decode
+from stream.decode import TaggedSpan, tag_units
+from stream.tokenization import PaddedBatch, TextEncoder, gather_units
+
+log = logging.getLogger(__name__)
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+def cuda_device_count() -> int:
+    """GPUs the CUDA driver can see; 0 without a driver. onnxruntime-gpu lists the CUDA
+    provider as available on any machine, so that list alone says nothing."""
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return 0
+    count = ctypes.c_int(0)
+    if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return 0
+    return count.value
+
+
+def choose_providers(device: str) -> list[str]:
+    if device == "cpu":
+        return [CPU]
+    if device == "cuda":
+        if CUDA not in ort.get_available_providers():
+            raise BundleError("device cuda asked for, but this onnxruntime has no CUDA provider")
+        return [CUDA, CPU]
+    if device != "auto":
+        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    if CUDA in ort.get_available_providers() and cuda_device_count() > 0:
+        return [CUDA, CPU]
+    return [CPU]
+
+
+class Tagger:
+    """Tags texts with one bundle. Thread-compatible: one ``tag_*`` call at a time per instance."""
+
+    def __init__(self, bundle: Bundle, session: ort.InferenceSession, variant: str, batch_size: int) -> None:
+        self.bundle = bundle
+        self.session = session
+        self.variant = variant
+        self.batch_size = batch_size
+        m = bundle.manifest
+        self.labels = list(m.labels)
+        self.encoder = TextEncoder.from_file(bundle.file("tokenizer.json"), m.max_length, m.stride)
+        self.crf = CrfParams.from_npz(bundle.file("crf.npz"))
+        if self.crf.num_tags != len(self.labels):
+            raise BundleError(f"{bundle.file('crf.npz')}: {self.crf.num_tags} tags, "
+                              f"but the manifest lists {len(self.labels)} labels")
+        self._input_names = {i.name for i in session.get_inputs()}
+
+    @classmethod
+    def load(cls, path: str | Path, *, variant: str = "fp32", device: str = "auto", threads: int | None = None,
+             batch_size: int = 64) -> "Tagger":
+        """Verify the bundle (every hash) and open its model on the chosen device."""
+        bundle = read_bundle(path)
+        if variant not in MODEL_FILES:
+            raise ValueError(f"variant must be one of {', '.join(MODEL_FILES)}, got {variant!r}")
+        if MODEL_FILES[variant] not in bundle.manifest.files:
+            raise BundleError(f"{bundle.path}: has no {variant} model (exported: {', '.join(bundle.manifest.variants)})")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        providers = choose_providers(device)
+        try:
+            session = ort.InferenceSession(str(bundle.file(MODEL_FILES[variant])), options, providers=providers)
+        except Exception as err:  # onnxruntime raises its own exception types for a bad graph
+            raise BundleError(f"{bundle.file(MODEL_FILES[variant])}: onnxruntime cannot load it ({err})") from None
+        if providers[0] == CUDA and session.get_providers()[0] != CUDA:
+            log.warning("CUDA provider requested but the session got %s; running on CPU", session.get_providers())
+        return cls(bundle, session, variant, batch_size)
+
+    @property
+    def providers(self) -> list[str]:
+        """What the session really runs on (not what was asked for)."""
+        return self.session.get_providers()
+
+    @property
+    def model_name(self) -> str:
+        return self.bundle.manifest.name
+
+    @property
+    def model_version(self) -> str:
+        return self.bundle.manifest.version
+
+    def emissions(self, batch: PaddedBatch) -> np.ndarray:
+        # shape: (batch, seq, tags)
+        return self.session.run(["emissions"], {"input_ids": batch.input_ids,
+                                                "attention_mask": batch.attention_mask})[0]
+
+    def score(self, batch: PaddedBatch) -> tuple[list[list[int]], np.ndarray]:
+        # shape: (batch, units, tags)
+        units = gather_units(self.emissions(batch), batch.unit_positions)
+        return viterbi_decode(units, batch.unit_mask, self.crf), marginals(units, batch.unit_mask, self.crf)
+
+    def tag_texts(self, texts: Sequence[str], fields: Sequence[str] | None = None,
+                  bucket: bool = True) -> list[list[TaggedSpan]]:
+        return tag_units(self.encoder, self.encoder.units(texts), self.score, self.labels,
+                         batch_size=self.batch_size, fields=fields, bucket=bucket)
+
+    def tag_products(self, products: Sequence[dict]) -> list[list[TaggedSpan]]:
+        """Tag the title and description of each product; one span list per product."""
+        texts, fields, owners = [], [], []
+        for index, product in enumerate(products):
+            for name in ("title", "description"):
+                value = product.get(name)
+                if value:
+                    texts.append(value)
+                    fields.append(name)
+                    owners.append(index)
+        out: list[list[TaggedSpan]] = [[] for _ in products]
+        for owner, spans in zip(owners, self.tag_texts(texts, fields)):
+            out[owner].extend(spans)
+        return out
