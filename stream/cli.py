@@ -122,24 +122,48 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- training verbs
 
-def cmd_train(args: argparse.Namespace) -> int:
-    _needs_training_extra("train")
-    from model.train import TrainConfig, train
+def _train_config(args: argparse.Namespace, out: str):
+    from model.train import TrainConfig
 
     if args.base_model and not Path(args.base_model).is_dir():
         raise CliError(f"--base-model {args.base_model}: not a directory")
-    config = TrainConfig(
-        train=tuple(args.train), dev=args.dev, out=args.out, base_model=args.base_model,
+    if args.hidden % args.heads:
+        raise CliError(f"--hidden {args.hidden} must be a multiple of --heads {args.heads}")
+    return TrainConfig(
+        train=tuple(args.train), dev=args.dev, out=out, base_model=args.base_model,
         layers=args.layers, hidden=args.hidden, heads=args.heads, vocab_size=args.vocab_size,
         max_length=args.max_length, stride=args.stride, epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr, head_lr=args.head_lr, warmup=args.warmup, patience=args.patience, seed=args.seed,
         max_seconds=args.max_seconds, threads=args.threads, repair=args.repair, name=args.name)
-    if config.hidden % config.heads:
-        raise CliError(f"--hidden {config.hidden} must be a multiple of --heads {config.heads}")
-    result = train(config, log=lambda line: print(line, file=sys.stderr))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    _needs_training_extra("train")
+    from model.train import train
+
+    result = train(_train_config(args, args.out), log=lambda line: print(line, file=sys.stderr))
     print(f"best epoch {result.best_epoch} ({result.stopped}); dev micro-F1 {result.dev.micro.f1:.4f}; "
           f"{result.samples_per_second} samples/s; checkpoint {result.out}")
     print(result.dev.table())
+    return 0
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    _needs_training_extra("retrain")
+    from export.retrain import RetrainConfig, describe, retrain
+
+    config = RetrainConfig(store=args.store, held_out=tuple(args.held_out), training=_train_config(args, ""),
+                           tolerance=args.tolerance, int8=args.int8, taxonomy=args.taxonomy)
+    outcome = retrain(config, log=lambda line: print(line, file=sys.stderr))
+    print(describe(outcome))
+    return outcome.exit_code
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from export.bundle import rollback
+
+    before, after = rollback(args.store)
+    print(f"{args.store}: live bundle {before} -> {after}")
     return 0
 
 
@@ -187,6 +211,29 @@ def cmd_tag(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- parser
 
+def _training_options(p: argparse.ArgumentParser) -> None:
+    base = p.add_mutually_exclusive_group()
+    base.add_argument("--base-model", help="local folder of a BERT-family checkpoint")
+    base.add_argument("--scratch", action="store_true", help="build a vocabulary and a small BERT from the data (default)")
+    p.add_argument("--layers", type=_positive_int, default=2)
+    p.add_argument("--hidden", type=_positive_int, default=128)
+    p.add_argument("--heads", type=_positive_int, default=4)
+    p.add_argument("--vocab-size", type=_positive_int, default=8000)
+    p.add_argument("--max-length", type=_positive_int, default=128)
+    p.add_argument("--stride", type=int, default=32, help="sub-tokens shared by overlapping windows")
+    p.add_argument("--epochs", type=_positive_int, default=20)
+    p.add_argument("--batch-size", type=_positive_int, default=16)
+    p.add_argument("--lr", type=_positive_float, help="encoder learning rate (default 5e-5 pretrained, 1e-3 scratch)")
+    p.add_argument("--head-lr", type=_positive_float, default=5e-3, help="emission and CRF learning rate")
+    p.add_argument("--warmup", type=_fraction, default=0.1, help="share of steps spent warming up")
+    p.add_argument("--patience", type=_positive_int, default=3, help="epochs without dev improvement before stopping")
+    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--max-seconds", type=_positive_float, help="training time budget")
+    p.add_argument("--threads", type=_positive_int, help="CPU threads for PyTorch")
+    p.add_argument("--repair", action="store_true", help="repair I- without B- in CoNLL input")
+    p.add_argument("--name", default="tagstream-tagger", help="model name recorded in the checkpoint")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tagstream", description="Real-time product tagging: train, export, serve.")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
@@ -219,26 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", nargs="+", required=True, help="labelled JSONL or CoNLL files")
     p.add_argument("--dev", help="dev file for early stopping (default: 10%% of train)")
     p.add_argument("--out", required=True, help="checkpoint directory")
-    base = p.add_mutually_exclusive_group()
-    base.add_argument("--base-model", help="local folder of a BERT-family checkpoint")
-    base.add_argument("--scratch", action="store_true", help="build a vocabulary and a small BERT from the data (default)")
-    p.add_argument("--layers", type=_positive_int, default=2)
-    p.add_argument("--hidden", type=_positive_int, default=128)
-    p.add_argument("--heads", type=_positive_int, default=4)
-    p.add_argument("--vocab-size", type=_positive_int, default=8000)
-    p.add_argument("--max-length", type=_positive_int, default=128)
-    p.add_argument("--stride", type=int, default=32, help="sub-tokens shared by overlapping windows")
-    p.add_argument("--epochs", type=_positive_int, default=20)
-    p.add_argument("--batch-size", type=_positive_int, default=16)
-    p.add_argument("--lr", type=_positive_float, help="encoder learning rate (default 5e-5 pretrained, 1e-3 scratch)")
-    p.add_argument("--head-lr", type=_positive_float, default=5e-3, help="emission and CRF learning rate")
-    p.add_argument("--warmup", type=_fraction, default=0.1, help="share of steps spent warming up")
-    p.add_argument("--patience", type=_positive_int, default=3, help="epochs without dev improvement before stopping")
-    p.add_argument("--seed", type=int, default=13)
-    p.add_argument("--max-seconds", type=_positive_float, help="training time budget")
-    p.add_argument("--threads", type=_positive_int, help="CPU threads for PyTorch")
-    p.add_argument("--repair", action="store_true", help="repair I- without B- in CoNLL input")
-    p.add_argument("--name", default="tagstream-tagger", help="model name recorded in the checkpoint")
+    _training_options(p)
     p.set_defaults(run=cmd_train)
 
     p = verbs.add_parser("evaluate", help="entity-level precision/recall/F1 of a checkpoint")
@@ -268,6 +296,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--threads", type=_positive_int)
     p.set_defaults(run=cmd_tag)
+
+    p = verbs.add_parser("retrain", help="train a challenger, export it, and promote it if it is not worse "
+                                         "(exit 0 promoted, 3 rejected, 1 failed)")
+    p.add_argument("--train", nargs="+", required=True, help="labelled data for the challenger")
+    p.add_argument("--dev", help="dev file for early stopping (default: 10%% of train)")
+    p.add_argument("--store", required=True, help="model store: bundles plus the CURRENT pointer workers watch")
+    p.add_argument("--held-out", nargs="+", required=True, help="labelled texts both models are judged on")
+    p.add_argument("--tolerance", type=_fraction, default=0.005, help="allowed micro-F1 drop against the champion")
+    p.add_argument("--int8", action="store_true")
+    p.add_argument("--taxonomy")
+    _training_options(p)
+    p.set_defaults(run=cmd_retrain)
+
+    p = verbs.add_parser("rollback", help="point the model store back at the previous bundle")
+    p.add_argument("--store", required=True)
+    p.set_defaults(run=cmd_rollback)
     return parser
 
 

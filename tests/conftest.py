@@ -30,3 +30,40 @@ def real_data_or_skip() -> Path:
     if not (REAL_DATA / "train.bioes").is_file():
         pytest.skip(f"real labelled data not found at {REAL_DATA} (it lives in ../shared/data, outside the repo)")
     return REAL_DATA
+
+
+def write_synth(path: Path, n: int, seed: int, lang: str = "mixed") -> Path:
+    """A synthetic labelled file from the demo taxonomy (deterministic)."""
+    import json
+
+    from model.synth import generate, load_taxonomy_json
+
+    records = generate(load_taxonomy_json(DEMO_TAXONOMY), n, seed=seed, lang=lang)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A small from-scratch BERT-CRF trained for a few seconds on synthetic titles."""
+    pytest.importorskip("torch")
+    from model.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("tiny")
+    train_file = write_synth(root / "train.jsonl", 300, seed=11)
+    dev_file = write_synth(root / "dev.jsonl", 220, seed=12)
+    train(TrainConfig(train=(str(train_file),), dev=str(dev_file), out=str(root / "checkpoint"), layers=1,
+                      hidden=32, heads=2, epochs=3, batch_size=16, threads=2, vocab_size=2000),
+          log=lambda _: None)
+    return root / "checkpoint"
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_checkpoint, tmp_path_factory):
+    """The tiny checkpoint exported (fp32 + int8) through the parity gate."""
+    from export.onnx_export import ExportConfig, export_bundle
+
+    out = tmp_path_factory.mktemp("bundle") / "tiny"
+    export_bundle(ExportConfig(checkpoint=str(tiny_checkpoint), out=str(out), int8=True, version="1"),
+                  log=lambda _: None)
+    return out

@@ -1,0 +1,115 @@
+"""The offline retrain-and-export job: train a challenger, gate it, and promote it only when
+it is not worse than the live champion on the same held-out set."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from export.bundle import current, promote, read_bundle
+from export.onnx_export import ExportConfig, ExportError, export_bundle
+from model.metrics import entity_scores
+from model.train import TrainConfig, load_examples, train
+from stream.spans import Span
+from stream.tagger import Tagger
+
+PROMOTED, FAILED, REJECTED = 0, 1, 3
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    store: str
+    held_out: tuple[str, ...]
+    training: TrainConfig          # its `out` is ignored: the job keeps checkpoints in the store
+    tolerance: float = 0.005       # allowed micro-F1 drop against the champion
+    int8: bool = False
+    taxonomy: str | None = None
+
+
+@dataclass
+class RetrainOutcome:
+    status: str                    # promoted | rejected | failed
+    exit_code: int
+    report: dict
+    report_path: Path
+
+
+def _f1(tagger: Tagger, examples) -> dict:
+    predicted = [[Span(t.start, t.end, t.type) for t in spans] for spans in tagger.tag_texts([e.text for e in examples])]
+    return entity_scores([e.spans for e in examples], predicted).to_json()
+
+
+def _table(report: dict) -> str:
+    rows = [("", "bundle", "micro-P", "micro-R", "micro-F1", "macro-F1")]
+    for role in ("champion", "challenger"):
+        entry = report.get(role)
+        if entry and entry.get("scores"):
+            m = entry["scores"]["micro"]
+            rows.append((role, entry["bundle"], f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}",
+                         f"{entry['scores']['macro_f1']:.4f}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.append(f"decision: {report['status']} — {report['reason']}")
+    return "\n".join(lines)
+
+
+def retrain(config: RetrainConfig, log: Callable[[str], None] = print) -> RetrainOutcome:
+    store = Path(config.store)
+    store.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d.%H%M%S")
+    reports = store / "reports"
+    reports.mkdir(exist_ok=True)
+    report: dict = {"started_at": stamp, "store": str(store), "held_out": list(config.held_out),
+                    "train_files": list(config.training.train), "tolerance": config.tolerance}
+    champion_name = current(store)
+    try:
+        held_out = load_examples(config.held_out)
+        champion = None
+        if champion_name:
+            champion = Tagger.load(store, device="cpu")
+            report["champion"] = {"bundle": champion_name, "version": champion.model_version,
+                                  "scores": _f1(champion, held_out)}
+        work = store / ".work" / stamp
+        checkpoint = work / "checkpoint"
+        result = train(replace(config.training, out=str(checkpoint)), log=log)
+        name = f"{config.training.name}-{stamp}"
+        export_bundle(ExportConfig(checkpoint=str(checkpoint), out=str(store / name), held_out=config.held_out,
+                                   taxonomy=config.taxonomy, int8=config.int8, version=stamp), log=log)
+        challenger = Tagger.load(store / name, device="cpu")
+        report["challenger"] = {"bundle": name, "version": stamp, "scores": _f1(challenger, held_out),
+                                "train_dev_f1": result.dev.micro.f1 if result.dev else None,
+                                "train_samples_per_second": result.samples_per_second}
+        new_f1 = report["challenger"]["scores"]["micro"]["f1"]
+        if champion is None:
+            status, reason = "promoted", "no champion yet; the challenger passed parity"
+        else:
+            old_f1 = report["champion"]["scores"]["micro"]["f1"]
+            delta = new_f1 - old_f1
+            report["f1_change"] = round(delta, 6)
+            if delta >= -config.tolerance:
+                status, reason = "promoted", f"micro-F1 {new_f1:.4f} vs champion {old_f1:.4f} ({delta:+.4f}, tolerance {config.tolerance})"
+            else:
+                status, reason = "rejected", f"micro-F1 {new_f1:.4f} is {-delta:.4f} below champion {old_f1:.4f} (tolerance {config.tolerance})"
+        if status == "promoted":
+            promote(store, name)
+        shutil.rmtree(work, ignore_errors=True)
+    except (ExportError, ValueError, OSError) as err:
+        status, reason = "failed", str(err)
+    report.update(status=status, reason=reason, live=current(store),
+                  finished_at=datetime.now(timezone.utc).strftime("%Y%m%d.%H%M%S"))
+    path = reports / f"retrain-{stamp}.json"
+    path.write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
+    path.with_suffix(".txt").write_text(_table(report) + "\n", encoding="utf-8")
+    code = {"promoted": PROMOTED, "rejected": REJECTED, "failed": FAILED}[status]
+    return RetrainOutcome(status, code, report, path)
+
+
+def describe(outcome: RetrainOutcome) -> str:
+    return _table(outcome.report) + f"\nreport: {outcome.report_path}"
+
+
+__all__ = ["RetrainConfig", "RetrainOutcome", "retrain", "describe", "read_bundle", "PROMOTED", "FAILED", "REJECTED"]

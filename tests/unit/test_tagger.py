@@ -1,0 +1,139 @@
+"""The serving tagger: bundle verification, providers, spans, and no PyTorch on the serving path."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from export.bundle import BundleError, promote, read_bundle, rollback
+from stream.tagger import Tagger, cuda_device_count
+from tests.conftest import ROOT
+
+TEXTS = ["耐克 Nike 男士跑步鞋 黑色 42码 2026新款 包邮", "UNIQLO cotton T-shirt white M free shipping", "", "   "]
+
+
+def _copy(bundle, tmp_path):
+    target = tmp_path / "copy"
+    shutil.copytree(bundle, target)
+    return target
+
+
+def test_spans_index_into_the_original_text(tiny_bundle):
+    tagger = Tagger.load(tiny_bundle, device="cpu")
+    for text, spans in zip(TEXTS, tagger.tag_texts(TEXTS)):
+        for s in spans:
+            assert text[s.start:s.end] == s.text and 0.0 <= s.confidence <= 1.0
+    assert tagger.tag_texts(["", "   "]) == [[], []]
+
+
+def test_long_text_is_tagged_in_windows(tiny_bundle):
+    tagger = Tagger.load(tiny_bundle, device="cpu")
+    text = "耐克 黑色 跑步鞋 " * 80  # far beyond max_length sub-tokens
+    spans = tagger.tag_texts([text])[0]
+    assert len(tagger.encoder.windows(tagger.encoder.units([text])[0])) > 1
+    assert spans and spans[-1].end > len(text) - 20, "the tail of a long text is tagged too"
+    assert all(a.end <= b.start for a, b in zip(spans, spans[1:]))
+
+
+def test_products_keep_their_fields(tiny_bundle):
+    tagger = Tagger.load(tiny_bundle, device="cpu")
+    products = [{"title": "耐克黑色跑步鞋", "description": "Nike 男士 跑步鞋, 黑色"}, {"title": "华为手机"}]
+    tagged = tagger.tag_products(products)
+    for product, spans in zip(products, tagged):
+        for s in spans:
+            assert product[s.field][s.start:s.end] == s.text
+
+
+def test_cpu_is_what_the_session_really_got_here(tiny_bundle):
+    tagger = Tagger.load(tiny_bundle, device="auto", threads=1)
+    if cuda_device_count() == 0:
+        assert tagger.providers == ["CPUExecutionProvider"]
+    assert Tagger.load(tiny_bundle, device="cpu").providers == ["CPUExecutionProvider"]
+
+
+def test_int8_variant_loads_and_tags(tiny_bundle):
+    tagger = Tagger.load(tiny_bundle, variant="int8", device="cpu")
+    assert len(tagger.tag_texts(TEXTS)) == len(TEXTS)
+    with pytest.raises(BundleError, match="has no fp16 model"):
+        Tagger.load(tiny_bundle, variant="fp16", device="cpu")
+
+
+def test_manifest_records_parity_and_hashes(tiny_bundle):
+    manifest = read_bundle(tiny_bundle).manifest
+    assert manifest.parity["passed"] and manifest.parity["texts"] >= 200
+    assert manifest.parity["max_abs_emission_diff"] <= 1e-4 and manifest.parity["decoded_mismatches"] == 0
+    assert "int8_f1_change" in manifest.parity
+    assert set(manifest.files) >= {"model.onnx", "model.int8.onnx", "crf.npz", "tokenizer.json", "taxonomy.json",
+                                   "reference.json"}
+    reference = json.loads((tiny_bundle / "reference.json").read_text())
+    assert reference["texts"] >= 200 and reference["type_counts"]
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda b: (b / "crf.npz").unlink(), "missing file crf.npz"),
+    (lambda b: (b / "model.onnx").write_bytes((b / "model.onnx").read_bytes()[:-10] + b"0123456789"),
+     "model.onnx: sha256 mismatch"),
+    (lambda b: (b / "manifest.json").write_text(
+        (b / "manifest.json").read_text().replace('"format_version": 1', '"format_version": 99')),
+     "unknown format version 99"),
+    (lambda b: (b / "manifest.json").write_text("{not json"), "manifest.json: not valid JSON"),
+    (lambda b: (b / "manifest.json").unlink(), "missing file manifest.json"),
+])
+def test_corrupt_bundles_are_refused_with_what_is_wrong(tiny_bundle, tmp_path, damage, message):
+    bundle = _copy(tiny_bundle, tmp_path)
+    damage(bundle)
+    with pytest.raises(BundleError, match=message.replace("(", r"\(")):
+        Tagger.load(bundle, device="cpu")
+
+
+def test_promote_and_rollback_move_the_pointer(tiny_bundle, tmp_path):
+    store = tmp_path / "store"
+    store.mkdir()
+    shutil.copytree(tiny_bundle, store / "a")
+    shutil.copytree(tiny_bundle, store / "b")
+    promote(store, "a")
+    promote(store, "b")
+    assert Tagger.load(store, device="cpu").bundle.path == (store / "b").resolve()
+    assert rollback(store) == ("b", "a")
+    assert read_bundle(store).path == (store / "a").resolve()
+    with pytest.raises(BundleError, match="no earlier bundle"):
+        rollback(store)
+
+
+BLOCK_TORCH = textwrap.dedent("""
+    import sys
+    class Block:
+        def find_spec(self, name, path=None, target=None):
+            if name.split('.')[0] in {'torch', 'transformers', 'torchcrf'}:
+                raise ModuleNotFoundError(f"No module named {name!r} (blocked)", name=name)
+    sys.meta_path.insert(0, Block())
+""")
+
+
+def test_serving_path_imports_no_torch(tiny_bundle):
+    script = BLOCK_TORCH + textwrap.dedent(f"""
+        from stream.tagger import Tagger
+        import stream.cli, stream.decode, stream.crf, stream.profile, export.bundle
+        tagger = Tagger.load({str(tiny_bundle)!r}, device="cpu")
+        print(len(tagger.tag_texts(["耐克黑色跑步鞋"])[0]) >= 0)
+        bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'torchcrf', 'model')]
+        assert not bad, bad
+    """)
+    run = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+
+
+def test_training_verbs_without_torch_say_what_to_install(tmp_path):
+    script = BLOCK_TORCH + "from stream.cli import main; sys.exit(main(sys.argv[1:]))"
+    run = subprocess.run([sys.executable, "-c", script, "train", "--train", "x.jsonl", "--out", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 1
+    assert run.stderr.strip().count("\n") == 0
+    assert "pip install 'tagstream[train]'" in run.stderr and "Traceback" not in run.stderr
+    ok = subprocess.run([sys.executable, "-c", script, "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert ok.returncode == 0 and "train" in ok.stdout
