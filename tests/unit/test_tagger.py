@@ -130,7 +130,9 @@ def test_serving_path_imports_no_torch(tiny_bundle):
 
 def test_training_verbs_without_torch_say_what_to_install(tmp_path):
     script = BLOCK_TORCH + "from stream.cli import main; sys.exit(main(sys.argv[1:]))"
-    run = subprocess.run([sys.executable, "-c", script, "train", "--train", "x.jsonl", "--out", str(tmp_path)],
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"id": "1", "text": "Nike", "spans": [{"start": 0, "end": 4, "label": "brand"}]}\n')
+    run = subprocess.run([sys.executable, "-c", script, "train", "--train", str(data), "--out", str(tmp_path)],
                          cwd=ROOT, capture_output=True, text=True)
     assert run.returncode == 1
     assert run.stderr.strip().count("\n") == 0
