@@ -62,13 +62,15 @@ cmd_fetch() {
     fi
     command -v mvn >/dev/null || die "mvn not found; install Maven 3.8+ to fetch the broker jars"
     say "resolving Kafka jars from Maven Central into libs/ ..."
-    # Into a scratch dir first, so an interrupted fetch never looks complete.
-    rm -rf "$LIBS.tmp"
-    mvn -B -q -Dstyle.color=never -f "$HERE/pom.xml" dependency:copy-dependencies -DoutputDirectory="$LIBS.tmp" \
-        || die "mvn dependency:copy-dependencies failed"
-    pom_stamp >"$LIBS.tmp/.complete"
+    # Into a scratch dir first (under the git-ignored data/), so an interrupted fetch never looks complete.
+    local tmp="$HERE/data/.libs.tmp"
+    rm -rf "$tmp"
+    mvn -B -q -f "$HERE/pom.xml" dependency:copy-dependencies -DoutputDirectory="$tmp" \
+        >"$HERE/data/fetch.log" 2>&1 \
+        || { tail -n 40 "$HERE/data/fetch.log" >&2; die "mvn dependency:copy-dependencies failed (log: deploy/kafka/data/fetch.log)"; }
+    pom_stamp >"$tmp/.complete"
     rm -rf "$LIBS"
-    mv "$LIBS.tmp" "$LIBS"
+    mv "$tmp" "$LIBS"
     say "fetched $(find "$LIBS" -name '*.jar' | wc -l) jars ($(du -sh "$LIBS" | cut -f1))"
 }
 

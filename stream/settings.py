@@ -1,0 +1,110 @@
+"""One frozen, typed settings object per worker process.
+
+Every field has a default, an environment variable (``TAGSTREAM_<NAME>``) and help text; a
+CLI flag of the same name overrides the environment. Secrets are masked in every rendering.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, Mapping
+
+
+def setting(default: Any, help: str, *, secret: bool = False, choices: tuple[str, ...] | None = None):
+    return field(default=default, metadata={"help": help, "secret": secret, "choices": choices})
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be used; the message names its variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str = setting("127.0.0.1:9092", "Kafka bootstrap servers, comma separated")
+    input_topic: str = setting("products.updates", "topic of product create/update/delete events")
+    enriched_topic: str = setting("products.enriched", "compacted topic of tag-enriched products")
+    dlq_topic: str = setting("products.dlq", "dead-letter topic for events that cannot be enriched")
+    drift_topic: str = setting("tagstream.drift", "windowed taxonomy-drift reports")
+    candidates_topic: str = setting("tagstream.taxonomy-candidates", "proposed new taxonomy entries")
+    partitions: int = setting(4, "partitions of topics the worker creates (input, enriched, state)")
+    replication: int = setting(1, "replication factor of topics the worker creates")
+    group_id: str = setting("tagstream-worker", "consumer group (and Faust app id) shared by all workers")
+    max_batch: int = setting(64, "most events per micro-batch")
+    max_wait: float = setting(0.05, "seconds to wait for a micro-batch to fill")
+    bundle: str = setting("models", "model bundle directory, or a model store whose CURRENT pointer is watched")
+    variant: str = setting("fp32", "model variant to serve", choices=("fp32", "int8", "fp16"))
+    device: str = setting("auto", "where inference runs", choices=("auto", "cpu", "cuda"))
+    threads: int = setting(0, "ONNX Runtime intra-op threads (0: one per core)")
+    reload_interval: float = setting(2.0, "seconds between checks of the bundle pointer")
+    max_event_bytes: int = setting(1_048_576, "events larger than this are dead-lettered")
+    max_field_chars: int = setting(20_000, "titles or descriptions longer than this are dead-lettered")
+    metrics_port: int = setting(9464, "port of the Prometheus /metrics endpoint (0: none)")
+    data_dir: str = setting(".tagstream", "worker state directory (Faust tables)")
+    security_protocol: str = setting("PLAINTEXT", "Kafka security protocol",
+                                     choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"))
+    sasl_mechanism: str = setting("PLAIN", "SASL mechanism", choices=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"))
+    sasl_username: str = setting("", "SASL user name")
+    sasl_password: str = setting("", "SASL password", secret=True)
+    ssl_cafile: str = setting("", "CA certificate file for SSL")
+    ssl_certfile: str = setting("", "client certificate file for SSL")
+    ssl_keyfile: str = setting("", "client key file for SSL", secret=False)
+    log_level: str = setting("info", "worker log level", choices=("debug", "info", "warning", "error"))
+
+    @staticmethod
+    def env_name(name: str) -> str:
+        return f"TAGSTREAM_{name.upper()}"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Defaults, then ``TAGSTREAM_*`` variables, then explicit overrides (CLI flags)."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = overrides.get(f.name)
+            source = f"--{f.name.replace('_', '-')}"
+            if raw is None and cls.env_name(f.name) in environ:
+                raw, source = environ[cls.env_name(f.name)], cls.env_name(f.name)
+            if raw is None:
+                continue
+            values[f.name] = _convert(f, raw, source)
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        for name in ("partitions", "replication", "max_batch", "max_event_bytes", "max_field_chars"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{self.env_name(name)} must be at least 1, got {getattr(self, name)}")
+        if self.max_wait <= 0:
+            raise SettingsError(f"{self.env_name('max_wait')} must be positive, got {self.max_wait}")
+        if self.security_protocol.startswith("SASL") and not (self.sasl_username and self.sasl_password):
+            raise SettingsError(f"{self.security_protocol} needs TAGSTREAM_SASL_USERNAME and TAGSTREAM_SASL_PASSWORD")
+
+    def public(self) -> dict[str, Any]:
+        """Every setting, secrets masked: safe to log or print."""
+        return {f.name: ("***" if f.metadata["secret"] and getattr(self, f.name) else getattr(self, f.name))
+                for f in fields(self)}
+
+    def __repr__(self) -> str:
+        return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in self.public().items()) + ")"
+
+    __str__ = __repr__
+
+    @classmethod
+    def describe(cls) -> list[tuple[str, str, str, str]]:
+        """(setting, environment variable, default, help) for docs and `--help`."""
+        return [(f.name, cls.env_name(f.name), repr(f.default) if f.default is not MISSING else "",
+                 f.metadata["help"]) for f in fields(cls)]
+
+
+def _convert(f, raw: Any, source: str) -> Any:
+    kind = f.type if isinstance(f.type, type) else {"int": int, "float": float, "str": str, "bool": bool}[f.type]
+    try:
+        value = kind(raw)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{source}: expected {kind.__name__}, got {raw!r}") from None
+    choices = f.metadata["choices"]
+    if choices and value not in choices:
+        raise SettingsError(f"{source}: expected one of {', '.join(choices)}, got {value!r}")
+    return value
