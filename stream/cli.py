@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable, NoReturn, Sequence
@@ -213,6 +214,134 @@ def cmd_tag(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- streaming verbs
+
+def _settings(args: argparse.Namespace):
+    from stream.settings import Settings
+
+    names = {name for name, *_ in Settings.describe()}
+    return Settings.from_env(**{k: v for k, v in vars(args).items() if k in names and v is not None})
+
+
+def _settings_options(p: argparse.ArgumentParser, only: Sequence[str] | None = None) -> None:
+    from stream.settings import Settings
+
+    for name, env, default, text in Settings.describe():
+        if only is None or name in only:
+            p.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, metavar="VALUE",
+                           help=f"{text} (${env}, default {default})")
+
+
+KAFKA_SETTINGS = ("kafka_bootstrap", "security_protocol", "sasl_mechanism", "sasl_username", "sasl_password",
+                  "ssl_cafile", "ssl_certfile", "ssl_keyfile")
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from stream.worker import run_worker
+
+    return run_worker(_settings(args))
+
+
+def _event_lines(path: str, version: int | None):
+    """Lines of a JSONL file as (key, value bytes). Synthetic catalogue records (`synth --products`)
+    become upsert events; anything else is sent as it is (the worker validates it)."""
+    import orjson
+
+    source = sys.stdin.buffer if path == "-" else open(path, "rb")
+    with source:
+        for line in source:
+            line = line.rstrip(b"\r\n")
+            if not line.strip():
+                continue
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                yield None, line
+                continue
+            if isinstance(record, dict) and "product_id" not in record and "id" in record and "title" in record:
+                record = {"product_id": str(record["id"]), "op": "upsert", "version": version or 1,
+                          "title": record["title"], "description": record.get("description"),
+                          "locale": record.get("locale")}
+                line = orjson.dumps(record)
+            key = record.get("product_id") if isinstance(record, dict) else None
+            yield (str(key).encode("utf-8") if key is not None else None), line
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+
+    from stream.worker import kafka_client_options
+
+    settings = _settings(args)
+    if args.file != "-" and not Path(args.file).is_file():
+        raise CliError(f"{args.file}: no such file")
+
+    async def run() -> int:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
+                                    **kafka_client_options(settings))
+        await producer.start()
+        sent, started = 0, time.monotonic()
+        try:
+            pending = []
+            for key, value in _event_lines(args.file, args.version):
+                pending.append(await producer.send(args.topic or settings.input_topic, value=value, key=key))
+                sent += 1
+                if args.rate:
+                    delay = sent / args.rate - (time.monotonic() - started)
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+            await asyncio.gather(*pending)
+        finally:
+            await producer.stop()
+        return sent
+
+    sent = asyncio.run(run())
+    print(f"sent {sent} events to {args.topic or settings.input_topic}", file=sys.stderr)
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import orjson
+    from aiokafka import AIOKafkaConsumer
+
+    from stream.worker import kafka_client_options
+
+    settings = _settings(args)
+
+    async def run() -> int:
+        consumer = AIOKafkaConsumer(args.topic, bootstrap_servers=settings.kafka_bootstrap, group_id=None,
+                                    auto_offset_reset="latest" if args.from_end else "earliest",
+                                    enable_auto_commit=False, **kafka_client_options(settings))
+        await consumer.start()
+        shown = 0
+        option = orjson.OPT_INDENT_2 if args.pretty else 0
+        try:
+            while args.max is None or shown < args.max:
+                batch = await consumer.getmany(timeout_ms=int(args.idle * 1000) if args.idle else 1000)
+                if not batch and args.idle:
+                    break
+                records = sorted((r for rs in batch.values() for r in rs), key=lambda r: (r.timestamp, r.partition))
+                for r in records[:None if args.max is None else args.max - shown]:
+                    try:
+                        value = orjson.loads(r.value) if r.value is not None else None
+                    except orjson.JSONDecodeError:
+                        value = r.value.decode("utf-8", "replace")
+                    line = {"partition": r.partition, "offset": r.offset,
+                            "key": r.key.decode("utf-8", "replace") if r.key is not None else None, "value": value}
+                    print(orjson.dumps(line, option=option).decode("utf-8"), flush=True)
+                    shown += 1
+        finally:
+            await consumer.stop()
+        return shown
+
+    asyncio.run(run())
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 
 def _training_options(p: argparse.ArgumentParser) -> None:
@@ -312,6 +441,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--taxonomy")
     _training_options(p)
     p.set_defaults(run=cmd_retrain)
+
+    p = verbs.add_parser("worker", help="run a streaming worker: products.updates -> products.enriched")
+    _settings_options(p)
+    p.set_defaults(run=cmd_worker)
+
+    p = verbs.add_parser("produce", help="send product events from a JSONL file (or - for stdin) to Kafka")
+    p.add_argument("file")
+    p.add_argument("--topic", help="default: the input topic")
+    p.add_argument("--version", type=_positive_int, help="version for synthetic catalogue records (default 1)")
+    p.add_argument("--rate", type=_positive_float, help="events per second (default: as fast as possible)")
+    _settings_options(p, KAFKA_SETTINGS + ("input_topic",))
+    p.set_defaults(run=cmd_produce)
+
+    p = verbs.add_parser("tail", help="print the records of a topic as JSON lines")
+    p.add_argument("topic")
+    p.add_argument("--max", type=_positive_int, help="stop after this many records")
+    p.add_argument("--idle", type=_positive_float, help="stop after this many seconds without a record")
+    p.add_argument("--from-end", action="store_true", help="only records that arrive from now on")
+    p.add_argument("--pretty", action="store_true")
+    _settings_options(p, KAFKA_SETTINGS)
+    p.set_defaults(run=cmd_tail)
 
     p = verbs.add_parser("rollback", help="point the model store back at the previous bundle")
     p.add_argument("--store", required=True)

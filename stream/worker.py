@@ -1,0 +1,251 @@
+"""The Faust worker: product events in, enriched products and dead letters out, at least once.
+
+Acknowledgement: ``Stream.take_events`` turns Faust's automatic acks off and acks the events of a
+batch only when the agent asks for the next batch. The agent awaits the broker's ack of every
+output record before that, so an input offset can only be committed after its output is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import ssl
+import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+
+import faust
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from export.bundle import POINTER, BundleError, resolve
+from stream import metrics
+from stream.enrich import DLQ, ENRICHED, Limits, enrich
+from stream.events import RawEvent
+from stream.settings import Settings
+from stream.tagger import Tagger
+from stream.taxonomy import Taxonomy
+
+log = logging.getLogger("tagstream.worker")
+STATE_TABLE = "product-state"
+
+
+def kafka_client_options(settings: Settings) -> dict:
+    """Security options for plain aiokafka clients (admin, produce, tail)."""
+    options: dict = {"security_protocol": settings.security_protocol}
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = _ssl_context(settings)
+    if settings.security_protocol.startswith("SASL"):
+        options.update(sasl_mechanism=settings.sasl_mechanism, sasl_plain_username=settings.sasl_username,
+                       sasl_plain_password=settings.sasl_password)
+    return options
+
+
+def _ssl_context(settings: Settings) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=settings.ssl_cafile or None)
+    if settings.ssl_certfile:
+        context.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile or None)
+    return context
+
+
+def _faust_credentials(settings: Settings):
+    if settings.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=settings.sasl_username, password=settings.sasl_password, mechanism=settings.sasl_mechanism,
+            ssl_context=_ssl_context(settings) if settings.security_protocol == "SASL_SSL" else None)
+    if settings.security_protocol == "SSL":
+        return faust.SSLCredentials(_ssl_context(settings))
+    return None
+
+
+async def ensure_topics(settings: Settings) -> list[str]:
+    """Create the worker's topics if absent; the enriched topic is compacted (latest per product)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, **kafka_client_options(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(settings.input_topic, settings.partitions, settings.replication),
+            NewTopic(settings.enriched_topic, settings.partitions, settings.replication,
+                     topic_configs={"cleanup.policy": "compact"}),
+            NewTopic(settings.dlq_topic, 1, settings.replication),
+            NewTopic(settings.drift_topic, 1, settings.replication),
+            NewTopic(settings.candidates_topic, 1, settings.replication),
+        ]
+        missing = [t for t in wanted if t.name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:  # another worker won the race
+                pass
+        return [t.name for t in missing]
+    finally:
+        await admin.close()
+
+
+_failpoint_hits: dict[str, int] = {}
+
+
+def _failpoint(name: str) -> None:
+    """Crash here on purpose when TAGSTREAM_FAILPOINT=<name>:<n> (the n-th time): how the fault
+    tests kill a worker at an exact point, e.g. between inference and publish."""
+    spec = os.environ.get("TAGSTREAM_FAILPOINT", "")
+    if not spec.startswith(name + ":"):
+        return
+    _failpoint_hits[name] = _failpoint_hits.get(name, 0) + 1
+    if _failpoint_hits[name] == int(spec.split(":", 1)[1]):
+        log.warning("failpoint %s reached: killing this worker", spec)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class ModelHolder:
+    """The tagger serving now; swapped between batches when the store's pointer changes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.path = Path(settings.bundle)
+        self.tagger, self.taxonomy = self._load()
+        self._stamp = self._pointer_stamp()
+        self._checked = time.monotonic()
+
+    def _load(self) -> tuple[Tagger, Taxonomy]:
+        s = self.settings
+        tagger = Tagger.load(self.path, variant=s.variant, device=s.device, threads=s.threads or None,
+                             batch_size=max(s.max_batch, 1))
+        taxonomy = Taxonomy.load(tagger.bundle.file("taxonomy.json"))
+        metrics.MODEL_INFO.info({"name": tagger.model_name, "version": tagger.model_version,
+                                 "variant": tagger.variant, "provider": tagger.providers[0]})
+        log.info("serving %s (%s, %s) from %s", tagger.bundle.model_id, tagger.variant, tagger.providers[0],
+                 tagger.bundle.path)
+        return tagger, taxonomy
+
+    def _pointer_stamp(self) -> tuple:
+        pointer = self.path / POINTER
+        try:
+            return (pointer.read_text(encoding="utf-8").strip(), pointer.stat().st_mtime_ns)
+        except OSError:
+            return (str(resolve(self.path)), 0)
+
+    def maybe_reload(self) -> None:
+        """Called between batches (in the inference thread): never while a batch is tagged."""
+        if time.monotonic() - self._checked < self.settings.reload_interval:
+            return
+        self._checked = time.monotonic()
+        stamp = self._pointer_stamp()
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            self.tagger, self.taxonomy = self._load()
+            metrics.MODEL_RELOADS.labels("loaded").inc()
+        except (BundleError, ValueError, OSError) as err:
+            # A bad bundle never replaces a good one: keep serving, say why.
+            metrics.MODEL_RELOADS.labels("refused").inc()
+            log.error("new bundle refused, still serving %s: %s", self.tagger.bundle.model_id, err)
+
+
+class EnrichmentWorker:
+    """Wires the settings into a Faust app with one enrichment agent and a state table."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.models = ModelHolder(settings)
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self.limits = Limits(settings.max_event_bytes, settings.max_field_chars)
+        self.app = faust.App(
+            settings.group_id,
+            broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap.split(",")],
+            broker_credentials=_faust_credentials(settings),
+            store="memory://",
+            datadir=settings.data_dir,
+            web_enabled=False,
+            topic_partitions=settings.partitions,
+            topic_replication_factor=settings.replication,
+            producer_acks=-1,
+            consumer_auto_offset_reset="earliest",
+            broker_commit_interval=1.0,
+            table_standby_replicas=0,
+            autodiscover=False,
+        )
+        raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+        self.input = self.app.topic(settings.input_topic, partitions=settings.partitions, allow_empty=True, **raw)
+        self.enriched = self.app.topic(settings.enriched_topic, **raw)
+        self.dlq = self.app.topic(settings.dlq_topic, **raw)
+        # use_partitioner: the changelog partition comes from the key, like the input topic's,
+        # not from "the current event", which is meaningless for a batch.
+        self.state = self.app.Table(STATE_TABLE, default=None, partitions=settings.partitions, use_partitioner=True,
+                                    schema=faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json"))
+        self.app.agent(self.input, name="enrich")(self.process)
+
+    async def process(self, stream) -> None:
+        loop = asyncio.get_running_loop()
+        async for events in stream.take_events(self.settings.max_batch, within=self.settings.max_wait):
+            batch = [RawEvent(e.message.key, e.message.value, e.message.topic, e.message.partition,
+                              e.message.offset, e.message.timestamp) for e in events]
+            await self.handle(batch, loop)
+            # Returning to take_events acks these events; their offsets may now be committed.
+
+    async def handle(self, batch: list[RawEvent], loop: asyncio.AbstractEventLoop) -> None:
+        metrics.EVENTS_CONSUMED.inc(len(batch))
+        metrics.BATCH_SIZE.observe(len(batch))
+        snapshot = {}
+        for raw in batch:
+            if raw.key is not None:
+                pid = raw.key.decode("utf-8", "replace")
+                value = self.state.get(raw.key)
+                if value is not None:
+                    snapshot[pid] = value
+        started = time.perf_counter()
+        result = await loop.run_in_executor(self.executor, self._enrich, batch, snapshot)
+        metrics.INFERENCE_SECONDS.observe(time.perf_counter() - started)
+        _failpoint("before_publish")
+        # Inference runs in a thread so heartbeats go on; publishing stays on the loop, in input order.
+        pending = []
+        for out in result.outputs:
+            topic = self.enriched if out.kind == ENRICHED else self.dlq
+            pending.append(await topic.send(key=out.key, value=out.value))
+        await asyncio.gather(*pending)  # every output acknowledged by the broker (acks=all)
+        for pid, entry in result.state.items():
+            self.state[pid.encode("utf-8")] = entry
+        now = time.time()
+        for out in result.outputs:
+            if out.source.timestamp_ms:
+                metrics.END_TO_END_SECONDS.observe(max(0.0, now - out.source.timestamp_ms / 1000))
+        counts = result.counts
+        metrics.EVENTS_ENRICHED.inc(counts["enriched"] + counts["deleted"])
+        metrics.MODEL_TEXTS.inc(result.texts_tagged)
+        for reason in ("stale", "unchanged"):
+            if counts[f"skipped_{reason}"]:
+                metrics.EVENTS_SKIPPED.labels(reason).inc(counts[f"skipped_{reason}"])
+        for out in result.outputs:
+            if out.kind == DLQ:
+                metrics.EVENTS_DEAD_LETTERED.labels(out.code).inc()
+        metrics.LAST_BATCH_UNIX.set(now)
+
+    def _enrich(self, batch, snapshot):
+        self.models.maybe_reload()
+        models = self.models
+        return enrich(batch, models.tagger, snapshot, taxonomy=models.taxonomy, limits=self.limits,
+                      worker=self.worker_id)
+
+
+def run_worker(settings: Settings) -> int:
+    """Create topics, start the metrics endpoint, and run until SIGINT/SIGTERM."""
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    created = asyncio.run(ensure_topics(settings))
+    if created:
+        log.info("created topics %s", ", ".join(created))
+    worker = EnrichmentWorker(settings)
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port, addr="0.0.0.0")
+    log.info("worker %s starting with %s", worker.worker_id, settings)
+    faust_worker = faust.Worker(worker.app, loglevel=settings.log_level.upper(), quiet=True)
+    faust_worker.execute_from_commandline()
+    return 0
