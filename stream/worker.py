@@ -178,8 +178,9 @@ class EnrichmentWorker:
         self.dlq = self.app.topic(settings.dlq_topic, **raw)
         # use_partitioner: the changelog partition comes from the key, like the input topic's,
         # not from "the current event", which is meaningless for a batch.
+        # key_type=bytes: Faust derives the changelog serializers from the types (raw keys, JSON values).
         self.state = self.app.Table(STATE_TABLE, default=None, partitions=settings.partitions, use_partitioner=True,
-                                    schema=faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json"))
+                                    key_type=bytes)
         self.app.agent(self.input, name="enrich")(self.process)
 
     async def process(self, stream) -> None:

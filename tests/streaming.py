@@ -1,0 +1,144 @@
+"""Integration-test harness: workers as real subprocesses, and plain aiokafka producers/consumers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from tests.kafka_broker import unique_name
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Topics:
+    """One set of topics and one consumer group per test."""
+
+    input: str = field(default_factory=lambda: unique_name("in"))
+    enriched: str = field(default_factory=lambda: unique_name("enriched"))
+    dlq: str = field(default_factory=lambda: unique_name("dlq"))
+    group: str = field(default_factory=lambda: unique_name("group"))
+
+    def env(self) -> dict[str, str]:
+        return {"TAGSTREAM_INPUT_TOPIC": self.input, "TAGSTREAM_ENRICHED_TOPIC": self.enriched,
+                "TAGSTREAM_DLQ_TOPIC": self.dlq, "TAGSTREAM_GROUP_ID": self.group}
+
+
+class WorkerProcess:
+    """`tagstream worker` in a subprocess, logging to a file the test can show on failure."""
+
+    def __init__(self, bootstrap: str, topics: Topics, bundle: Path, workdir: Path, **settings: str) -> None:
+        self.log_path = workdir / f"worker-{unique_name('log')}.log"
+        env = {**os.environ, **topics.env(), "TAGSTREAM_KAFKA_BOOTSTRAP": bootstrap, "TAGSTREAM_BUNDLE": str(bundle),
+               "TAGSTREAM_METRICS_PORT": "0", "TAGSTREAM_DATA_DIR": str(workdir / unique_name("data")),
+               "TAGSTREAM_PARTITIONS": "4", "TAGSTREAM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+        env.pop("TAGSTREAM_FAILPOINT", None)
+        env.update({f"TAGSTREAM_{k.upper()}": str(v) for k, v in settings.items()})  # failpoint too
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], cwd=ROOT, env=env,
+                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def wait_ready(self, timeout: float = 90) -> "WorkerProcess":
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "[^Worker]: Ready" in self.log():
+                return self
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
+            time.sleep(0.3)
+        raise AssertionError(f"worker not ready after {timeout}s:\n{self.log()[-4000:]}")
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self._log.close()
+
+
+def event(product_id: str, version: int, title: str, description: str | None = None, op: str = "upsert") -> bytes:
+    return orjson.dumps({"product_id": product_id, "op": op, "version": version, "title": title,
+                         "description": description})
+
+
+async def _produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value=value, key=key) for key, value in records]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None]]) -> None:
+    asyncio.run(_produce(bootstrap, topic, records))
+
+
+async def _consume(bootstrap: str, topic: str, until, timeout: float) -> list:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+                                enable_auto_commit=False)
+    await consumer.start()
+    records: list = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and not until(records):
+            batch = await consumer.getmany(timeout_ms=500)
+            for part in batch.values():
+                records.extend(part)
+    finally:
+        await consumer.stop()
+    return records
+
+
+def consume(bootstrap: str, topic: str, *, count: int | None = None, until=None, timeout: float = 60) -> list:
+    """Records of ``topic`` from the start, until ``count`` are seen (or ``until(records)``) or timeout."""
+    check = until or (lambda records: count is not None and len(records) >= count)
+    return asyncio.run(_consume(bootstrap, topic, check, timeout))
+
+
+def values(records) -> list[dict | None]:
+    return [orjson.loads(r.value) if r.value is not None else None for r in records]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The worker's /metrics as {'name{labels}': value}."""
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
