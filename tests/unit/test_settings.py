@@ -1,0 +1,36 @@
+"""Worker settings: defaults, environment, flags, validation, and secrets kept out of output."""
+
+from __future__ import annotations
+
+import pytest
+
+from stream.settings import Settings, SettingsError
+
+
+def test_flags_override_environment_which_overrides_defaults():
+    s = Settings.from_env({"TAGSTREAM_MAX_BATCH": "32", "TAGSTREAM_INPUT_TOPIC": "env.in"}, input_topic="flag.in")
+    assert (s.max_batch, s.input_topic, s.max_wait) == (32, "flag.in", 0.05)
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"TAGSTREAM_MAX_BATCH": "many"}, "TAGSTREAM_MAX_BATCH: expected int, got 'many'"),
+    ({"TAGSTREAM_MAX_BATCH": "0"}, "TAGSTREAM_MAX_BATCH must be at least 1"),
+    ({"TAGSTREAM_DEVICE": "tpu"}, "TAGSTREAM_DEVICE: expected one of auto, cpu, cuda"),
+    ({"TAGSTREAM_SECURITY_PROTOCOL": "SASL_PLAINTEXT"}, "needs TAGSTREAM_SASL_USERNAME"),
+])
+def test_bad_settings_name_the_variable(env, message):
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env(env)
+
+
+def test_secrets_are_masked_in_every_rendering():
+    s = Settings.from_env({"TAGSTREAM_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "TAGSTREAM_SASL_USERNAME": "svc",
+                           "TAGSTREAM_SASL_PASSWORD": "hunter2-secret"})
+    assert s.sasl_password == "hunter2-secret"
+    for text in (repr(s), str(s), str(s.public()), f"{s}"):
+        assert "hunter2-secret" not in text and "svc" in text
+
+
+def test_every_setting_is_documented():
+    for name, env, default, text in Settings.describe():
+        assert env == f"TAGSTREAM_{name.upper()}" and text
