@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -93,6 +92,3 @@ def load(directory: str | Path, num_tags: int, dropout: float = 0.1) -> BertCrf:
     model.eval()
     return model
 
-
-def read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))

@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from stream.spans import (SCHEMES, SchemeError, Span, from_bioes, spans_from_tags, split_tag, tag_runs, to_bioes,
-                          unit_tags)
+from stream.spans import SCHEMES, SchemeError, Span, from_bioes, spans_from_tags, split_tag, to_bioes, unit_tags
 
 PRODUCT_FIELDS = ("title", "description")
 
@@ -269,4 +268,4 @@ def labels_in(examples: Iterable[Example]) -> list[str]:
 
 
 __all__ = ["DataError", "Example", "ReadReport", "read_jsonl", "write_jsonl", "read_conll", "write_conll",
-           "parse_record", "data_hash", "labels_in", "conll_units", "tag_runs"]
+           "parse_record", "data_hash", "labels_in", "conll_units"]

@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from stream.crf import span_confidence
 from stream.spans import tag_runs
 from stream.tokenization import PaddedBatch, TextEncoder, Units, Window, merge_window_runs
 
@@ -35,10 +36,7 @@ class TaggedSpan:
 
 
 def _confidence(marginals: np.ndarray | None, path: Sequence[int], start: int, end: int) -> float:
-    if marginals is None:
-        return 1.0
-    # The weakest unit decides: a span is only as certain as its least certain tag.
-    return float(min(marginals[i, path[i]] for i in range(start, end)))
+    return 1.0 if marginals is None else span_confidence(marginals, list(path), start, end)
 
 
 def plan_batches(windows: Sequence[Window], batch_size: int) -> list[list[int]]:

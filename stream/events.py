@@ -28,8 +28,6 @@ INVALID_VALUE = "invalid_value"
 TOO_LARGE = "too_large"
 KEY_MISMATCH = "key_mismatch"
 INFERENCE_FAILED = "inference_failed"
-ERROR_CODES = (INVALID_UTF8, INVALID_JSON, NOT_AN_OBJECT, MISSING_FIELD, WRONG_TYPE, INVALID_VALUE, TOO_LARGE,
-               KEY_MISMATCH, INFERENCE_FAILED)
 
 
 @dataclass(frozen=True, slots=True)

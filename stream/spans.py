@@ -129,7 +129,7 @@ def spans_from_tags(units: Sequence[tuple[int, int]], tags: Sequence[str], field
     return [Span(units[a][0], units[b - 1][1], entity, field) for a, b, entity in tag_runs(tags)]
 
 
-def to_bioes(tags: Sequence[str], *, repair: bool = False, where: str = "") -> list[str]:
+def to_bioes(tags: Sequence[str], *, repair: bool = False) -> list[str]:
     """Convert BIO / IOB2 / BIOES tags to BIOES.
 
     ``I-x`` that does not continue an ``x`` run is a scheme error unless ``repair`` is set,
@@ -145,7 +145,7 @@ def to_bioes(tags: Sequence[str], *, repair: bool = False, where: str = "") -> l
         continues = prev_entity == entity and prev_prefix in {"B", "I"}
         if prefix in {"I", "E"} and not continues:
             if not repair:
-                raise SchemeError(f"{where}{tags[i]} does not continue a {entity} entity (previous tag "
+                raise SchemeError(f"{tags[i]} does not continue a {entity} entity (previous tag "
                                   f"{tags[i - 1] if i else 'none'}); use --repair to start one there", i)
             prefix = "B" if prefix == "I" else "S"
         nxt_prefix, nxt_entity = parsed[i + 1] if i + 1 < len(parsed) else (OUTSIDE, None)

@@ -15,7 +15,6 @@ import socket
 import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from pathlib import Path
 
 import faust
