@@ -37,6 +37,7 @@ class Settings:
     device: str = setting("auto", "where inference runs", choices=("auto", "cpu", "cuda"))
     threads: int = setting(0, "ONNX Runtime intra-op threads (0: one per core)")
     reload_interval: float = setting(2.0, "seconds between checks of the bundle pointer")
+    session_timeout: float = setting(30.0, "seconds before the group gives a silent (crashed) worker's partitions away")
     max_event_bytes: int = setting(1_048_576, "events larger than this are dead-lettered")
     max_field_chars: int = setting(20_000, "titles or descriptions longer than this are dead-lettered")
     metrics_port: int = setting(9464, "port of the Prometheus /metrics endpoint (0: none)")
@@ -76,6 +77,9 @@ class Settings:
         for name in ("partitions", "replication", "max_batch", "max_event_bytes", "max_field_chars"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{self.env_name(name)} must be at least 1, got {getattr(self, name)}")
+        if not 6 <= self.session_timeout <= 300:
+            raise SettingsError(f"{self.env_name('session_timeout')} must be in [6, 300] (the broker's limits), "
+                                f"got {self.session_timeout}")
         if self.max_wait <= 0:
             raise SettingsError(f"{self.env_name('max_wait')} must be positive, got {self.max_wait}")
         if self.security_protocol.startswith("SASL") and not (self.sasl_username and self.sasl_password):

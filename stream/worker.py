@@ -168,6 +168,9 @@ class EnrichmentWorker:
             producer_acks=-1,
             consumer_auto_offset_reset="earliest",
             broker_commit_interval=1.0,
+            # A SIGKILLed worker never leaves the group: its partitions wait this long for it.
+            broker_session_timeout=settings.session_timeout,
+            broker_heartbeat_interval=settings.session_timeout / 10,
             table_standby_replicas=0,
             autodiscover=False,
         )

@@ -190,7 +190,7 @@ def test_hot_reload_mid_stream(kafka, topics, tiny_bundle, tmp_path):
 def test_a_worker_killed_between_inference_and_publish_loses_nothing(kafka, topics, tiny_bundle, tmp_path):
     products = _products(300, seed=25)
     produce(kafka, topics.input, [])  # nothing yet: topics are created by the worker
-    crashing = WorkerProcess(kafka, topics, tiny_bundle, tmp_path, max_batch=20,
+    crashing = WorkerProcess(kafka, topics, tiny_bundle, tmp_path, max_batch=20, session_timeout=6,
                              failpoint="before_publish:4").wait_ready()
     produce(kafka, topics.input, _records(products))
     crashing.proc.wait(timeout=120)
@@ -199,7 +199,7 @@ def test_a_worker_killed_between_inference_and_publish_loses_nothing(kafka, topi
     before = consume(kafka, topics.enriched, until=lambda r: False, timeout=4)
     assert len(before) < 300  # the crash happened mid-stream
 
-    worker = WorkerProcess(kafka, topics, tiny_bundle, tmp_path, max_batch=20).wait_ready()
+    worker = WorkerProcess(kafka, topics, tiny_bundle, tmp_path, max_batch=20, session_timeout=6).wait_ready()
     try:
         after = consume(kafka, topics.enriched, until=lambda r: len({x.key for x in r}) >= 300, timeout=120)
     finally:
