@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
 
 import orjson
+import pytest
 
 from model.synth import generate, load_taxonomy_json
 from tests.conftest import DEMO_TAXONOMY
+from tests.kafka_broker import broker_restart
 from tests.streaming import WorkerProcess, consume, event, produce
 
 
@@ -51,3 +54,22 @@ def test_sigkill_three_times_mid_stream_loses_nothing(kafka, topics, tiny_bundle
         worker.stop()
     assert kills == 3
     assert _report("sigkill x3", sent, out) == 0
+
+
+def test_broker_restart_mid_stream_loses_nothing(kafka, topics, tiny_bundle, tmp_path):
+    if os.environ.get("TAGSTREAM_KAFKA_BOOTSTRAP"):
+        pytest.skip("needs the local broker to restart it")
+    products = generate(load_taxonomy_json(DEMO_TAXONOMY), 300, seed=42, lang="mixed", products=True)
+    records = [(p["id"].encode(), event(p["id"], 1, p["title"], p["description"])) for p in products]
+    sent = {(p["id"], 1) for p in products}
+    worker = WorkerProcess(kafka, topics, tiny_bundle, tmp_path, max_batch=16, session_timeout=6).wait_ready()
+    try:
+        produce(kafka, topics.input, records[:150])
+        consume(kafka, topics.enriched, count=1, timeout=60)
+        broker_restart()
+        produce(kafka, topics.input, records[150:])
+        out = consume(kafka, topics.enriched, until=lambda r: {(x.key.decode(), 1) for x in r} >= sent, timeout=180)
+        assert worker.proc.poll() is None, "the worker recovered on its own, without a restart"
+    finally:
+        worker.stop()
+    assert _report("broker restart", sent, out) == 0
