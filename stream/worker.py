@@ -19,7 +19,7 @@ from pathlib import Path
 
 import faust
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from export.bundle import POINTER, BundleError, resolve
 from stream import metrics
@@ -194,6 +194,11 @@ class EnrichmentWorker:
             # Returning to take_events acks these events; their offsets may now be committed.
 
     async def handle(self, batch: list[RawEvent], loop: asyncio.AbstractEventLoop) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            spans: dict[int, list[int]] = {}
+            for raw in batch:
+                spans.setdefault(raw.partition, []).append(raw.offset)
+            log.debug("batch of %d: %s", len(batch), {p: (min(o), max(o)) for p, o in sorted(spans.items())})
         metrics.EVENTS_CONSUMED.inc(len(batch))
         metrics.BATCH_SIZE.observe(len(batch))
         snapshot = {}
@@ -240,7 +245,13 @@ class EnrichmentWorker:
 def run_worker(settings: Settings) -> int:
     """Create topics, start the metrics endpoint, and run until SIGINT/SIGTERM."""
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    created = asyncio.run(ensure_topics(settings))
+    # aiokafka's debug log spells out the SASL/SCRAM exchange (salt, nonces, proof): never below INFO.
+    logging.getLogger("aiokafka").setLevel(max(logging.INFO, logging.getLogger().getEffectiveLevel()))
+    try:
+        created = asyncio.run(ensure_topics(settings))
+    except KafkaError as err:
+        raise ConnectionError(f"cannot use Kafka at {settings.kafka_bootstrap} "
+                              f"({settings.security_protocol}): {err}") from None
     if created:
         log.info("created topics %s", ", ".join(created))
     worker = EnrichmentWorker(settings)

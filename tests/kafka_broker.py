@@ -51,3 +51,49 @@ def unique_name(prefix: str) -> str:
     """A topic or group name no other test (or earlier run against the same broker) has used."""
     # Kafka topic names allow [a-zA-Z0-9._-]; '.' and '_' collide in metric names, so only '-'.
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+# A second local broker for the security tests, beside the main one: its own ports and data. Clients
+# authenticate with SCRAM-SHA-512 on its SASL port; the PLAINTEXT port is for the broker itself.
+SASL_USER = "tagstream"
+SASL_PASSWORD = "tagstream-s3cret-pw"
+_SASL_PORTS = {"plaintext": 9392, "controller": 9393, "sasl": 9394}
+_SASL_ENV = {
+    "TAGSTREAM_KAFKA_PORT": str(_SASL_PORTS["plaintext"]),
+    "TAGSTREAM_KAFKA_CONTROLLER_PORT": str(_SASL_PORTS["controller"]),
+    "TAGSTREAM_KAFKA_SASL_PORT": str(_SASL_PORTS["sasl"]),
+    "TAGSTREAM_KAFKA_DATA": str(KAFKA_SH.parent / "data" / f"port-{_SASL_PORTS['plaintext']}-sasl"),
+    "TAGSTREAM_KAFKA_SCRAM_USERS": f"{SASL_USER}:{SASL_PASSWORD}",
+}
+_STORAGE_LACKS_USERS = 4  # kafka.sh start's exit status: storage (or a running broker) set up otherwise
+
+
+def _sasl_kafka_sh(verb: str, timeout: float, ok: tuple[int, ...] = (0,)) -> int:
+    env = {**os.environ, **_SASL_ENV}
+    env.setdefault("TAGSTREAM_KAFKA_START_TIMEOUT", str(int(timeout)))
+    try:
+        done = subprocess.run(["bash", str(KAFKA_SH), verb], env=env, capture_output=True, text=True,
+                              timeout=timeout + 60)
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError(f"kafka.sh {verb} (SASL broker) did not finish within {timeout + 60:.0f} s") from exc
+    if done.returncode not in ok:
+        raise RuntimeError(f"kafka.sh {verb} (SASL broker) failed (exit {done.returncode}):\n"
+                           f"{done.stdout}{done.stderr}")
+    return done.returncode
+
+
+def ensure_sasl_broker(timeout: float = 120) -> tuple[str, str]:
+    """(PLAINTEXT, SASL_PLAINTEXT) bootstrap servers of the local SCRAM broker, started if needed.
+
+    The SCRAM user is created only when the storage is formatted, so storage formatted without it
+    (or with another password) is wiped first; it is test data.
+    """
+    if _sasl_kafka_sh("start", timeout, ok=(0, _STORAGE_LACKS_USERS)) == _STORAGE_LACKS_USERS:
+        _sasl_kafka_sh("reset", timeout)
+        _sasl_kafka_sh("start", timeout)
+    return f"127.0.0.1:{_SASL_PORTS['plaintext']}", f"127.0.0.1:{_SASL_PORTS['sasl']}"
+
+
+def stop_sasl_broker(timeout: float = 60) -> None:
+    """Stop the SCRAM broker, keeping its data (and user) for the next start."""
+    _sasl_kafka_sh("stop", timeout)

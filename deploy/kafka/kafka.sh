@@ -15,11 +15,15 @@ DATA="${DATA%/}"
 START_TIMEOUT="${TAGSTREAM_KAFKA_START_TIMEOUT:-120}"
 STOP_TIMEOUT="${TAGSTREAM_KAFKA_STOP_TIMEOUT:-30}"
 HEAP_OPTS="${TAGSTREAM_KAFKA_HEAP_OPTS:--Xms128m -Xmx512m}"
+SASL_PORT="${TAGSTREAM_KAFKA_SASL_PORT:-}"
+SCRAM_USERS="${TAGSTREAM_KAFKA_SCRAM_USERS:-}"
 
 PIDFILE="$DATA/kafka.pid"
 LOGFILE="$DATA/kafka.log"
 PROPS="$DATA/server.properties"
 LOGDIRS="$DATA/kraft"
+# Which SCRAM users (and passwords, as salted hashes) the storage was formatted with.
+USERSFILE="$DATA/scram-users"
 BOOTSTRAP="127.0.0.1:$PORT"
 
 say() { echo "kafka.sh: $*"; }
@@ -41,6 +45,12 @@ environment:
                                    (deploy/kafka/data/port-PORT)
   TAGSTREAM_KAFKA_START_TIMEOUT    seconds to wait for the broker to answer ($START_TIMEOUT)
   TAGSTREAM_KAFKA_HEAP_OPTS        JVM heap flags ($HEAP_OPTS)
+  TAGSTREAM_KAFKA_SASL_PORT        also listen on this port with SASL_PLAINTEXT, SCRAM-SHA-512 (off);
+                                   brokers and the controller keep talking over PLAINTEXT
+  TAGSTREAM_KAFKA_SCRAM_USERS      SCRAM-SHA-512 users as name:password[,name:password...], with no
+                                   ',' or '"' in them (none); created when the storage is formatted,
+                                   so they need a fresh data dir: start exits 4 when the storage
+                                   lacks one (kafka.sh reset)
   TAGSTREAM_PYTHON                 Python with aiokafka for the readiness probe
                                    (default: the repo's .venv, else python3; else a Java probe)
 EOF
@@ -133,6 +143,50 @@ probe() {
     fi
 }
 
+# SCRAM_NAMES[i] and SCRAM_PASSWORDS[i] from $SCRAM_USERS. Messages never show an entry: it holds a password.
+parse_scram_users() {
+    SCRAM_NAMES=()
+    SCRAM_PASSWORDS=()
+    [[ -n "$SCRAM_USERS" ]] || return 0
+    local entry name password
+    local -a entries
+    IFS=',' read -ra entries <<<"$SCRAM_USERS"
+    for entry in "${entries[@]}"; do
+        name="${entry%%:*}"
+        password="${entry#*:}"
+        [[ "$entry" == *:* && -n "$name" && -n "$password" ]] \
+            || die "TAGSTREAM_KAFKA_SCRAM_USERS: expected name:password[,name:password...]" 64
+        # StorageTool's --add-scram parser strips a pair of quotes around a value.
+        [[ "$name$password" != *'"'* ]] || die "TAGSTREAM_KAFKA_SCRAM_USERS: names and passwords cannot contain '\"'" 64
+        SCRAM_NAMES+=("$name")
+        SCRAM_PASSWORDS+=("$password")
+    done
+}
+
+# Salted with the cluster id, so the file says whether a password matches without holding it.
+scram_fingerprint() { printf '%s\n%s\n%s' "$1" "$2" "$3" | sha256sum | cut -d' ' -f1; }
+
+# SCRAM users exist only if the format created them: storage formatted without them (or with
+# other passwords) would leave every client failing to authenticate, so say so instead.
+scram_users_present() {
+    ((${#SCRAM_NAMES[@]})) || return 0
+    [[ -f "$LOGDIRS/meta.properties" ]] || return 0
+    local cluster_id i
+    cluster_id="$(cat "$DATA/cluster.id" 2>/dev/null)" || return 1
+    for i in "${!SCRAM_NAMES[@]}"; do
+        grep -qxF "$(scram_fingerprint "$cluster_id" "${SCRAM_NAMES[i]}" "${SCRAM_PASSWORDS[i]}") ${SCRAM_NAMES[i]}" \
+            "$USERSFILE" 2>/dev/null || return 1
+    done
+}
+
+check_sasl_env() {
+    [[ -z "$SASL_PORT" || "$SASL_PORT" =~ ^[0-9]+$ ]] \
+        || die "TAGSTREAM_KAFKA_SASL_PORT: expected a port number, got '$SASL_PORT'" 64
+    parse_scram_users
+    scram_users_present \
+        || die "storage in $DATA lacks a TAGSTREAM_KAFKA_SCRAM_USERS user (or has another password); see kafka.sh reset" 4
+}
+
 format_storage() {
     [[ -f "$LOGDIRS/meta.properties" ]] && return 0
     local cluster_id
@@ -143,15 +197,49 @@ format_storage() {
         cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
         echo "$cluster_id" >"$DATA/cluster.id"
     fi
-    say "formatting KRaft storage in $LOGDIRS (cluster $cluster_id)"
-    java -cp "$LIBS/*" -Dlog4j2.configurationFile="$HERE/log4j2.properties" \
-        kafka.tools.StorageTool format -t "$cluster_id" -c "$PROPS" >"$DATA/format.log" 2>&1 \
-        || { tail -n 30 "$DATA/format.log" >&2; die "storage format failed (log: $DATA/format.log)"; }
+    # The tool's arguments go in a java @argfile readable by us alone: passwords on the command
+    # line would show in every process listing. In it, quotes group and a backslash escapes.
+    local args="$DATA/format.args" i arg
+    (
+        umask 077
+        {
+            printf '%s\n' kafka.tools.StorageTool format -t "$cluster_id" -c "\"${PROPS//\\/\\\\}\""
+            for i in "${!SCRAM_NAMES[@]}"; do
+                arg="SCRAM-SHA-512=[name=${SCRAM_NAMES[i]},password=${SCRAM_PASSWORDS[i]}]"
+                printf -- '--add-scram\n"%s"\n' "${arg//\\/\\\\}"
+            done
+        } >"$args"
+    )
+    say "formatting KRaft storage in $LOGDIRS (cluster $cluster_id${SCRAM_NAMES[*]:+, SCRAM users ${SCRAM_NAMES[*]}})"
+    local rc=0
+    java -cp "$LIBS/*" -Dlog4j2.configurationFile="$HERE/log4j2.properties" "@$args" >"$DATA/format.log" 2>&1 || rc=$?
+    rm -f "$args"
+    ((rc == 0)) || { tail -n 30 "$DATA/format.log" >&2; die "storage format failed (log: $DATA/format.log)"; }
+    ((${#SCRAM_NAMES[@]})) || return 0
+    for i in "${!SCRAM_NAMES[@]}"; do
+        echo "$(scram_fingerprint "$cluster_id" "${SCRAM_NAMES[i]}" "${SCRAM_PASSWORDS[i]}") ${SCRAM_NAMES[i]}"
+    done >"$USERSFILE"
 }
 
 write_props() {
+    local sasl_listener="" sasl_map=""
+    if [[ -n "$SASL_PORT" ]]; then
+        sasl_listener=",SASL_PLAINTEXT://127.0.0.1:$SASL_PORT"
+        sasl_map=",SASL_PLAINTEXT:SASL_PLAINTEXT"
+    fi
     sed -e "s|@PORT@|$PORT|g" -e "s|@CONTROLLER_PORT@|$CONTROLLER_PORT|g" -e "s|@LOG_DIRS@|$LOGDIRS|g" \
+        -e "s|@SASL_LISTENER@|$sasl_listener|g" -e "s|@SASL_MAP@|$sasl_map|g" \
         "$HERE/server.properties.in" >"$PROPS.tmp"
+    if [[ -n "$SASL_PORT" ]]; then
+        # Listener-scoped, so only SASL_PLAINTEXT asks for credentials. The login module needs no
+        # options on a broker: SCRAM credentials live in the cluster metadata (--add-scram at format).
+        cat >>"$PROPS.tmp" <<'EOF'
+
+# TAGSTREAM_KAFKA_SASL_PORT: clients on the SASL_PLAINTEXT listener authenticate with SCRAM-SHA-512.
+listener.name.sasl_plaintext.sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+EOF
+    fi
     mv "$PROPS.tmp" "$PROPS"
 }
 
@@ -163,15 +251,19 @@ lock_data() {
 }
 
 do_start() {
+    check_sasl_env
     local pid
     pid="$(running_pid)"
     if [[ -n "$pid" ]]; then
-        say "already running (pid $pid) on $BOOTSTRAP"
+        if [[ -n "$SASL_PORT" ]] && ! grep -q "^listeners=.*,SASL_PLAINTEXT://127.0.0.1:$SASL_PORT\$" "$PROPS"; then
+            die "already running (pid $pid) on $BOOTSTRAP without a SASL listener on :$SASL_PORT; see kafka.sh restart" 4
+        fi
+        say "already running (pid $pid) on $BOOTSTRAP${SASL_PORT:+ (SASL :$SASL_PORT)}"
         return 0
     fi
     rm -f "$PIDFILE"
     local p
-    for p in "$PORT" "$CONTROLLER_PORT"; do
+    for p in "$PORT" "$CONTROLLER_PORT" ${SASL_PORT:+"$SASL_PORT"}; do
         port_open "$p" && die "port $p on 127.0.0.1 is in use by another process (not the broker of $DATA); set TAGSTREAM_KAFKA_PORT" 2
     done
     libs_complete || cmd_fetch
@@ -184,7 +276,7 @@ do_start() {
     format_storage
 
     local t0=$SECONDS
-    say "starting Kafka on $BOOTSTRAP (controller :$CONTROLLER_PORT, data $DATA)"
+    say "starting Kafka on $BOOTSTRAP (${SASL_PORT:+SASL :$SASL_PORT, }controller :$CONTROLLER_PORT, data $DATA)"
     # setsid: the broker outlives this script and a Ctrl-C aimed at whoever called it.
     # The shell records its own pid, then becomes java, so the pid file names the JVM.
     # The lock fds are closed for it, or the broker would hold the lock for its whole life.
@@ -203,7 +295,8 @@ do_start() {
             rm -f "$PIDFILE"
             die "broker exited during startup (log: $LOGFILE)"
         fi
-        if [[ -n "$pid" ]] && port_open "$PORT" && probe; then
+        # The probe speaks PLAINTEXT; the SASL listener opens with it, but only an open port says so.
+        if [[ -n "$pid" ]] && port_open "$PORT" && probe && { [[ -z "$SASL_PORT" ]] || port_open "$SASL_PORT"; }; then
             say "ready (pid $pid) on $BOOTSTRAP after $((SECONDS - t0)) s"
             return 0
         fi
