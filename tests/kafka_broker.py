@@ -14,17 +14,19 @@ def _local_bootstrap() -> str:
     return f"127.0.0.1:{os.environ.get('TAGSTREAM_KAFKA_PORT', '9092')}"
 
 
-def _kafka_sh(verb: str, timeout: float) -> None:
-    env = dict(os.environ)
+def _kafka_sh(verb: str, timeout: float, *, env: dict[str, str] | None = None, ok: tuple[int, ...] = (0,),
+              what: str = "") -> int:
+    env = {**os.environ, **(env or {})}
     # The script waits this long for the broker; the subprocess timeout below is only a backstop.
     env.setdefault("TAGSTREAM_KAFKA_START_TIMEOUT", str(int(timeout)))
     try:
         done = subprocess.run(["bash", str(KAFKA_SH), verb], env=env, capture_output=True, text=True,
                               timeout=timeout + 60)
     except subprocess.TimeoutExpired as exc:
-        raise RuntimeError(f"kafka.sh {verb} did not finish within {timeout + 60:.0f} s") from exc
-    if done.returncode != 0:
-        raise RuntimeError(f"kafka.sh {verb} failed (exit {done.returncode}):\n{done.stdout}{done.stderr}")
+        raise RuntimeError(f"kafka.sh {verb}{what} did not finish within {timeout + 60:.0f} s") from exc
+    if done.returncode not in ok:
+        raise RuntimeError(f"kafka.sh {verb}{what} failed (exit {done.returncode}):\n{done.stdout}{done.stderr}")
+    return done.returncode
 
 
 def ensure_broker(timeout: float = 120) -> str:
@@ -69,17 +71,7 @@ _STORAGE_LACKS_USERS = 4  # kafka.sh start's exit status: storage (or a running 
 
 
 def _sasl_kafka_sh(verb: str, timeout: float, ok: tuple[int, ...] = (0,)) -> int:
-    env = {**os.environ, **_SASL_ENV}
-    env.setdefault("TAGSTREAM_KAFKA_START_TIMEOUT", str(int(timeout)))
-    try:
-        done = subprocess.run(["bash", str(KAFKA_SH), verb], env=env, capture_output=True, text=True,
-                              timeout=timeout + 60)
-    except subprocess.TimeoutExpired as exc:
-        raise RuntimeError(f"kafka.sh {verb} (SASL broker) did not finish within {timeout + 60:.0f} s") from exc
-    if done.returncode not in ok:
-        raise RuntimeError(f"kafka.sh {verb} (SASL broker) failed (exit {done.returncode}):\n"
-                           f"{done.stdout}{done.stderr}")
-    return done.returncode
+    return _kafka_sh(verb, timeout, env=_SASL_ENV, ok=ok, what=" (SASL broker)")
 
 
 def ensure_sasl_broker(timeout: float = 120) -> tuple[str, str]:
