@@ -22,7 +22,7 @@ from model.metrics import Scores, entity_scores
 from model.vocab import base_model_tokenizer, build_wordpiece
 from stream.decode import ScoreFn, tag_texts
 from stream.spans import Span, label_list, unit_tags
-from stream.tokenization import PaddedBatch, TextEncoder
+from stream.tokenization import PaddedBatch, TextEncoder, Window
 
 TAGGER_META = "tagger.json"
 TOKENIZER = "tokenizer.json"
@@ -96,9 +96,8 @@ def seed_everything(seed: int) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    input_ids: list[int]
-    unit_positions: list[int]
-    tags: list[int]
+    window: Window
+    tags: list[int]   # one tag id per unit the window covers
 
 
 def make_samples(encoder: TextEncoder, examples: Sequence[Example], labels: Sequence[str]) -> tuple[list[Sample], int]:
@@ -109,26 +108,19 @@ def make_samples(encoder: TextEncoder, examples: Sequence[Example], labels: Sequ
         tags, bad = unit_tags(units.spans, ex.spans)
         snapped += len(bad)
         for w in encoder.windows(units):
-            samples.append(Sample(w.input_ids, w.unit_positions, [index[t] for t in tags[w.unit_start:w.unit_end]]))
+            samples.append(Sample(w, [index[t] for t in tags[w.unit_start:w.unit_end]]))
     return samples, snapped
 
 
-def collate(samples: Sequence[Sample], pad_id: int) -> dict[str, torch.Tensor]:
-    seq = max(len(s.input_ids) for s in samples)
-    width = max(len(s.tags) for s in samples)
-    ids = torch.full((len(samples), seq), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(samples), seq), dtype=torch.long)
-    positions = torch.zeros((len(samples), width), dtype=torch.long)
-    unit_mask = torch.zeros((len(samples), width), dtype=torch.bool)
-    tags = torch.zeros((len(samples), width), dtype=torch.long)
+def collate(samples: Sequence[Sample], encoder: TextEncoder) -> dict[str, torch.Tensor]:
+    """The serving padding (`TextEncoder.pad`) plus the gold tags, as tensors."""
+    batch = encoder.pad([s.window for s in samples])
+    tags = torch.zeros(batch.unit_mask.shape, dtype=torch.long)
     for row, s in enumerate(samples):
-        ids[row, :len(s.input_ids)] = torch.tensor(s.input_ids)
-        attention[row, :len(s.input_ids)] = 1
-        positions[row, :len(s.tags)] = torch.tensor(s.unit_positions)
-        unit_mask[row, :len(s.tags)] = True
         tags[row, :len(s.tags)] = torch.tensor(s.tags)
-    return {"input_ids": ids, "attention_mask": attention, "unit_positions": positions,
-            "unit_mask": unit_mask, "tags": tags}
+    return {"input_ids": torch.from_numpy(batch.input_ids), "attention_mask": torch.from_numpy(batch.attention_mask),
+            "unit_positions": torch.from_numpy(batch.unit_positions), "unit_mask": torch.from_numpy(batch.unit_mask),
+            "tags": tags}
 
 
 def bucketed_batches(samples: Sequence[Sample], batch_size: int, rng: random.Random) -> list[list[int]]:
@@ -138,7 +130,7 @@ def bucketed_batches(samples: Sequence[Sample], batch_size: int, rng: random.Ran
     chunk = batch_size * 50
     batches = []
     for i in range(0, len(order), chunk):
-        part = sorted(order[i:i + chunk], key=lambda j: len(samples[j].input_ids))
+        part = sorted(order[i:i + chunk], key=lambda j: len(samples[j].window.input_ids))
         batches += [part[k:k + batch_size] for k in range(0, len(part), batch_size)]
     rng.shuffle(batches)
     return batches
@@ -230,7 +222,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         bar = tqdm(bucketed_batches(samples, config.batch_size, rng), desc=f"epoch {epoch}", unit="batch",
                    leave=False, disable=None)
         for batch_ids in bar:
-            batch = collate([samples[i] for i in batch_ids], text_encoder.pad_id)
+            batch = collate([samples[i] for i in batch_ids], text_encoder)
             loss = model.loss(**batch)
             optimizer.zero_grad()
             loss.backward()
