@@ -20,6 +20,8 @@ from pathlib import Path
 import faust
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from faust.tables.manager import TableManager
+from faust.tables.recovery import Recovery
 
 from export.bundle import POINTER, BundleError, resolve
 from stream import metrics
@@ -101,6 +103,31 @@ def _failpoint(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+class _SeekThenDeliverRecovery(Recovery):
+    """Faust's recovery with the input held back until the seek to committed offsets is done.
+
+    After table recovery, faust-streaming 0.15.3 resumes the input partitions while the consumer's
+    flow is still on (it was turned on to read the changelogs), awaits the seek to the committed
+    offsets, and only then calls ``flow_control.resume()``, which empties every stream queue. Records
+    fetched from the committed position during that await were queued, marked as read, and then
+    thrown away with the queue: never delivered, never acked, so the committed offset stopped below
+    them until the next restart. Stopping the flow first means nothing is delivered until the queues
+    are cleared and the flow is resumed, and then delivery starts at the committed offset.
+    """
+
+    async def on_recovery_completed(self, generation_id: int = 0) -> None:
+        self.app.consumer.stop_flow()
+        await super().on_recovery_completed(generation_id)
+
+
+class _TableManager(TableManager):
+    @property
+    def recovery(self) -> Recovery:
+        if self._recovery is None:
+            self._recovery = _SeekThenDeliverRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
+        return self._recovery
+
+
 class ModelHolder:
     """The tagger serving now; swapped between batches when the store's pointer changes."""
 
@@ -173,6 +200,7 @@ class EnrichmentWorker:
             broker_heartbeat_interval=settings.session_timeout / 10,
             table_standby_replicas=0,
             autodiscover=False,
+            TableManager=_TableManager,
         )
         raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
         self.input = self.app.topic(settings.input_topic, partitions=settings.partitions, allow_empty=True, **raw)

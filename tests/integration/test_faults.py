@@ -25,10 +25,6 @@ def _report(name: str, sent: set, records, dead: int = 0) -> int:
     return lost
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "same known defect as the kill-between-inference-and-publish test (issue 4): after a SIGKILL the "
-    "restarted worker sometimes leaves a run of events undelivered, uncommitted, until its next restart; "
-    "one CI run ended with 599 of 600 enriched within the timeout"))
 def test_sigkill_three_times_mid_stream_loses_nothing(kafka, topics, tiny_bundle, tmp_path):
     products = generate(load_taxonomy_json(DEMO_TAXONOMY), 600, seed=41, lang="mixed", products=True)
     records = [(p["id"].encode(), event(p["id"], 1, p["title"], p["description"])) for p in products]

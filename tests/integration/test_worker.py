@@ -188,11 +188,6 @@ def test_hot_reload_mid_stream(kafka, topics, tiny_bundle, tmp_path):
     assert "serving tagstream-tagger:2" in worker.log()
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known defect, issue 4 stays open: after a SIGKILL early in a new group's life, the restarted Faust "
-    "worker sometimes never delivers a run of events (offsets 10-17 of each partition in one trace) to "
-    "take_events, and the group's committed offset stops below them, so they wait for the next restart "
-    "(not committed, so not lost for good); 1 to 4 runs in 6 here"))
 def test_a_worker_killed_between_inference_and_publish_loses_nothing(kafka, topics, tiny_bundle, tmp_path):
     products = _products(300, seed=25)
     produce(kafka, topics.input, [])  # nothing yet: topics are created by the worker
