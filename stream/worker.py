@@ -92,13 +92,21 @@ _failpoint_hits: dict[str, int] = {}
 
 
 def _failpoint(name: str) -> None:
-    """Crash here on purpose when TAGSTREAM_FAILPOINT=<name>:<n> (the n-th time): how the fault
-    tests kill a worker at an exact point, e.g. between inference and publish."""
+    """Faults on purpose, for the fault tests, set by TAGSTREAM_FAILPOINT=<name>:<arg>.
+
+    ``before_publish:<n>`` SIGKILLs the worker the n-th time it is between inference and publish;
+    ``slow_inference:<seconds>`` makes every batch's inference that much slower (e.g. longer than the
+    consumer's session timeout).
+    """
     spec = os.environ.get("TAGSTREAM_FAILPOINT", "")
     if not spec.startswith(name + ":"):
         return
+    arg = spec.split(":", 1)[1]
+    if name == "slow_inference":
+        time.sleep(float(arg))
+        return
     _failpoint_hits[name] = _failpoint_hits.get(name, 0) + 1
-    if _failpoint_hits[name] == int(spec.split(":", 1)[1]):
+    if _failpoint_hits[name] == int(arg):
         log.warning("failpoint %s reached: killing this worker", spec)
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -264,6 +272,7 @@ class EnrichmentWorker:
         metrics.LAST_BATCH_UNIX.set(now)
 
     def _enrich(self, batch, snapshot):
+        _failpoint("slow_inference")
         self.models.maybe_reload()
         models = self.models
         return enrich(batch, models.tagger, snapshot, taxonomy=models.taxonomy, limits=self.limits,

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.kafka_broker import unique_name
 
@@ -71,6 +72,15 @@ class WorkerProcess:
         self._log.close()
         return self.proc.returncode
 
+    def rss_bytes(self) -> tuple[int, int]:
+        """(resident now, peak resident) of the worker process, from /proc."""
+        fields = {}
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                fields[key] = int(value.split()[0]) * 1024
+        return fields["VmRSS"], fields["VmHWM"]
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
@@ -117,6 +127,26 @@ def consume(bootstrap: str, topic: str, *, count: int | None = None, until=None,
     """Records of ``topic`` from the start, until ``count`` are seen (or ``until(records)``) or timeout."""
     check = until or (lambda records: count is not None and len(records) >= count)
     return asyncio.run(_consume(bootstrap, topic, check, timeout))
+
+
+async def _group_lag(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await admin.start()
+    await consumer.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        ends = await consumer.end_offsets(tps)
+        return {tp.partition: ends[tp] - (committed[tp].offset if tp in committed else 0) for tp in tps}
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+def group_lag(bootstrap: str, group: str, topic: str, partitions: int = 4) -> dict[int, int]:
+    """Per partition: end offset minus the group's committed offset (what is left to process)."""
+    return asyncio.run(_group_lag(bootstrap, group, topic, partitions))
 
 
 def values(records) -> list[dict | None]:
