@@ -7,7 +7,6 @@ import shutil
 import time
 
 import orjson
-import pytest
 
 from export.bundle import POINTER, promote
 from model.synth import generate, load_taxonomy_json
