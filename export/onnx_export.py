@@ -27,6 +27,7 @@ from model.train import Checkpoint, load_checkpoint, load_examples, predict
 from stream.crf import CrfParams
 from stream.decode import plan_batches
 from stream.profile import profile
+from stream.taxonomy import Taxonomy, TaxonomyError
 from stream.spans import Span
 from stream.tagger import Tagger
 
@@ -115,6 +116,10 @@ def export_bundle(config: ExportConfig, log: Callable[[str], None] = print) -> P
     taxonomy = Path(config.taxonomy) if config.taxonomy else DEMO_TAXONOMY
     if not taxonomy.is_file():
         raise ExportError(f"{taxonomy}: no such taxonomy file")
+    try:
+        Taxonomy.load(taxonomy)  # a bundle never ships a taxonomy the worker would refuse
+    except TaxonomyError as err:
+        raise ExportError(str(err)) from None
 
     staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)

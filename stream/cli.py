@@ -331,6 +331,138 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- taxonomy and drift
+
+def _read_topic(settings, topic: str) -> list[dict]:
+    """Every JSON record of ``topic`` up to its end offsets at the time of the call."""
+    import asyncio
+
+    import orjson
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from stream.worker import kafka_client_options
+
+    async def run() -> list[dict]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
+                                    enable_auto_commit=False, auto_offset_reset="earliest",
+                                    **kafka_client_options(settings))
+        await consumer.start()
+        try:
+            if topic not in await consumer.topics():
+                raise CliError(f"topic {topic!r} does not exist at {settings.kafka_bootstrap}")
+            numbers = consumer.partitions_for_topic(topic)
+            if not numbers:
+                raise CliError(f"topic {topic!r} does not exist at {settings.kafka_bootstrap}")
+            tps = [TopicPartition(topic, p) for p in sorted(numbers)]
+            consumer.assign(tps)
+            ends = await consumer.end_offsets(tps)
+            await consumer.seek_to_beginning(*tps)
+            out = []
+            while any(await consumer.position(tp) < ends[tp] for tp in tps):
+                for records in (await consumer.getmany(timeout_ms=1000)).values():
+                    out.extend(orjson.loads(r.value) for r in records if r.value is not None)
+            return out
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(run())
+
+
+def _json_lines(path: str) -> list[dict]:
+    import orjson
+
+    out = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").split("\n"), 1):
+        if line.strip():
+            try:
+                out.append(orjson.loads(line))
+            except orjson.JSONDecodeError as err:
+                raise CliError(f"{path}:{number}: not JSON ({err})") from None
+    return out
+
+
+def _records(args: argparse.Namespace, default_topic: str) -> list[dict]:
+    if args.file:
+        return _json_lines(args.file)
+    settings = _settings(args)
+    return _read_topic(settings, args.topic or getattr(settings, default_topic))
+
+
+def _write_json(path: str, data) -> None:
+    import json
+
+    text = json.dumps(data, indent=1, ensure_ascii=False) + "\n"
+    if path == "-":
+        sys.stdout.write(text)
+    else:
+        Path(path).write_text(text, encoding="utf-8")
+
+
+def cmd_taxonomy(args: argparse.Namespace) -> int:
+    import orjson
+
+    from stream.candidates import apply, suggest
+    from stream.taxonomy import Taxonomy
+
+    if args.action == "validate":
+        for path in args.files:
+            taxonomy = Taxonomy.load(path)
+            print(f"{path}: ok ({taxonomy.name} {taxonomy.version}, {len(taxonomy.nodes)} nodes, "
+                  f"{len(taxonomy.types)} types)")
+    elif args.action == "stats":
+        stats = Taxonomy.load(args.file).stats()
+        if args.json:
+            _write_json("-", stats)
+        else:
+            print(f"{stats['name']} {stats['version']}: {stats['nodes']} nodes")
+            print(f"{'type':<12}{'nodes':>7}{'synonyms':>10}{'roots':>7}{'depth':>7}")
+            for name, row in stats["types"].items():
+                print(f"{name:<12}{row['nodes']:>7}{row['synonyms']:>10}{row['roots']:>7}{row['max_depth']:>7}")
+    elif args.action == "diff":
+        diff = Taxonomy.load(args.old).diff(Taxonomy.load(args.new))
+        if args.json:
+            _write_json("-", diff)
+        else:
+            print(f"{diff['from']} -> {diff['to']}: {len(diff['added'])} added, {len(diff['removed'])} removed, "
+                  f"{len(diff['changed'])} changed")
+            for node_id in diff["added"]:
+                print(f"+ {node_id}")
+            for node_id in diff["removed"]:
+                print(f"- {node_id}")
+            for node_id, fields in diff["changed"].items():
+                print(f"~ {node_id}: " + "; ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in fields.items()))
+    elif args.action == "suggest":
+        taxonomy = Taxonomy.load(args.taxonomy)
+        patch = suggest(_records(args, "candidates_topic"), taxonomy, min_count=args.min_count)
+        _write_json(args.out, patch)
+        print(f"{len(patch['add'])} proposed nodes written to {args.out}; review, then "
+              f"`tagstream taxonomy apply --taxonomy {args.taxonomy} --patch {args.out} --out NEW.json`",
+              file=sys.stderr)
+    elif args.action == "apply":
+        patch = orjson.loads(Path(args.patch).read_bytes())
+        taxonomy, done = apply(Taxonomy.load(args.taxonomy), patch, version=args.version)
+        _write_json(args.out, taxonomy.to_dict())
+        print(f"{args.out}: {taxonomy.name} {taxonomy.version}, {len(done['added'])} nodes added, "
+              f"{len(done['synonyms'])} synonyms added, {len(done['skipped'])} entries not accepted", file=sys.stderr)
+    return 0
+
+
+def cmd_drift(args: argparse.Namespace) -> int:
+    reports = [r for r in _records(args, "drift_topic") if "window" in r and "metrics" in r]
+    if not reports:
+        raise CliError("no drift reports to draw")
+    try:
+        from stream.drift_chart import draw
+
+        draw(reports, args.out)
+    except ModuleNotFoundError as err:
+        raise CliError(f"`tagstream drift report` needs matplotlib ({err.name} is not installed): "
+                       f"pip install 'tagstream[report]'") from None
+    alerts = sum(1 for r in reports if r.get("alert"))
+    print(f"{args.out}: {len(reports)} windows, {alerts} with an alert", file=sys.stderr)
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 
 def _training_options(p: argparse.ArgumentParser) -> None:
@@ -451,6 +583,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretty", action="store_true")
     _settings_options(p, KAFKA_SETTINGS)
     p.set_defaults(run=cmd_tail)
+
+    p = verbs.add_parser("taxonomy", help="check, compare and grow the tag taxonomy")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    actions.required = True
+    a = actions.add_parser("validate", help="load taxonomy files and report every problem with its place")
+    a.add_argument("files", nargs="+")
+    a = actions.add_parser("stats", help="nodes, synonyms, roots and depth per tag type")
+    a.add_argument("file")
+    a.add_argument("--json", action="store_true")
+    a = actions.add_parser("diff", help="nodes added, removed and changed between two taxonomy files")
+    a.add_argument("old")
+    a.add_argument("new")
+    a.add_argument("--json", action="store_true")
+    a = actions.add_parser("suggest", help="turn new-tag candidates (topic or file) into a patch to review")
+    a.add_argument("--taxonomy", required=True, help="the taxonomy the candidates are new to")
+    a.add_argument("--out", required=True, help="patch file to write (- for stdout)")
+    a.add_argument("--file", help="candidate records as JSON lines (default: read the candidates topic)")
+    a.add_argument("--topic", help="default: the candidates topic")
+    a.add_argument("--min-count", type=_positive_int, default=1, help="leave out values seen fewer times in all")
+    _settings_options(a, KAFKA_SETTINGS + ("candidates_topic",))
+    a = actions.add_parser("apply", help="merge the accepted entries of a patch into a new taxonomy file")
+    a.add_argument("--taxonomy", required=True)
+    a.add_argument("--patch", required=True)
+    a.add_argument("--out", required=True)
+    a.add_argument("--version", help="version of the new taxonomy (default: the old one, incremented)")
+    p.set_defaults(run=cmd_taxonomy)
+
+    p = verbs.add_parser("drift", help="drift reports for people")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    actions.required = True
+    a = actions.add_parser("report", help="draw the drift reports (topic or file) as a PNG chart over time")
+    a.add_argument("--out", required=True, help="PNG file to write")
+    a.add_argument("--file", help="drift reports as JSON lines (default: read the drift topic)")
+    a.add_argument("--topic", help="default: the drift topic")
+    _settings_options(a, KAFKA_SETTINGS + ("drift_topic",))
+    p.set_defaults(run=cmd_drift)
 
     p = verbs.add_parser("rollback", help="point the model store back at the previous bundle")
     p.add_argument("--store", required=True)

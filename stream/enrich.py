@@ -45,6 +45,7 @@ class BatchResult:
     state: dict[str, dict]                       # product id -> new state, to store after publishing
     counts: Counter = field(default_factory=Counter)
     texts_tagged: int = 0                        # products sent through the model
+    tagged: list[tuple[ProductEvent, list[dict]]] = field(default_factory=list)  # enriched, with their tags
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,8 @@ def tag_dicts(spans: Sequence[TaggedSpan], taxonomy: Taxonomy | None) -> list[di
     out = []
     for s in spans:
         node = taxonomy.lookup(s.type, s.text) if taxonomy else None
-        out.append({"tag": node.id if node else normalise_value(s.text), "type": s.type, "text": s.text,
+        out.append({"tag": node.id if node else normalise_value(s.text), "type": s.type,
+                    "path": taxonomy.path(node) if node else [], "text": s.text,
                     "field": s.field, "start": s.start, "end": s.end, "confidence": round(s.confidence, 4),
                     "in_taxonomy": node is not None})
     return out
@@ -125,6 +127,7 @@ def enrich(batch: Sequence[RawEvent], tagger: ProductTagger, state: Mapping[str,
 
     enriched_at = now_iso()
     outputs: list[Output] = []
+    tagged_products: list[tuple[ProductEvent, list[dict]]] = []
     for action, raw, detail in plan:
         if action == "dlq":
             counts[f"dlq_{detail.code}"] += 1
@@ -143,6 +146,7 @@ def enrich(batch: Sequence[RawEvent], tagger: ProductTagger, state: Mapping[str,
                                       INFERENCE_FAILED))
                 continue
             counts["enriched"] += 1
+            tagged_products.append((event, result))
             outputs.append(Output(ENRICHED, event.product_id.encode("utf-8"),
                                   enriched_record(event, result, model, enriched_at), raw))
     # Pending references are resolved now that the model has run.
@@ -155,4 +159,4 @@ def enrich(batch: Sequence[RawEvent], tagger: ProductTagger, state: Mapping[str,
                 continue
             entry["tags"] = tags[index]
         new_state[pid] = entry
-    return BatchResult(outputs, new_state, counts, texts_tagged=len(pending))
+    return BatchResult(outputs, new_state, counts, texts_tagged=len(pending), tagged=tagged_products)

@@ -19,3 +19,31 @@ END_TO_END_SECONDS = Histogram("tagstream_end_to_end_latency_seconds",
 MODEL_RELOADS = Counter("tagstream_model_reloads_total", "Bundle hot reloads", ["outcome"])
 MODEL_INFO = Info("tagstream_model", "The model bundle serving now")
 LAST_BATCH_UNIX = Gauge("tagstream_last_batch_timestamp_seconds", "When the last batch was published")
+DRIFT_WINDOWS = Counter("tagstream_drift_windows_total", "Drift windows closed and reported", ["alert"])
+DRIFT_DIVERGENCE = Gauge("tagstream_drift_divergence", "Last window's divergence from the bundle's reference",
+                         ["distribution", "measure"])
+DRIFT_OUT_OF_TAXONOMY = Gauge("tagstream_drift_out_of_taxonomy_ratio", "Last window's share of spans with no taxonomy node")
+DRIFT_CONFIDENCE = Gauge("tagstream_drift_confidence_mean", "Last window's mean span confidence")
+DRIFT_UNKNOWN_TOKENS = Gauge("tagstream_drift_unknown_token_ratio", "Last window's share of [UNK] sub-tokens")
+DRIFT_NO_TAGS = Gauge("tagstream_drift_no_tag_ratio", "Last window's share of texts with no tag")
+DRIFT_LENGTH_SHIFT = Gauge("tagstream_drift_text_length_shift_ratio", "Last window's mean text length / reference - 1")
+DRIFT_ALERT = Gauge("tagstream_drift_alert", "1 if the last window crossed a drift threshold")
+TAXONOMY_CANDIDATES = Counter("tagstream_taxonomy_candidates_total", "Out-of-taxonomy values proposed as new nodes")
+
+
+def observe_drift(report: dict, candidates: int) -> None:
+    """Set the drift gauges from a window's report."""
+    m = report["metrics"]
+    for distribution in ("tag_type", "top_value"):
+        for measure in ("psi", "js"):
+            if f"{distribution}_{measure}" in m:
+                DRIFT_DIVERGENCE.labels(distribution, measure).set(m[f"{distribution}_{measure}"])
+    DRIFT_OUT_OF_TAXONOMY.set(m["out_of_taxonomy_rate"])
+    if m["confidence"]["mean"] is not None:
+        DRIFT_CONFIDENCE.set(m["confidence"]["mean"])
+    DRIFT_UNKNOWN_TOKENS.set(m["unknown_token_rate"])
+    DRIFT_NO_TAGS.set(m["no_tag_share"])
+    DRIFT_LENGTH_SHIFT.set(m["text_length_shift"])
+    DRIFT_ALERT.set(1 if report["alert"] else 0)
+    DRIFT_WINDOWS.labels("true" if report["alert"] else "false").inc()
+    TAXONOMY_CANDIDATES.inc(candidates)

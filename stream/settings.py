@@ -50,6 +50,14 @@ class Settings:
     ssl_cafile: str = setting("", "CA certificate file for SSL")
     ssl_certfile: str = setting("", "client certificate file for SSL")
     ssl_keyfile: str = setting("", "client key file for SSL", secret=False)
+    drift_window_events: int = setting(1000, "close a drift window after this many products (0: by time only)")
+    drift_window_seconds: float = setting(60.0, "close a drift window this many seconds after it opened (0: by count only)")
+    drift_min_texts: int = setting(50, "a drift window with fewer texts is reported but never alerts")
+    drift_psi_threshold: float = setting(0.2, "alert when a tag-type or top-value PSI exceeds this")
+    drift_js_threshold: float = setting(0.1, "alert when a tag-type or top-value Jensen-Shannon divergence exceeds this")
+    drift_oot_threshold: float = setting(0.5, "alert when the out-of-taxonomy share of spans exceeds this")
+    candidate_min_count: int = setting(5, "an out-of-taxonomy value seen this often in a window is a candidate ...")
+    candidate_min_share: float = setting(0.01, "... if it is in at least this share of the window's products")
     log_level: str = setting("info", "worker log level", choices=("debug", "info", "warning", "error"))
 
     @staticmethod
@@ -80,6 +88,10 @@ class Settings:
         if not 6 <= self.session_timeout <= 300:
             raise SettingsError(f"{self.env_name('session_timeout')} must be in [6, 300] (the broker's limits), "
                                 f"got {self.session_timeout}")
+        if self.drift_window_events < 0 or self.drift_window_seconds < 0 or not (
+                self.drift_window_events or self.drift_window_seconds):
+            raise SettingsError("TAGSTREAM_DRIFT_WINDOW_EVENTS and TAGSTREAM_DRIFT_WINDOW_SECONDS must be >= 0, "
+                                "and not both 0")
         if self.max_wait <= 0:
             raise SettingsError(f"{self.env_name('max_wait')} must be positive, got {self.max_wait}")
         if self.security_protocol.startswith("SASL") and not (self.sasl_username and self.sasl_password):

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import faust
+import orjson
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from faust.tables.manager import TableManager
@@ -25,7 +26,8 @@ from faust.tables.recovery import Recovery
 
 from export.bundle import POINTER, BundleError, resolve
 from stream import metrics
-from stream.enrich import DLQ, ENRICHED, Limits, enrich
+from stream.drift import DriftConfig, DriftWindow, TextObservation
+from stream.enrich import DLQ, ENRICHED, BatchResult, Limits, enrich
 from stream.events import RawEvent
 from stream.settings import Settings
 from stream.tagger import Tagger
@@ -151,6 +153,7 @@ class ModelHolder:
         tagger = Tagger.load(self.path, variant=s.variant, device=s.device, threads=s.threads or None,
                              batch_size=max(s.max_batch, 1))
         taxonomy = Taxonomy.load(tagger.bundle.file("taxonomy.json"))
+        self.reference = orjson.loads(tagger.bundle.file("reference.json").read_bytes())
         metrics.MODEL_INFO.info({"name": tagger.model_name, "version": tagger.model_version,
                                  "variant": tagger.variant, "provider": tagger.providers[0]})
         log.info("serving %s (%s, %s) from %s", tagger.bundle.model_id, tagger.variant, tagger.providers[0],
@@ -214,12 +217,21 @@ class EnrichmentWorker:
         self.input = self.app.topic(settings.input_topic, partitions=settings.partitions, allow_empty=True, **raw)
         self.enriched = self.app.topic(settings.enriched_topic, **raw)
         self.dlq = self.app.topic(settings.dlq_topic, **raw)
+        self.drift_out = self.app.topic(settings.drift_topic, **raw)
+        self.candidates_out = self.app.topic(settings.candidates_topic, **raw)
+        self.drift_config = DriftConfig(
+            window_events=settings.drift_window_events, window_seconds=settings.drift_window_seconds,
+            min_texts=settings.drift_min_texts, psi_threshold=settings.drift_psi_threshold,
+            js_threshold=settings.drift_js_threshold, oot_threshold=settings.drift_oot_threshold,
+            candidate_min_count=settings.candidate_min_count, candidate_min_share=settings.candidate_min_share)
+        self.window = DriftWindow(self.drift_config, self.models.reference)
         # use_partitioner: the changelog partition comes from the key, like the input topic's,
         # not from "the current event", which is meaningless for a batch.
         # key_type=bytes: Faust derives the changelog serializers from the types (raw keys, JSON values).
         self.state = self.app.Table(STATE_TABLE, default=None, partitions=settings.partitions, use_partitioner=True,
                                     key_type=bytes)
         self.app.agent(self.input, name="enrich")(self.process)
+        self.app.timer(1.0)(self.close_window_if_due)  # time-based windows close without traffic too
 
     async def process(self, stream) -> None:
         loop = asyncio.get_running_loop()
@@ -245,7 +257,7 @@ class EnrichmentWorker:
                 if value is not None:
                     snapshot[pid] = value
         started = time.perf_counter()
-        result = await loop.run_in_executor(self.executor, self._enrich, batch, snapshot)
+        result, observations = await loop.run_in_executor(self.executor, self._enrich, batch, snapshot)
         metrics.INFERENCE_SECONDS.observe(time.perf_counter() - started)
         _failpoint("before_publish")
         # Inference runs in a thread so heartbeats go on; publishing stays on the loop, in input order.
@@ -270,13 +282,50 @@ class EnrichmentWorker:
             if out.kind == DLQ:
                 metrics.EVENTS_DEAD_LETTERED.labels(out.code).inc()
         metrics.LAST_BATCH_UNIX.set(now)
+        self.window.add(observations)
+        await self.close_window_if_due()
 
-    def _enrich(self, batch, snapshot):
+    async def close_window_if_due(self) -> None:
+        """Publish the drift window's report (and its new-tag candidates) once it is due."""
+        now = time.time()
+        if not self.window.due(now):
+            return
+        report, candidates, self.window = self.window.close(now)
+        self.window.reference = self.models.reference       # a reloaded bundle brings its own reference
+        tagger, taxonomy = self.models.tagger, self.models.taxonomy
+        source = {"worker": self.worker_id, "model": {"name": tagger.model_name, "version": tagger.model_version},
+                  "taxonomy": {"name": taxonomy.name, "version": taxonomy.version}}
+        report = {**report, **source}
+        metrics.observe_drift(report, len(candidates))
+        if report["alert"]:
+            log.warning("drift alert (%s) in a window of %d texts", ", ".join(report["alerts"]), report["window"]["texts"])
+        # Reports are observations, not part of the delivery promise: sent, not awaited.
+        await self.drift_out.send(key=self.worker_id.encode(), value=orjson.dumps(report))
+        for candidate in candidates:
+            record = {**candidate, "window_end": report["window"]["end"], **source}
+            await self.candidates_out.send(key=f"{candidate['type']}:{candidate['key']}".encode(),
+                                           value=orjson.dumps(record))
+
+    def _enrich(self, batch, snapshot) -> tuple[BatchResult, list[TextObservation]]:
         _failpoint("slow_inference")
         self.models.maybe_reload()
         models = self.models
-        return enrich(batch, models.tagger, snapshot, taxonomy=models.taxonomy, limits=self.limits,
-                      worker=self.worker_id)
+        result = enrich(batch, models.tagger, snapshot, taxonomy=models.taxonomy, limits=self.limits,
+                        worker=self.worker_id)
+        return result, observe(result, models.tagger)
+
+
+def observe(result: BatchResult, tagger: Tagger) -> list[TextObservation]:
+    """What the drift window needs of each enriched text: its tags and its token counts."""
+    texts: list[tuple[str, str, str, list[dict]]] = []
+    for event, tags in result.tagged:
+        for name in ("title", "description"):
+            value = getattr(event, name)
+            if value:
+                texts.append((event.product_id, name, value, [t for t in tags if t["field"] == name]))
+    units = tagger.encoder.units([t[2] for t in texts]) if texts else []
+    return [TextObservation(pid, name, text, len(u.token_ids), u.unknown_tokens, tags)
+            for (pid, name, text, tags), u in zip(texts, units)]
 
 
 def run_worker(settings: Settings) -> int:

@@ -1,0 +1,190 @@
+"""Taxonomy drift: tumbling windows of tagged texts compared with the bundle's reference profile,
+and new-tag discovery from the spans the taxonomy does not know.
+
+Pure: the worker feeds windows and publishes what ``close()`` returns; the tests feed them too.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from stream.profile import QUANTILES, normalise_value
+
+OTHER = "__other__"
+EPSILON = 1e-4          # floor for empty bins, so PSI stays finite
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    window_events: int = 1000          # close a window after this many products (0: no count limit)
+    window_seconds: float = 60.0       # ... or this long after it opened (0: no time limit)
+    min_texts: int = 50                # a smaller window is reported, but never alerts
+    psi_threshold: float = 0.2         # on the tag-type and top-value distributions
+    js_threshold: float = 0.1          # Jensen-Shannon divergence (base 2, 0..1)
+    oot_threshold: float = 0.5         # share of spans with no taxonomy node
+    candidate_min_count: int = 5       # an out-of-taxonomy value seen this often ...
+    candidate_min_share: float = 0.01  # ... in at least this share of the window's products
+
+
+@dataclass(frozen=True, slots=True)
+class TextObservation:
+    """One tagged text (a title or a description) as a drift window sees it."""
+
+    product_id: str
+    field: str
+    text: str
+    tokens: int
+    unknown_tokens: int
+    tags: Sequence[Mapping]            # the enriched record's tag dicts for this field
+
+
+def distribution(counts: Mapping[str, float], keys: Sequence[str]) -> np.ndarray:
+    """Probabilities over ``keys`` (the last bin catches everything else), floored at EPSILON."""
+    total = float(sum(counts.values()))
+    known = [float(counts.get(k, 0.0)) for k in keys if k != OTHER]
+    if OTHER in keys:
+        known.append(max(total - sum(known), 0.0))
+    p = np.asarray(known, dtype=np.float64)
+    p = p / p.sum() if p.sum() > 0 else np.full(len(p), 1.0 / len(p))
+    p = np.maximum(p, EPSILON)
+    return p / p.sum()
+
+
+def psi(expected: np.ndarray, actual: np.ndarray) -> float:
+    """Population stability index: sum of (a - e) * ln(a / e)."""
+    return float(np.sum((actual - expected) * np.log(actual / expected)))
+
+
+def js_divergence(p: np.ndarray, q: np.ndarray) -> float:
+    m = 0.5 * (p + q)
+    return float(0.5 * np.sum(p * np.log2(p / m)) + 0.5 * np.sum(q * np.log2(q / m)))
+
+
+def _quantiles(values: Sequence[float]) -> dict[str, float]:
+    if not len(values):
+        return {}
+    qs = np.quantile(np.asarray(values, dtype=np.float64), QUANTILES)
+    return {f"p{int(q * 100):02d}": round(float(v), 4) for q, v in zip(QUANTILES, qs)}
+
+
+@dataclass
+class DriftWindow:
+    """One tumbling window; ``due`` says when to ``close`` it, which starts the next."""
+
+    config: DriftConfig
+    reference: Mapping
+    opened: float = field(default_factory=time.time)
+    products: set = field(default_factory=set)
+    texts: int = 0
+    no_tag_texts: int = 0
+    tokens: int = 0
+    unknown_tokens: int = 0
+    lengths: list = field(default_factory=list)
+    confidences: list = field(default_factory=list)
+    type_counts: Counter = field(default_factory=Counter)
+    value_counts: Counter = field(default_factory=Counter)
+    out_of_taxonomy: int = 0
+    unknown_values: dict = field(default_factory=dict)   # (type, key) -> {"forms", "products", "examples"}
+
+    def add(self, observations: Iterable[TextObservation]) -> None:
+        for obs in observations:
+            self.products.add(obs.product_id)
+            self.texts += 1
+            self.tokens += obs.tokens
+            self.unknown_tokens += obs.unknown_tokens
+            self.lengths.append(len(obs.text))
+            self.no_tag_texts += not obs.tags
+            for tag in obs.tags:
+                self.type_counts[tag["type"]] += 1
+                self.value_counts[f"{tag['type']}:{normalise_value(tag['text'])}"] += 1
+                self.confidences.append(float(tag["confidence"]))
+                if not tag["in_taxonomy"]:
+                    self.out_of_taxonomy += 1
+                    self._remember_unknown(tag, obs)
+
+    def _remember_unknown(self, tag: Mapping, obs: TextObservation) -> None:
+        entry = self.unknown_values.setdefault((tag["type"], normalise_value(tag["text"])),
+                                               {"forms": Counter(), "products": set(), "examples": []})
+        entry["forms"][tag["text"]] += 1
+        entry["products"].add(obs.product_id)
+        if len(entry["examples"]) < 3 and obs.text not in entry["examples"]:
+            entry["examples"].append(obs.text[:200])
+
+    def due(self, now: float) -> bool:
+        c = self.config
+        return bool((c.window_events and len(self.products) >= c.window_events)
+                    or (c.window_seconds and self.texts and now - self.opened >= c.window_seconds))
+
+    def spans(self) -> int:
+        return sum(self.type_counts.values())
+
+    def report(self, now: float) -> dict:
+        """The window's metrics against the reference, with the alerts they raise."""
+        ref, c = self.reference, self.config
+        spans = self.spans()
+        metrics: dict = {}
+        if ref.get("type_counts"):
+            keys = sorted(set(ref["type_counts"]) | set(self.type_counts))
+            e, a = distribution(ref["type_counts"], keys), distribution(self.type_counts, keys)
+            metrics["tag_type_psi"], metrics["tag_type_js"] = round(psi(e, a), 4), round(js_divergence(e, a), 4)
+        if ref.get("top_values"):
+            keys = [*ref["top_values"], OTHER]           # the reference's top values, then the rest
+            rest = max(ref.get("spans", 0) - sum(ref["top_values"].values()), 0)
+            e = distribution({**ref["top_values"], OTHER: rest}, keys)
+            a = distribution(self.value_counts, keys)
+            metrics["top_value_psi"], metrics["top_value_js"] = round(psi(e, a), 4), round(js_divergence(e, a), 4)
+        metrics["out_of_taxonomy_rate"] = round(self.out_of_taxonomy / spans, 4) if spans else 0.0
+        metrics["confidence"] = {"mean": round(float(np.mean(self.confidences)), 4) if self.confidences else None,
+                                 **_quantiles(self.confidences)}
+        metrics["unknown_token_rate"] = round(self.unknown_tokens / self.tokens, 6) if self.tokens else 0.0
+        metrics["no_tag_share"] = round(self.no_tag_texts / self.texts, 4) if self.texts else 0.0
+        mean_length = float(np.mean(self.lengths)) if self.lengths else 0.0
+        metrics["text_length_mean"] = round(mean_length, 2)
+        ref_length = (ref.get("text_length") or {}).get("mean")
+        metrics["text_length_shift"] = round(mean_length / ref_length - 1, 4) if ref_length and self.lengths else 0.0
+        alerts = []
+        if self.texts >= c.min_texts:
+            for name, threshold in (("tag_type_psi", c.psi_threshold), ("top_value_psi", c.psi_threshold),
+                                    ("tag_type_js", c.js_threshold), ("top_value_js", c.js_threshold),
+                                    ("out_of_taxonomy_rate", c.oot_threshold)):
+                if name in metrics and metrics[name] > threshold:
+                    alerts.append(name)
+        return {
+            "window": {"start": _iso(self.opened), "end": _iso(now), "seconds": round(now - self.opened, 3),
+                       "products": len(self.products), "texts": self.texts, "spans": spans},
+            "metrics": metrics,
+            "reference": {"texts": ref.get("texts"), "unknown_token_rate": ref.get("unknown_token_rate"),
+                          "no_tag_share": ref.get("no_tag_share"), "confidence_mean": (ref.get("confidence") or {}).get("mean"),
+                          "text_length_mean": ref_length},
+            "thresholds": {"psi": c.psi_threshold, "js": c.js_threshold, "out_of_taxonomy_rate": c.oot_threshold,
+                           "min_texts": c.min_texts},
+            "alerts": alerts,
+            "alert": bool(alerts),
+        }
+
+    def candidates(self) -> list[dict]:
+        """Out-of-taxonomy values frequent enough in this window to propose as new nodes."""
+        c = self.config
+        out = []
+        for (tag_type, key), entry in self.unknown_values.items():
+            count = sum(entry["forms"].values())
+            share = len(entry["products"]) / max(len(self.products), 1)
+            if count >= c.candidate_min_count and share >= c.candidate_min_share:
+                out.append({"type": tag_type, "key": key, "text": entry["forms"].most_common(1)[0][0],
+                            "count": count, "products": len(entry["products"]), "share": round(share, 4),
+                            "examples": entry["examples"]})
+        return sorted(out, key=lambda x: (-x["count"], x["type"], x["key"]))
+
+    def close(self, now: float) -> tuple[dict, list[dict], "DriftWindow"]:
+        """This window's report and candidates, and the next (empty) window."""
+        return self.report(now), self.candidates(), DriftWindow(self.config, self.reference, opened=now)
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(math.modf(ts)[0] * 1000):03d}Z"
