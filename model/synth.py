@@ -291,6 +291,14 @@ def surfaces(taxonomy: dict) -> dict[str, Surface]:
     return out
 
 
+LONG_TAIL_BRANDS = 300     # invented brand names per generator (per seed)
+LONG_TAIL_SHARE = 0.15     # share of brand mentions that name one of them
+_ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "kr", "st", "tr", "vel")
+_VOWELS = ("a", "e", "i", "o", "u", "ai", "or", "ar", "en")
+_CODAS = ("", "", "x", "n", "s", "k", "l", "ra", "on")
+_BRAND_CHARS = "美德华之品乐优佳雅森源尚悦诺凯盛嘉泰恒朗维格莱卡芙蔓索澜瑞博思兰菲奥迪琳"
+
+
 class _Generator:
     """Holds the taxonomy index and one Random; every draw goes through self.rng for determinism."""
 
@@ -303,6 +311,11 @@ class _Generator:
         self.parent = {n["id"]: n.get("parent") for n in taxonomy["nodes"]}
         self.has_child = {p for p in self.parent.values() if p}
         self.types = {t["name"] for t in taxonomy["types"]}
+        # The long tail: brands the taxonomy does not list, so a model learns what a brand looks
+        # like in a title rather than a closed list (and new brands can be discovered in the stream).
+        self.long_tail = [self.invent_brand(i) for i in range(LONG_TAIL_BRANDS)] if "brand" in self.types else []
+        for brand in self.long_tail:
+            self.surf[brand.node_id] = brand
 
     # -- sampling ---------------------------------------------------------------------------
 
@@ -325,7 +338,16 @@ class _Generator:
         ids = [i for i in profile.pools.get(label, ()) if i in self.surf]
         return ids or self.by_type.get(label, [])
 
+    def invent_brand(self, index: int) -> Surface:
+        r = self.rng
+        latin = "".join(r.choice(_ONSETS) + r.choice(_VOWELS) for _ in range(r.choice((2, 2, 3))))
+        latin = (latin + r.choice(_CODAS)).capitalize()
+        zh = "".join(r.choice(_BRAND_CHARS) for _ in range(r.choice((2, 2, 3))))
+        return Surface(f"brand.~long-tail-{index}", "brand", zh, latin, (zh,), (latin,))
+
     def pick_node(self, profile: _Profile, label: str, exclude: tuple[str, ...] = ()) -> str | None:
+        if label == "brand" and self.long_tail and self.rng.random() < LONG_TAIL_SHARE:
+            return self.rng.choice(self.long_tail).node_id
         if label == "brand":
             ids = [i for i in profile.brands if i in self.surf]
             # Keep a little cross-domain noise: brands stretch into other categories.

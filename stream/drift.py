@@ -17,6 +17,7 @@ import numpy as np
 from stream.profile import QUANTILES, normalise_value
 
 OTHER = "__other__"
+TOP_VALUE_BINS = 20     # the reference's most frequent tag values compared one by one
 EPSILON = 1e-4          # floor for empty bins, so PSI stays finite
 
 
@@ -80,6 +81,7 @@ class DriftWindow:
     config: DriftConfig
     reference: Mapping
     opened: float = field(default_factory=time.time)
+    covered_types: frozenset | None = None   # tag types the taxonomy has nodes for (None: all)
     products: set = field(default_factory=set)
     texts: int = 0
     no_tag_texts: int = 0
@@ -89,6 +91,7 @@ class DriftWindow:
     confidences: list = field(default_factory=list)
     type_counts: Counter = field(default_factory=Counter)
     value_counts: Counter = field(default_factory=Counter)
+    covered_spans: int = 0
     out_of_taxonomy: int = 0
     unknown_values: dict = field(default_factory=dict)   # (type, key) -> {"forms", "products", "examples"}
 
@@ -104,6 +107,9 @@ class DriftWindow:
                 self.type_counts[tag["type"]] += 1
                 self.value_counts[f"{tag['type']}:{normalise_value(tag['text'])}"] += 1
                 self.confidences.append(float(tag["confidence"]))
+                if self.covered_types is not None and tag["type"] not in self.covered_types:
+                    continue            # free-form types (model numbers) have no nodes to be in
+                self.covered_spans += 1
                 if not tag["in_taxonomy"]:
                     self.out_of_taxonomy += 1
                     self._remember_unknown(tag, obs)
@@ -134,12 +140,19 @@ class DriftWindow:
             e, a = distribution(ref["type_counts"], keys), distribution(self.type_counts, keys)
             metrics["tag_type_psi"], metrics["tag_type_js"] = round(psi(e, a), 4), round(js_divergence(e, a), 4)
         if ref.get("top_values"):
-            keys = [*ref["top_values"], OTHER]           # the reference's top values, then the rest
-            rest = max(ref.get("spans", 0) - sum(ref["top_values"].values()), 0)
-            e = distribution({**ref["top_values"], OTHER: rest}, keys)
-            a = distribution(self.value_counts, keys)
+            # The reference's most frequent values (free-form types left out: model numbers are all
+            # different), then one bin for the rest. Few bins: PSI over many sparse bins is biased.
+            covered = self.covered_types
+            top = [(k, v) for k, v in ref["top_values"].items()
+                   if covered is None or k.split(":", 1)[0] in covered][:TOP_VALUE_BINS]
+            keys = [k for k, _ in top] + [OTHER]
+            ref_total = sum(v for t, v in ref.get("type_counts", {}).items() if covered is None or t in covered)
+            e = distribution({**dict(top), OTHER: max(ref_total - sum(v for _, v in top), 0)}, keys)
+            a = distribution({k: v for k, v in self.value_counts.items()
+                              if covered is None or k.split(":", 1)[0] in covered}, keys)
             metrics["top_value_psi"], metrics["top_value_js"] = round(psi(e, a), 4), round(js_divergence(e, a), 4)
-        metrics["out_of_taxonomy_rate"] = round(self.out_of_taxonomy / spans, 4) if spans else 0.0
+        metrics["out_of_taxonomy_rate"] = (round(self.out_of_taxonomy / self.covered_spans, 4)
+                                           if self.covered_spans else 0.0)
         metrics["confidence"] = {"mean": round(float(np.mean(self.confidences)), 4) if self.confidences else None,
                                  **_quantiles(self.confidences)}
         metrics["unknown_token_rate"] = round(self.unknown_tokens / self.tokens, 6) if self.tokens else 0.0
@@ -183,7 +196,8 @@ class DriftWindow:
 
     def close(self, now: float) -> tuple[dict, list[dict], "DriftWindow"]:
         """This window's report and candidates, and the next (empty) window."""
-        return self.report(now), self.candidates(), DriftWindow(self.config, self.reference, opened=now)
+        return (self.report(now), self.candidates(),
+                DriftWindow(self.config, self.reference, opened=now, covered_types=self.covered_types))
 
 
 def _iso(ts: float) -> str:

@@ -142,6 +142,11 @@ class Taxonomy:
                 "nodes": [{"id": n.id, "type": n.type, "zh": n.zh, "en": n.en, "synonyms": list(n.synonyms),
                            "parent": n.parent} for n in self.nodes.values()]}
 
+    @property
+    def covered_types(self) -> frozenset[str]:
+        """Tag types with at least one node (free-form types such as model numbers have none)."""
+        return frozenset(node.type for node in self.nodes.values())
+
     # -- normalisation ------------------------------------------------------------------------
     def lookup(self, tag_type: str, text: str) -> Node | None:
         """The node a span's text names: an exact name or synonym after NFKC, case folding and

@@ -224,7 +224,8 @@ class EnrichmentWorker:
             min_texts=settings.drift_min_texts, psi_threshold=settings.drift_psi_threshold,
             js_threshold=settings.drift_js_threshold, oot_threshold=settings.drift_oot_threshold,
             candidate_min_count=settings.candidate_min_count, candidate_min_share=settings.candidate_min_share)
-        self.window = DriftWindow(self.drift_config, self.models.reference)
+        self.window = DriftWindow(self.drift_config, self.models.reference,
+                                  covered_types=self.models.taxonomy.covered_types)
         # use_partitioner: the changelog partition comes from the key, like the input topic's,
         # not from "the current event", which is meaningless for a batch.
         # key_type=bytes: Faust derives the changelog serializers from the types (raw keys, JSON values).
@@ -291,7 +292,8 @@ class EnrichmentWorker:
         if not self.window.due(now):
             return
         report, candidates, self.window = self.window.close(now)
-        self.window.reference = self.models.reference       # a reloaded bundle brings its own reference
+        # A reloaded bundle brings its own reference and taxonomy.
+        self.window.reference, self.window.covered_types = self.models.reference, self.models.taxonomy.covered_types
         tagger, taxonomy = self.models.tagger, self.models.taxonomy
         source = {"worker": self.worker_id, "model": {"name": tagger.model_name, "version": tagger.model_version},
                   "taxonomy": {"name": taxonomy.name, "version": taxonomy.version}}
@@ -316,13 +318,10 @@ class EnrichmentWorker:
 
 
 def observe(result: BatchResult, tagger: Tagger) -> list[TextObservation]:
-    """What the drift window needs of each enriched text: its tags and its token counts."""
-    texts: list[tuple[str, str, str, list[dict]]] = []
-    for event, tags in result.tagged:
-        for name in ("title", "description"):
-            value = getattr(event, name)
-            if value:
-                texts.append((event.product_id, name, value, [t for t in tags if t["field"] == name]))
+    """What the drift window needs of each enriched title: its tags and its token counts. Titles
+    only: the bundle's reference profile is made of (labelled) titles too."""
+    texts = [(event.product_id, "title", event.title, [t for t in tags if t["field"] == "title"])
+             for event, tags in result.tagged if event.title]
     units = tagger.encoder.units([t[2] for t in texts]) if texts else []
     return [TextObservation(pid, name, text, len(u.token_ids), u.unknown_tokens, tags)
             for (pid, name, text, tags), u in zip(texts, units)]

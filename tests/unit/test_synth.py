@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from model.synth import (
+    _BRAND_CHARS,
     PROMO_EN,
     PROMO_ZH,
     generate,
@@ -49,6 +50,9 @@ def products(taxonomy) -> list[dict]:
     return generate(taxonomy, 300, seed=11, products=True)
 
 
+LONG_TAIL_RE = re.compile(f"[a-z]+|[{_BRAND_CHARS}]+")
+
+
 def check_spans(text: str, spans: list[dict], forms: dict[str, str]) -> None:
     prev_end = 0
     for sp in spans:
@@ -59,6 +63,8 @@ def check_spans(text: str, spans: list[dict], forms: dict[str, str]) -> None:
         assert surface == surface.strip() and surface, (text, sp)
         if label == "model":
             assert MODEL_RE.fullmatch(norm(surface).upper()), surface
+        elif label == "brand" and norm(surface) not in forms:  # the invented long tail
+            assert LONG_TAIL_RE.fullmatch(norm(surface)), (surface, text)
         else:
             assert forms.get(norm(surface)) == label, (surface, label, text)
         # A whitespace/punctuation tokenizer must see the span as whole words.
@@ -267,3 +273,10 @@ def test_load_rejects_bad_files(tmp_path):
     bad.write_text("{")
     with pytest.raises(ValueError, match="JSON"):
         load_taxonomy_json(bad)
+
+
+def test_a_share_of_brand_mentions_names_brands_the_taxonomy_does_not_list(mixed, forms):
+    brands = [norm(r["text"][s["start"]:s["end"]]) for r in mixed for s in r["spans"] if s["label"] == "brand"]
+    unlisted = [b for b in brands if b not in forms]
+    assert 0.08 <= len(unlisted) / len(brands) <= 0.25
+    assert len(set(unlisted)) > 0.5 * len(unlisted)   # a long tail, not a few names
