@@ -339,6 +339,7 @@ def _read_topic(settings, topic: str) -> list[dict]:
 
     import orjson
     from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
 
     from stream.worker import kafka_client_options
 
@@ -346,11 +347,15 @@ def _read_topic(settings, topic: str) -> list[dict]:
         consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
                                     enable_auto_commit=False, auto_offset_reset="earliest",
                                     **kafka_client_options(settings))
-        await consumer.start()
         try:
-            if topic not in await consumer.topics():
-                raise CliError(f"topic {topic!r} does not exist at {settings.kafka_bootstrap}")
-            numbers = consumer.partitions_for_topic(topic)
+            await consumer.start()
+            admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, **kafka_client_options(settings))
+            await admin.start()
+            try:
+                described = await admin.describe_topics([topic])
+            finally:
+                await admin.close()
+            numbers = [p["partition"] for d in described if d.get("error_code") == 0 for p in d["partitions"]]
             if not numbers:
                 raise CliError(f"topic {topic!r} does not exist at {settings.kafka_bootstrap}")
             tps = [TopicPartition(topic, p) for p in sorted(numbers)]
@@ -358,14 +363,19 @@ def _read_topic(settings, topic: str) -> list[dict]:
             ends = await consumer.end_offsets(tps)
             await consumer.seek_to_beginning(*tps)
             out = []
-            while any(await consumer.position(tp) < ends[tp] for tp in tps):
+            while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
                 for records in (await consumer.getmany(timeout_ms=1000)).values():
                     out.extend(orjson.loads(r.value) for r in records if r.value is not None)
             return out
         finally:
             await consumer.stop()
 
-    return asyncio.run(run())
+    from aiokafka.errors import KafkaError
+
+    try:
+        return asyncio.run(run())
+    except KafkaError as err:
+        raise CliError(f"cannot read {topic} at {settings.kafka_bootstrap}: {err}") from None
 
 
 def _json_lines(path: str) -> list[dict]:

@@ -23,7 +23,7 @@ EPSILON = 1e-4          # floor for empty bins, so PSI stays finite
 
 @dataclass(frozen=True)
 class DriftConfig:
-    window_events: int = 1000          # close a window after this many products (0: no count limit)
+    window_events: int = 1000          # close a window after this many enriched events (0: no count limit)
     window_seconds: float = 60.0       # ... or this long after it opened (0: no time limit)
     min_texts: int = 50                # a smaller window is reported, but never alerts
     psi_threshold: float = 0.2         # on the tag-type and top-value distributions
@@ -124,7 +124,7 @@ class DriftWindow:
 
     def due(self, now: float) -> bool:
         c = self.config
-        return bool((c.window_events and len(self.products) >= c.window_events)
+        return bool((c.window_events and self.texts >= c.window_events)
                     or (c.window_seconds and self.texts and now - self.opened >= c.window_seconds))
 
     def spans(self) -> int:

@@ -50,7 +50,7 @@ class Settings:
     ssl_cafile: str = setting("", "CA certificate file for SSL")
     ssl_certfile: str = setting("", "client certificate file for SSL")
     ssl_keyfile: str = setting("", "client key file for SSL", secret=False)
-    drift_window_events: int = setting(1000, "close a drift window after this many products (0: by time only)")
+    drift_window_events: int = setting(1000, "close a drift window after this many enriched events (0: by time only)")
     drift_window_seconds: float = setting(60.0, "close a drift window this many seconds after it opened (0: by count only)")
     drift_min_texts: int = setting(50, "a drift window with fewer texts is reported but never alerts")
     drift_psi_threshold: float = setting(0.2, "alert when a tag-type or top-value PSI exceeds this")

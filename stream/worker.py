@@ -283,14 +283,24 @@ class EnrichmentWorker:
             if out.kind == DLQ:
                 metrics.EVENTS_DEAD_LETTERED.labels(out.code).inc()
         metrics.LAST_BATCH_UNIX.set(now)
-        self.window.add(observations)
+        await self.observe_drift(observations)
+
+    async def observe_drift(self, observations: list[TextObservation]) -> None:
+        """Feed the drift window; a count window closes at exactly its size, a time window when due."""
+        limit = self.drift_config.window_events
+        for observation in observations:
+            self.window.add([observation])
+            if limit and self.window.texts >= limit:
+                await self.close_window(time.time())
         await self.close_window_if_due()
 
     async def close_window_if_due(self) -> None:
-        """Publish the drift window's report (and its new-tag candidates) once it is due."""
         now = time.time()
-        if not self.window.due(now):
-            return
+        if self.window.due(now):
+            await self.close_window(now)
+
+    async def close_window(self, now: float) -> None:
+        """Publish the drift window's report (and its new-tag candidates); start the next window."""
         report, candidates, self.window = self.window.close(now)
         # A reloaded bundle brings its own reference and taxonomy.
         self.window.reference, self.window.covered_types = self.models.reference, self.models.taxonomy.covered_types
