@@ -27,6 +27,7 @@ def draw(reports: Sequence[Mapping], out: str | Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.dates import DateFormatter
 
     reports = sorted(reports, key=lambda r: r["window"]["end"])
     ends = [datetime.fromisoformat(r["window"]["end"].replace("Z", "+00:00")) for r in reports]
@@ -46,6 +47,8 @@ def draw(reports: Sequence[Mapping], out: str | Path) -> Path:
         ax.set_title(title, fontsize=10, loc="left")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper left")
+    axes[-1].xaxis.set_major_formatter(DateFormatter("%m-%d %H:%M:%S"))
+    axes[-1].set_xlabel("window end (UTC)")
     alerts = sum(1 for r in reports if r.get("alert"))
     fig.suptitle(f"tagstream drift: {len(reports)} windows, {alerts} with an alert (shaded)", fontsize=11)
     fig.autofmt_xdate()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import time
 
 import orjson
 import pytest
@@ -15,7 +16,7 @@ from model.synth import generate, load_taxonomy_json
 from stream.taxonomy import Taxonomy
 from tests.conftest import DEMO_TAXONOMY, ROOT, write_synth
 from tests.kafka_broker import unique_name
-from tests.streaming import WorkerProcess, consume, event, produce, values
+from tests.streaming import WorkerProcess, consume, event, free_port, produce, scrape, values
 
 NEW_BRAND = "Velora"
 
@@ -67,12 +68,15 @@ def test_a_stable_stream_raises_no_alert_and_a_shifted_category_mix_does(kafka, 
     stable = _products(600, seed=60)
     beauty = [p for p in _products(3000, seed=61) if _root_of(p, taxonomy) == "category.beauty"][:200]
     assert len(beauty) == 200
-    worker, drift, _ = _worker(kafka, topics, bundle, tmp_path)
+    port = free_port()
+    worker, drift, _ = _worker(kafka, topics, bundle, tmp_path, metrics_port=port)
     try:
         produce(kafka, topics.input, _records(stable))
         consume(kafka, topics.enriched, count=600, timeout=120)
         produce(kafka, topics.input, _records(beauty))
         reports = values(consume(kafka, drift, count=4, timeout=120))
+        time.sleep(0.5)
+        gauges = scrape(port)
     finally:
         worker.stop()
     for r in reports:
@@ -85,6 +89,15 @@ def test_a_stable_stream_raises_no_alert_and_a_shifted_category_mix_does(kafka, 
     assert reports[3]["alert"] and "top_value_psi" in reports[3]["alerts"], "the shifted window alerts"
     assert reports[3]["metrics"]["top_value_psi"] > reports[3]["thresholds"]["psi"]
     assert reports[0]["model"] == {"name": "tagstream-tagger", "version": "1"}
+    assert gauges["tagstream_drift_alert"] == 1.0
+    assert gauges['tagstream_drift_divergence{distribution="top_value",measure="psi"}'] == \
+        reports[3]["metrics"]["top_value_psi"]
+    assert gauges['tagstream_drift_windows_total{alert="true"}'] == 1.0
+    assert gauges['tagstream_drift_windows_total{alert="false"}'] == 3.0
+
+    chart = tmp_path / "drift.png"
+    _cli("drift", "report", "--out", str(chart), env={"TAGSTREAM_KAFKA_BOOTSTRAP": kafka, "TAGSTREAM_DRIFT_TOPIC": drift})
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and chart.stat().st_size > 20_000
 
 
 def test_an_unseen_brand_becomes_a_candidate_then_an_in_taxonomy_tag(kafka, topics, brand_aware, tmp_path):
