@@ -34,3 +34,11 @@ def test_secrets_are_masked_in_every_rendering():
 def test_every_setting_is_documented():
     for name, env, default, text in Settings.describe():
         assert env == f"TAGSTREAM_{name.upper()}" and text
+
+
+def test_the_readme_settings_table_lists_every_setting_with_its_default():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    for name, env, default, text in Settings.describe():
+        assert f"| `--{name.replace('_', '-')}` | `{env}` | `{default}` | {text} |" in readme, name
