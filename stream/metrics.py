@@ -19,6 +19,8 @@ END_TO_END_SECONDS = Histogram("tagstream_end_to_end_latency_seconds",
 MODEL_RELOADS = Counter("tagstream_model_reloads_total", "Bundle hot reloads", ["outcome"])
 MODEL_INFO = Info("tagstream_model", "The model bundle serving now")
 LAST_BATCH_UNIX = Gauge("tagstream_last_batch_timestamp_seconds", "When the last batch was published")
+CONSUMER_LAG = Gauge("tagstream_consumer_lag_events", "Input events not yet processed, per assigned partition",
+                     ["partition"])
 DRIFT_WINDOWS = Counter("tagstream_drift_windows_total", "Drift windows closed and reported", ["alert"])
 DRIFT_DIVERGENCE = Gauge("tagstream_drift_divergence", "Last window's divergence from the bundle's reference",
                          ["distribution", "measure"])

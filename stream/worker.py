@@ -233,6 +233,9 @@ class EnrichmentWorker:
                                     key_type=bytes)
         self.app.agent(self.input, name="enrich")(self.process)
         self.app.timer(1.0)(self.close_window_if_due)  # time-based windows close without traffic too
+        self.app.timer(5.0)(self.measure_lag)
+        self.next_offsets: dict[int, int] = {}          # input partition -> next offset to process
+        self.lag_partitions: set[str] = set()
 
     async def process(self, stream) -> None:
         loop = asyncio.get_running_loop()
@@ -248,6 +251,8 @@ class EnrichmentWorker:
             for raw in batch:
                 spans.setdefault(raw.partition, []).append(raw.offset)
             log.debug("batch of %d: %s", len(batch), {p: (min(o), max(o)) for p, o in sorted(spans.items())})
+        for raw in batch:
+            self.next_offsets[raw.partition] = max(self.next_offsets.get(raw.partition, 0), raw.offset + 1)
         metrics.EVENTS_CONSUMED.inc(len(batch))
         metrics.BATCH_SIZE.observe(len(batch))
         snapshot = {}
@@ -317,6 +322,28 @@ class EnrichmentWorker:
             record = {**candidate, "window_end": report["window"]["end"], **source}
             await self.candidates_out.send(key=f"{candidate['type']}:{candidate['key']}".encode(),
                                            value=orjson.dumps(record))
+
+    async def measure_lag(self) -> None:
+        """Per assigned input partition: end offset minus the next offset this worker will process."""
+        consumer = self.app.consumer
+        tps = [tp for tp in consumer.assignment() if tp.topic == self.settings.input_topic]
+        try:
+            ends = await consumer.highwaters(*tps) if tps else {}
+        except KafkaError as err:     # the broker is away: keep the last values, say why
+            log.warning("cannot measure consumer lag: %s", err)
+            return
+        assigned = set()
+        for tp, end in ends.items():
+            position = self.next_offsets.get(tp.partition)
+            if position is None:
+                position = await consumer.position(tp)
+            if end is not None and position is not None:
+                metrics.CONSUMER_LAG.labels(str(tp.partition)).set(max(end - position, 0))
+                assigned.add(str(tp.partition))
+        for gone in self.lag_partitions - assigned:          # partitions moved to another worker
+            metrics.CONSUMER_LAG.remove(gone)
+            self.next_offsets.pop(int(gone), None)
+        self.lag_partitions = assigned
 
     def _enrich(self, batch, snapshot) -> tuple[BatchResult, list[TextObservation]]:
         _failpoint("slow_inference")
