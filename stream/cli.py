@@ -473,6 +473,19 @@ def cmd_drift(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from stream.demo import Demo, DemoConfig, DemoError
+
+    config = DemoConfig(events=args.events or 0, rate=args.rate, bootstrap=args.kafka_bootstrap,
+                        metrics_port=args.metrics_port)
+    if args.cache:
+        config.cache = Path(args.cache)
+    try:
+        return Demo(config).run()
+    except DemoError as err:
+        raise CliError(str(err)) from None
+
+
 # ----------------------------------------------------------------------------- parser
 
 def _training_options(p: argparse.ArgumentParser) -> None:
@@ -629,6 +642,17 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--topic", help="default: the drift topic")
     _settings_options(a, KAFKA_SETTINGS + ("drift_topic",))
     p.set_defaults(run=cmd_drift)
+
+    p = verbs.add_parser("demo", help="the whole service locally: Kafka, a demo model, a worker and a live "
+                                      "synthetic feed (Ctrl-C stops everything it started)")
+    p.add_argument("--events", type=_positive_int, help="send this many events, wait for them, stop "
+                                                       "(default: replay until Ctrl-C)")
+    p.add_argument("--rate", type=_positive_float, default=40.0, help="events per second")
+    p.add_argument("--cache", help="where the demo model and worker state live (default ~/.cache/tagstream/demo)")
+    p.add_argument("--kafka-bootstrap", default="127.0.0.1:9092",
+                   help="a broker to use; the local one is started if none answers")
+    p.add_argument("--metrics-port", type=_positive_int, default=9464)
+    p.set_defaults(run=cmd_demo)
 
     p = verbs.add_parser("rollback", help="point the model store back at the previous bundle")
     p.add_argument("--store", required=True)
