@@ -149,9 +149,9 @@ class Demo:
         env = {**os.environ, **{f"TAGSTREAM_{k.upper()}": v for k, v in DEMO_TOPICS.items()},
                "TAGSTREAM_KAFKA_BOOTSTRAP": c.bootstrap, "TAGSTREAM_BUNDLE": str(bundle),
                "TAGSTREAM_GROUP_ID": "tagstream-demo", "TAGSTREAM_METRICS_PORT": str(port),
-               "TAGSTREAM_DATA_DIR": str(c.cache / "worker-state"), "TAGSTREAM_DRIFT_WINDOW_EVENTS": "200",
+               "TAGSTREAM_DATA_DIR": str(c.cache / "worker-state"), "TAGSTREAM_DRIFT_WINDOW_EVENTS": "100",
                "TAGSTREAM_DRIFT_WINDOW_SECONDS": "30", "TAGSTREAM_SESSION_TIMEOUT": "10",
-               "TAGSTREAM_LOG_LEVEL": "warning"}
+               "TAGSTREAM_LOG_LEVEL": "info"}
         log = (c.cache / "worker.log").open("wb")
         self.worker = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], cwd=ROOT, env=env, stdout=log,
                                        stderr=subprocess.STDOUT, start_new_session=True)
@@ -227,7 +227,8 @@ class Demo:
 
     async def _watch(self, consumer, feeder: asyncio.Task) -> None:
         c = self.config
-        started = last_status = last_sample = time.monotonic()
+        started = last_status = time.monotonic()
+        last_sample = float("-inf")                  # the first enriched product is shown at once
         window: deque[tuple[float, int]] = deque(maxlen=10)
         while True:
             batch = await consumer.getmany(timeout_ms=500)
