@@ -93,17 +93,20 @@ async def ensure_topics(settings: Settings) -> list[str]:
 _failpoint_hits: dict[str, int] = {}
 
 
-def _failpoint(name: str) -> None:
+def _failpoint(name: str) -> str | None:
     """Faults on purpose, for the fault tests, set by TAGSTREAM_FAILPOINT=<name>:<arg>.
 
     ``before_publish:<n>`` SIGKILLs the worker the n-th time it is between inference and publish;
     ``slow_inference:<seconds>`` makes every batch's inference that much slower (e.g. longer than the
-    consumer's session timeout).
+    consumer's session timeout); ``poison_text:<text>`` makes the model raise on any batch holding a
+    title that contains ``<text>`` (see ``_PoisonedTagger``).
     """
     spec = os.environ.get("TAGSTREAM_FAILPOINT", "")
     if not spec.startswith(name + ":"):
         return
     arg = spec.split(":", 1)[1]
+    if name == "poison_text":
+        return arg
     if name == "slow_inference":
         time.sleep(float(arg))
         return
@@ -111,6 +114,19 @@ def _failpoint(name: str) -> None:
     if _failpoint_hits[name] == int(arg):
         log.warning("failpoint %s reached: killing this worker", spec)
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _PoisonedTagger:
+    """The serving tagger, raising like a broken tokenizer on batches with a poisoned title."""
+
+    def __init__(self, tagger: Tagger, poison: str) -> None:
+        self.tagger, self.poison = tagger, poison
+        self.model_name, self.model_version = tagger.model_name, tagger.model_version
+
+    def tag_products(self, products):
+        if any(self.poison in (p.get("title") or "") for p in products):
+            raise RuntimeError(f"failpoint poison_text: the tokenizer broke on {self.poison!r}")
+        return self.tagger.tag_products(products)
 
 
 class _SeekThenDeliverRecovery(Recovery):
@@ -349,7 +365,9 @@ class EnrichmentWorker:
         _failpoint("slow_inference")
         self.models.maybe_reload()
         models = self.models
-        result = enrich(batch, models.tagger, snapshot, taxonomy=models.taxonomy, limits=self.limits,
+        poison = _failpoint("poison_text")
+        tagger = _PoisonedTagger(models.tagger, poison) if poison else models.tagger
+        result = enrich(batch, tagger, snapshot, taxonomy=models.taxonomy, limits=self.limits,
                         worker=self.worker_id)
         return result, observe(result, models.tagger)
 

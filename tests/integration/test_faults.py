@@ -127,3 +127,31 @@ def _wait_for_no_lag(kafka: str, topics, timeout: float) -> bool:
             return True
         time.sleep(1)
     return False
+
+
+def test_a_batch_whose_inference_raises_dead_letters_only_the_offender(kafka, topics, tiny_bundle, tmp_path):
+    products = generate(load_taxonomy_json(DEMO_TAXONOMY), 120, seed=46, lang="mixed", products=True)
+    poisoned = {products[i]["id"] for i in (7, 61)}
+    for p in products:
+        if p["id"] in poisoned:
+            p["title"] += " \u2063BREAKS-THE-TOKENIZER"
+    records = [(p["id"].encode(), event(p["id"], 1, p["title"], p["description"])) for p in products]
+    sent = {(p["id"], 1) for p in products}
+    worker = WorkerProcess(kafka, topics, tiny_bundle, tmp_path, max_batch=32,
+                           failpoint="poison_text:BREAKS-THE-TOKENIZER").wait_ready()
+    try:
+        produce(kafka, topics.input, records)
+        out = consume(kafka, topics.enriched, count=118, timeout=120)
+        dead = consume(kafka, topics.dlq, count=2, timeout=60)
+    finally:
+        worker.stop()
+    letters = [orjson.loads(r.value) for r in dead]
+    assert {r.key.decode() for r in dead} == poisoned
+    assert {d["error"] for d in letters} == {"inference_failed"}
+    assert all("the tokenizer broke" in d["reason"] for d in letters)
+    enriched = {(r.key.decode(), 1) for r in out}
+    assert enriched == sent - {(pid, 1) for pid in poisoned}, "the rest of each batch is enriched"
+    lost = len(sent - enriched - {(pid, 1) for pid in poisoned})
+    print(f"poisoned batch: sent {len(sent)}, enriched {len(enriched)}, dead-lettered {len(letters)}, "
+          f"duplicated {len(out) - len(enriched)}, lost {lost}")
+    assert lost == 0
