@@ -21,6 +21,8 @@ MODEL_INFO = Info("tagstream_model", "The model bundle serving now")
 LAST_BATCH_UNIX = Gauge("tagstream_last_batch_timestamp_seconds", "When the last batch was published")
 CONSUMER_LAG = Gauge("tagstream_consumer_lag_events", "Input events not yet processed, per assigned partition",
                      ["partition"])
+STALLS = Counter("tagstream_consumer_stalls_total",
+                 "Times the watchdog found events waiting, nothing delivered, and re-seeked the consumer")
 DRIFT_WINDOWS = Counter("tagstream_drift_windows_total", "Drift windows closed and reported", ["alert"])
 DRIFT_DIVERGENCE = Gauge("tagstream_drift_divergence", "Last window's divergence from the bundle's reference",
                          ["distribution", "measure"])

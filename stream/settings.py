@@ -38,6 +38,7 @@ class Settings:
     threads: int = setting(0, "ONNX Runtime intra-op threads (0: one per core)")
     reload_interval: float = setting(2.0, "seconds between checks of the bundle pointer")
     session_timeout: float = setting(30.0, "seconds before the group gives a silent (crashed) worker's partitions away")
+    stall_seconds: float = setting(30.0, "seconds with events waiting and no batch before the consumer is re-seeked")
     max_event_bytes: int = setting(1_048_576, "events larger than this are dead-lettered")
     max_field_chars: int = setting(20_000, "titles or descriptions longer than this are dead-lettered")
     metrics_port: int = setting(9464, "port of the Prometheus /metrics endpoint (0: none)")

@@ -99,13 +99,14 @@ def _failpoint(name: str) -> str | None:
     ``before_publish:<n>`` SIGKILLs the worker the n-th time it is between inference and publish;
     ``slow_inference:<seconds>`` makes every batch's inference that much slower (e.g. longer than the
     consumer's session timeout); ``poison_text:<text>`` makes the model raise on any batch holding a
-    title that contains ``<text>`` (see ``_PoisonedTagger``).
+    title that contains ``<text>`` (see ``_PoisonedTagger``); ``stall_consumer:1`` stops the consumer's
+    flow after the first batch, the state the stall watchdog repairs.
     """
     spec = os.environ.get("TAGSTREAM_FAILPOINT", "")
     if not spec.startswith(name + ":"):
         return
     arg = spec.split(":", 1)[1]
-    if name == "poison_text":
+    if name in ("poison_text", "stall_consumer"):
         return arg
     if name == "slow_inference":
         time.sleep(float(arg))
@@ -252,6 +253,9 @@ class EnrichmentWorker:
         self.app.timer(5.0)(self.measure_lag)
         self.next_offsets: dict[int, int] = {}          # input partition -> next offset to process
         self.lag_partitions: set[str] = set()
+        self.last_progress = time.monotonic()           # the stall watchdog's clock
+        self.busy = False                               # a batch is being enriched or published
+        self.stalled_once = False
 
     async def process(self, stream) -> None:
         loop = asyncio.get_running_loop()
@@ -262,6 +266,17 @@ class EnrichmentWorker:
             # Returning to take_events acks these events; their offsets may now be committed.
 
     async def handle(self, batch: list[RawEvent], loop: asyncio.AbstractEventLoop) -> None:
+        self.busy, self.last_progress = True, time.monotonic()
+        try:
+            await self._handle(batch, loop)
+        finally:
+            self.busy, self.last_progress = False, time.monotonic()
+        if _failpoint("stall_consumer") and not self.stalled_once:
+            self.stalled_once = True
+            log.warning("failpoint stall_consumer: the consumer's flow stops")
+            self.app.consumer.stop_flow()
+
+    async def _handle(self, batch: list[RawEvent], loop: asyncio.AbstractEventLoop) -> None:
         if log.isEnabledFor(logging.DEBUG):
             spans: dict[int, list[int]] = {}
             for raw in batch:
@@ -340,26 +355,66 @@ class EnrichmentWorker:
                                            value=orjson.dumps(record))
 
     async def measure_lag(self) -> None:
-        """Per assigned input partition: end offset minus the next offset this worker will process."""
+        """Per assigned input partition: end offset minus the next offset to process (the later of
+        what this worker processed and the group's committed offset). Then the stall watchdog."""
         consumer = self.app.consumer
         tps = [tp for tp in consumer.assignment() if tp.topic == self.settings.input_topic]
         try:
             ends = await consumer.highwaters(*tps) if tps else {}
+            committed = await self._committed(tps) if tps else {}
         except KafkaError as err:     # the broker is away: keep the last values, say why
             log.warning("cannot measure consumer lag: %s", err)
             return
-        assigned = set()
+        assigned, lags = set(), {}
         for tp, end in ends.items():
-            position = self.next_offsets.get(tp.partition)
-            if position is None:
-                position = await consumer.position(tp)
-            if end is not None and position is not None:
-                metrics.CONSUMER_LAG.labels(str(tp.partition)).set(max(end - position, 0))
-                assigned.add(str(tp.partition))
+            if end is None:
+                continue
+            position = max(self.next_offsets.get(tp.partition, 0), committed.get(tp.partition, 0))
+            lags[tp.partition] = max(end - position, 0)
+            metrics.CONSUMER_LAG.labels(str(tp.partition)).set(lags[tp.partition])
+            assigned.add(str(tp.partition))
         for gone in self.lag_partitions - assigned:          # partitions moved to another worker
             metrics.CONSUMER_LAG.remove(gone)
             self.next_offsets.pop(int(gone), None)
         self.lag_partitions = assigned
+        await self._unstall(lags)
+
+    async def _committed(self, tps) -> dict[int, int]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap,
+                                    **kafka_client_options(self.settings))
+        await admin.start()
+        try:
+            offsets = await admin.list_consumer_group_offsets(self.settings.group_id, partitions=tps)
+        finally:
+            await admin.close()
+        return {tp.partition: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+
+    async def _unstall(self, lags: dict[int, int]) -> None:
+        """Watchdog: events are waiting, no batch is in flight, and none came for stall_seconds.
+
+        Seen rarely after a restart: the consumer ready, lag on its partitions, and nothing
+        delivered. Log the consumer's state (for the record), then redo what recovery ends with:
+        stop the flow, seek to the committed offsets, clear the stream queues, resume.
+        """
+        idle = time.monotonic() - self.last_progress
+        if not any(lags.values()) or self.busy or idle < self.settings.stall_seconds:
+            return
+        if self.app.rebalancing or not self.app.tables.recovery.completed.is_set():
+            self.last_progress = time.monotonic()    # a rebalance is not a stall; start counting after it
+            return
+        consumer = self.app.consumer
+        log.warning("no batch for %.0f s with %d events waiting (lag %s); consumer flow=%s, paused=%s, read=%s; "
+                    "seeking to the committed offsets and resuming", idle, sum(lags.values()), lags,
+                    consumer.flow_active, sorted(tp.partition for tp in consumer._paused_partitions
+                                                 if tp.topic == self.settings.input_topic),
+                    {tp.partition: o for tp, o in consumer._read_offset.items() if tp.topic == self.settings.input_topic})
+        metrics.STALLS.inc()
+        consumer.stop_flow()
+        await consumer.perform_seek()
+        self.app.flow_control.resume()         # empties the stream queues: anything stale goes
+        consumer.resume_flow()
+        consumer.resume_partitions({tp for tp in consumer.assignment() if tp.topic == self.settings.input_topic})
+        self.last_progress = time.monotonic()
 
     def _enrich(self, batch, snapshot) -> tuple[BatchResult, list[TextObservation]]:
         _failpoint("slow_inference")

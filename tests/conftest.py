@@ -43,19 +43,25 @@ def write_synth(path: Path, n: int, seed: int, lang: str = "mixed") -> Path:
     return path
 
 
+def train_on_synthetic_titles(root: Path, *, titles: int, dev: int, layers: int, hidden: int, epochs: int,
+                              vocab_size: int) -> Path:
+    """A from-scratch BERT-CRF trained on synthetic titles (train seed 11, dev seed 12); its checkpoint."""
+    from model.train import TrainConfig, train
+
+    train_file = write_synth(root / "train.jsonl", titles, seed=11)
+    dev_file = write_synth(root / "dev.jsonl", dev, seed=12)
+    train(TrainConfig(train=(str(train_file),), dev=str(dev_file), out=str(root / "checkpoint"), layers=layers,
+                      hidden=hidden, heads=2, epochs=epochs, batch_size=16, threads=2, vocab_size=vocab_size),
+          log=lambda _: None)
+    return root / "checkpoint"
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
     """A small from-scratch BERT-CRF trained for a few seconds on synthetic titles."""
     pytest.importorskip("torch")
-    from model.train import TrainConfig, train
-
-    root = tmp_path_factory.mktemp("tiny")
-    train_file = write_synth(root / "train.jsonl", 300, seed=11)
-    dev_file = write_synth(root / "dev.jsonl", 220, seed=12)
-    train(TrainConfig(train=(str(train_file),), dev=str(dev_file), out=str(root / "checkpoint"), layers=1,
-                      hidden=32, heads=2, epochs=3, batch_size=16, threads=2, vocab_size=2000),
-          log=lambda _: None)
-    return root / "checkpoint"
+    return train_on_synthetic_titles(tmp_path_factory.mktemp("tiny"), titles=300, dev=220, layers=1, hidden=32,
+                                     epochs=3, vocab_size=2000)
 
 
 @pytest.fixture(scope="session")

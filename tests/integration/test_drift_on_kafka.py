@@ -14,7 +14,7 @@ import pytest
 from export.bundle import promote
 from model.synth import generate, load_taxonomy_json
 from stream.taxonomy import Taxonomy
-from tests.conftest import DEMO_TAXONOMY, ROOT, write_synth
+from tests.conftest import DEMO_TAXONOMY, ROOT, train_on_synthetic_titles
 from tests.kafka_broker import unique_name
 from tests.streaming import WorkerProcess, consume, event, free_port, produce, scrape, values
 
@@ -26,14 +26,10 @@ def brand_aware(tmp_path_factory):
     """(checkpoint, bundle): 2 layers, hidden 64, 2,000 synthetic titles, about 20 s of training."""
     pytest.importorskip("torch")
     from export.onnx_export import ExportConfig, export_bundle
-    from model.train import TrainConfig, train
 
     root = tmp_path_factory.mktemp("brand-aware")
-    train_file = write_synth(root / "train.jsonl", 2000, seed=11)
-    dev_file = write_synth(root / "dev.jsonl", 300, seed=12)
-    train(TrainConfig(train=(str(train_file),), dev=str(dev_file), out=str(root / "checkpoint"), layers=2,
-                      hidden=64, heads=2, epochs=4, batch_size=16, threads=2, vocab_size=3000), log=lambda _: None)
-    export_bundle(ExportConfig(checkpoint=str(root / "checkpoint"), out=str(root / "bundle"), version="1"),
+    checkpoint = train_on_synthetic_titles(root, titles=2000, dev=300, layers=2, hidden=64, epochs=4, vocab_size=3000)
+    export_bundle(ExportConfig(checkpoint=str(checkpoint), out=str(root / "bundle"), version="1"),
                   log=lambda _: None)
     return root / "checkpoint", root / "bundle"
 

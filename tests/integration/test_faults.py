@@ -13,7 +13,7 @@ import pytest
 from model.synth import generate, load_taxonomy_json
 from tests.conftest import DEMO_TAXONOMY
 from tests.kafka_broker import broker_restart
-from tests.streaming import WorkerProcess, consume, event, group_lag, produce
+from tests.streaming import WorkerProcess, consume, event, free_port, group_lag, produce, scrape
 
 
 def _report(name: str, sent: set, records, dead: int = 0) -> int:
@@ -155,3 +155,27 @@ def test_a_batch_whose_inference_raises_dead_letters_only_the_offender(kafka, to
     print(f"poisoned batch: sent {len(sent)}, enriched {len(enriched)}, dead-lettered {len(letters)}, "
           f"duplicated {len(out) - len(enriched)}, lost {lost}")
     assert lost == 0
+
+
+def test_a_stalled_consumer_is_noticed_and_resumed(kafka, topics, tiny_bundle, tmp_path):
+    # The failpoint stops the consumer's flow after the first batch: events wait, nothing is
+    # delivered. The watchdog sees lag without progress, logs the consumer's state, re-seeks.
+    products = generate(load_taxonomy_json(DEMO_TAXONOMY), 200, seed=47, lang="mixed", products=True)
+    records = [(p["id"].encode(), event(p["id"], 1, p["title"])) for p in products]
+    sent = {(p["id"], 1) for p in products}
+    port = free_port()
+    worker = WorkerProcess(kafka, topics, tiny_bundle, tmp_path, max_batch=16, stall_seconds=6, metrics_port=port,
+                           failpoint="stall_consumer:1").wait_ready()
+    try:
+        produce(kafka, topics.input, records[:16])
+        consume(kafka, topics.enriched, count=16, timeout=60)
+        time.sleep(1)
+        produce(kafka, topics.input, records[16:])
+        out = consume(kafka, topics.enriched, until=lambda r: {(x.key.decode(), 1) for x in r} >= sent, timeout=90)
+        stalls = scrape(port)["tagstream_consumer_stalls_total"]
+    finally:
+        worker.stop()
+    assert "failpoint stall_consumer" in worker.log()
+    assert "seeking to the committed offsets and resuming" in worker.log()
+    assert stalls >= 1
+    assert _report("stalled consumer", sent, out) == 0
