@@ -1,8 +1,10 @@
 """`tagstream demo`: the whole service on this machine in one command.
 
-Starts the local Kafka broker (unless one answers already), trains a small demo model once and
-caches its bundle, starts a worker, replays a synthetic bilingual product feed, and shows live
-progress. Everything it started is stopped on exit or Ctrl-C.
+Starts the local Kafka broker (unless one answers already), starts a worker on the demo bundle,
+replays a product feed, and shows live progress. Everything it started is stopped on exit or
+Ctrl-C. The bundle and the feed come from the caller (the CLI takes them from ``model/demo.py``:
+a small model trained once and cached, and the synthetic bilingual catalogue), so nothing here
+reaches the training side.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator
 
 import orjson
 
@@ -63,33 +66,6 @@ def _free_port(preferred: int) -> int:
             return s.getsockname()[1]
 
 
-def demo_bundle(cache: Path, say) -> Path:
-    """The cached demo bundle, trained and exported on first use (about a minute on 2 cores)."""
-    bundle = cache / "bundle"
-    if (bundle / "manifest.json").is_file():
-        say(f"using the cached demo model {bundle}")
-        return bundle
-    try:
-        from export.onnx_export import ExportConfig, export_bundle
-        from model.synth import generate, load_taxonomy_json
-        from model.train import TrainConfig, train
-    except ModuleNotFoundError as err:
-        raise DemoError(f"the first demo run trains a model and needs the training extra ({err.name} is missing): "
-                        f"pip install -e '.[train]'") from None
-    cache.mkdir(parents=True, exist_ok=True)
-    taxonomy = load_taxonomy_json(ROOT / "model" / "resources" / "demo_taxonomy.json")
-    for name, n, seed in (("train", 2000, 11), ("dev", 300, 12)):
-        records = generate(taxonomy, n, seed=seed, lang="mixed")
-        (cache / f"{name}.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
-    say("training the demo model (2,000 synthetic zh/en titles, once; cached for the next run)")
-    train(TrainConfig(train=(str(cache / "train.jsonl"),), dev=str(cache / "dev.jsonl"),
-                      out=str(cache / "checkpoint"), layers=2, hidden=64, heads=2, epochs=4, batch_size=16,
-                      vocab_size=3000, name="tagstream-demo"), log=say)
-    export_bundle(ExportConfig(checkpoint=str(cache / "checkpoint"), out=str(bundle), int8=True, version="1"),
-                  log=say)
-    return bundle
-
-
 def highlight(text: str, tags: list[dict], colour: bool) -> str:
     """The text with each tagged span marked: coloured on a terminal, [type:…] otherwise."""
     out, at = [], 0
@@ -106,8 +82,10 @@ def highlight(text: str, tags: list[dict], colour: bool) -> str:
 
 
 class Demo:
-    def __init__(self, config: DemoConfig, out=sys.stdout) -> None:
+    def __init__(self, config: DemoConfig, prepare_bundle: Callable[[Path, Callable[[str], None]], Path],
+                 products: Iterator[dict], out=sys.stdout) -> None:
         self.config, self.out = config, out
+        self.prepare_bundle, self.products = prepare_bundle, products
         self.colour = out.isatty() and not os.environ.get("NO_COLOR")
         self.started_kafka = False
         self.worker: subprocess.Popen | None = None
@@ -144,7 +122,7 @@ class Demo:
             self.started_kafka = True
             if subprocess.run(["bash", str(KAFKA_SH), "start"], stdout=self.out, stderr=subprocess.STDOUT).returncode:
                 raise DemoError("the local Kafka broker did not start (see above)")
-        bundle = demo_bundle(c.cache, self.say)
+        bundle = self.prepare_bundle(c.cache, self.say)
         port = _free_port(c.metrics_port)
         env = {**os.environ, **{f"TAGSTREAM_{k.upper()}": v for k, v in DEMO_TOPICS.items()},
                "TAGSTREAM_KAFKA_BOOTSTRAP": c.bootstrap, "TAGSTREAM_BUNDLE": str(bundle),
@@ -203,16 +181,10 @@ class Demo:
         raise DemoError(f"the worker did not get ready in 120 s; see {log}")
 
     async def _feed(self, producer) -> None:
-        from model.synth import generate, load_taxonomy_json
-
-        taxonomy = load_taxonomy_json(ROOT / "model" / "resources" / "demo_taxonomy.json")
-        c, sent, batch, seed = self.config, 0, [], 1000
+        c, sent = self.config, 0
         started = time.monotonic()
         while not c.events or sent < c.events:
-            if not batch:
-                batch = generate(taxonomy, 200, seed=seed, lang="mixed", products=True)
-                seed += 1
-            product = batch.pop()
+            product = next(self.products)
             pid = f"demo-{self.run_id}-{sent:06d}"
             self.titles[pid] = product["title"]
             self.sent_at[pid] = time.time()

@@ -6,7 +6,6 @@ Pure: the worker feeds windows and publishes what ``close()`` returns; the tests
 
 from __future__ import annotations
 
-import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -14,7 +13,8 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from stream.profile import QUANTILES, normalise_value
+from stream.events import iso_time
+from stream.profile import normalise_value, quantiles
 
 OTHER = "__other__"
 TOP_VALUE_BINS = 20     # the reference's most frequent tag values compared one by one
@@ -65,13 +65,6 @@ def psi(expected: np.ndarray, actual: np.ndarray) -> float:
 def js_divergence(p: np.ndarray, q: np.ndarray) -> float:
     m = 0.5 * (p + q)
     return float(0.5 * np.sum(p * np.log2(p / m)) + 0.5 * np.sum(q * np.log2(q / m)))
-
-
-def _quantiles(values: Sequence[float]) -> dict[str, float]:
-    if not len(values):
-        return {}
-    qs = np.quantile(np.asarray(values, dtype=np.float64), QUANTILES)
-    return {f"p{int(q * 100):02d}": round(float(v), 4) for q, v in zip(QUANTILES, qs)}
 
 
 @dataclass
@@ -154,7 +147,7 @@ class DriftWindow:
         metrics["out_of_taxonomy_rate"] = (round(self.out_of_taxonomy / self.covered_spans, 4)
                                            if self.covered_spans else 0.0)
         metrics["confidence"] = {"mean": round(float(np.mean(self.confidences)), 4) if self.confidences else None,
-                                 **_quantiles(self.confidences)}
+                                 **quantiles(self.confidences)}
         metrics["unknown_token_rate"] = round(self.unknown_tokens / self.tokens, 6) if self.tokens else 0.0
         metrics["no_tag_share"] = round(self.no_tag_texts / self.texts, 4) if self.texts else 0.0
         mean_length = float(np.mean(self.lengths)) if self.lengths else 0.0
@@ -169,7 +162,7 @@ class DriftWindow:
                 if name in metrics and metrics[name] > threshold:
                     alerts.append(name)
         return {
-            "window": {"start": _iso(self.opened), "end": _iso(now), "seconds": round(now - self.opened, 3),
+            "window": {"start": iso_time(self.opened), "end": iso_time(now), "seconds": round(now - self.opened, 3),
                        "products": len(self.products), "texts": self.texts, "spans": spans},
             "metrics": metrics,
             "reference": {"texts": ref.get("texts"), "unknown_token_rate": ref.get("unknown_token_rate"),
@@ -198,7 +191,3 @@ class DriftWindow:
         """This window's report and candidates, and the next (empty) window."""
         return (self.report(now), self.candidates(),
                 DriftWindow(self.config, self.reference, opened=now, covered_types=self.covered_types))
-
-
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(math.modf(ts)[0] * 1000):03d}Z"

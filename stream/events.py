@@ -127,8 +127,13 @@ def parse_event(raw: RawEvent, *, max_bytes: int, max_chars: int) -> ProductEven
     return ProductEvent(product_id, op, version, title, **optional)
 
 
+def iso_time(ts: float) -> str:
+    """A Unix time as UTC ISO 8601 with milliseconds, e.g. 2026-11-30T13:14:29.123Z."""
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso_time(datetime.now(timezone.utc).timestamp())
 
 
 def enriched_record(event: ProductEvent, tags: list[dict], model: dict, enriched_at: str) -> bytes:

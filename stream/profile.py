@@ -20,7 +20,7 @@ def normalise_value(text: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
-def _quantiles(values: Sequence[float]) -> dict[str, float]:
+def quantiles(values: Sequence[float]) -> dict[str, float]:
     if not len(values):
         return {}
     qs = np.quantile(np.asarray(values, dtype=np.float64), QUANTILES)
@@ -42,8 +42,8 @@ def profile(units: Sequence[Units], tagged: Sequence[Sequence[TaggedSpan]]) -> d
         "type_counts": dict(sorted(types.items())),
         "top_values": dict(values.most_common(TOP_VALUES)),
         "confidence": {"mean": round(float(np.mean(confidences)), 4) if confidences else None,
-                       **_quantiles(confidences), "histogram": [int(h) for h in hist]},
-        "text_length": {"mean": round(float(np.mean(lengths)), 2) if lengths else None, **_quantiles(lengths)},
+                       **quantiles(confidences), "histogram": [int(h) for h in hist]},
+        "text_length": {"mean": round(float(np.mean(lengths)), 2) if lengths else None, **quantiles(lengths)},
         "unknown_token_rate": round(sum(u.unknown_tokens for u in units) / tokens, 6) if tokens else 0.0,
         "no_tag_share": round(sum(1 for spans in tagged if not spans) / len(units), 6) if units else 0.0,
     }

@@ -324,10 +324,12 @@ class EnrichmentWorker:
     async def observe_drift(self, observations: list[TextObservation]) -> None:
         """Feed the drift window; a count window closes at exactly its size, a time window when due."""
         limit = self.drift_config.window_events
-        for observation in observations:
-            self.window.add([observation])
-            if limit and self.window.texts >= limit:
-                await self.close_window(time.time())
+        while limit and self.window.texts + len(observations) >= limit:
+            room = limit - self.window.texts
+            self.window.add(observations[:room])
+            observations = observations[room:]
+            await self.close_window(time.time())
+        self.window.add(observations)
         await self.close_window_if_due()
 
     async def close_window_if_due(self) -> None:

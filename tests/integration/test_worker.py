@@ -25,6 +25,14 @@ def _records(products, version: int = 1):
     return [(p["id"].encode(), event(p["id"], version, p["title"], p["description"])) for p in products]
 
 
+def _copy_as_version(bundle, to, version: str) -> None:
+    """A copy of ``bundle`` whose manifest says ``version`` (the manifest is not hashed)."""
+    shutil.copytree(bundle, to)
+    manifest = orjson.loads((to / "manifest.json").read_bytes())
+    manifest["version"] = version
+    (to / "manifest.json").write_bytes(orjson.dumps(manifest))
+
+
 def _without_confidence(tags):
     return [{k: v for k, v in t.items() if k != "confidence"} for t in tags]
 
@@ -161,11 +169,7 @@ def test_hot_reload_mid_stream(kafka, topics, tiny_bundle, tmp_path):
     store = tmp_path / "store"
     store.mkdir()
     shutil.copytree(tiny_bundle, store / "a")
-    second = store / "b"
-    shutil.copytree(tiny_bundle, second)
-    manifest = orjson.loads((second / "manifest.json").read_bytes())
-    manifest["version"] = "2"
-    (second / "manifest.json").write_bytes(orjson.dumps(manifest))
+    _copy_as_version(tiny_bundle, store / "b", "2")
     promote(store, "a")
     worker = WorkerProcess(kafka, topics, store, tmp_path, reload_interval=0.2, max_batch=16).wait_ready()
     try:
@@ -215,10 +219,7 @@ def test_a_tampered_bundle_is_refused_live_and_the_worker_keeps_serving(kafka, t
     store.mkdir()
     shutil.copytree(tiny_bundle, store / "a")
     for name, version in (("tampered", "2"), ("good", "3")):
-        shutil.copytree(tiny_bundle, store / name)
-        manifest = orjson.loads((store / name / "manifest.json").read_bytes())
-        manifest["version"] = version
-        (store / name / "manifest.json").write_bytes(orjson.dumps(manifest))
+        _copy_as_version(tiny_bundle, store / name, version)
     crf = store / "tampered" / "crf.npz"
     crf.write_bytes(crf.read_bytes()[:-16] + bytes(16))  # same size, other transitions: hash mismatch
     promote(store, "a")
