@@ -26,6 +26,7 @@ from model.metrics import entity_scores
 from model.train import Checkpoint, load_checkpoint, load_examples, predict
 from stream.crf import CrfParams
 from stream.decode import plan_batches
+from stream.lexicon import LEXICON_FILE
 from stream.profile import profile
 from stream.taxonomy import Taxonomy, TaxonomyError
 from stream.spans import Span
@@ -55,16 +56,19 @@ class ExportConfig:
 
 
 def export_onnx(model: torch.nn.Module, path: Path, opset: int) -> None:
+    """The emission graph; a model with lexicon features takes them as a third input."""
     model.eval()
     ids = torch.ones((2, 12), dtype=torch.long)
     mask = torch.ones((2, 12), dtype=torch.long)
+    args, names = (ids, mask), ["input_ids", "attention_mask"]
+    width = getattr(model, "lexicon_width", 0)
+    if width:
+        args, names = (ids, mask, torch.zeros((2, 12, width))), [*names, "lexicon"]
+    axes = {name: {0: "batch", 1: "sequence"} for name in [*names, "emissions"]}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(
-            model, (ids, mask), str(path), input_names=["input_ids", "attention_mask"],
-            output_names=["emissions"], opset_version=opset, dynamo=False,
-            dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
-                          "emissions": {0: "batch", 1: "sequence"}})
+        torch.onnx.export(model, args, str(path), input_names=names, output_names=["emissions"],
+                          opset_version=opset, dynamo=False, dynamic_axes=axes)
 
 
 def quantize_int8(src: Path, dst: Path) -> None:
@@ -84,13 +88,17 @@ def convert_fp16(src: Path, dst: Path) -> None:
 
 
 def emission_parity(checkpoint: Checkpoint, tagger: Tagger, texts: Sequence[str], batch_size: int = 32) -> float:
-    """Largest absolute emission difference between PyTorch and ONNX Runtime over real tokens."""
-    windows = [w for u in checkpoint.encoder.units(texts) for w in checkpoint.encoder.windows(u)]
+    """Largest absolute emission difference between PyTorch and ONNX Runtime over real tokens,
+    both fed by the serving tagger's encoder (its lexicon includes the bundle's taxonomy)."""
+    encoder = tagger.encoder
+    windows = [w for u in encoder.units(texts) for w in encoder.windows(u)]
     worst = 0.0
     for batch_ids in plan_batches(windows, batch_size):
-        batch = checkpoint.encoder.pad([windows[i] for i in batch_ids])
+        batch = encoder.pad([windows[i] for i in batch_ids])
+        lexicon = None if batch.lexicon is None else torch.from_numpy(batch.lexicon)
         with torch.no_grad():
-            reference = checkpoint.model(torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask)).numpy()
+            reference = checkpoint.model(torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask),
+                                         lexicon).numpy()
         got = tagger.emissions(batch)
         real = batch.attention_mask.astype(bool)
         worst = max(worst, float(np.abs(reference - got)[real].max()))
@@ -131,6 +139,8 @@ def export_bundle(config: ExportConfig, log: Callable[[str], None] = print) -> P
                   crf.end_transitions.detach().numpy()).save_npz(staging / "crf.npz")
         shutil.copyfile(checkpoint.path / "tokenizer.json", staging / "tokenizer.json")
         shutil.copyfile(taxonomy, staging / "taxonomy.json")
+        if checkpoint.encoder.lexicon is not None:
+            shutil.copyfile(checkpoint.path / LEXICON_FILE, staging / LEXICON_FILE)
         (staging / "reference.json").write_text("{}", encoding="utf-8")
         if config.int8:
             quantize_int8(staging / MODEL_FILES["fp32"], staging / MODEL_FILES["int8"])
@@ -151,8 +161,8 @@ def export_bundle(config: ExportConfig, log: Callable[[str], None] = print) -> P
         texts = [e.text for e in held_out]
         gold = [e.spans for e in held_out]
         log(f"parity: {len(texts)} held-out texts")
-        torch_spans = predict(checkpoint.model, checkpoint.encoder, checkpoint.labels, held_out)
         fp32 = Tagger.load(staging, variant="fp32", device="cpu")
+        torch_spans = predict(checkpoint.model, fp32.encoder, checkpoint.labels, held_out)
         worst = emission_parity(checkpoint, fp32, texts)
         tagged = fp32.tag_texts(texts)
         onnx_spans = _spans(tagged)

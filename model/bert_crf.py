@@ -1,4 +1,5 @@
-"""BERT encoder + dropout + linear emissions + a linear-chain CRF over text units."""
+"""BERT encoder + dropout + linear emissions + a linear-chain CRF over text units; optionally
+lexicon features (BMES flags per tag type, `stream.lexicon`) embedded beside each token's vector."""
 
 from __future__ import annotations
 
@@ -16,40 +17,53 @@ ENCODER_CONFIG = "config.json"
 class BertCrf(nn.Module):
     """Emissions come from every sub-token; the CRF runs over each unit's first sub-token."""
 
-    def __init__(self, encoder: nn.Module, num_tags: int, dropout: float = 0.1) -> None:
+    def __init__(self, encoder: nn.Module, num_tags: int, dropout: float = 0.1,
+                 lexicon_width: int = 0, lexicon_dim: int = 32) -> None:
         super().__init__()
         self.encoder = encoder
         self.dropout = nn.Dropout(dropout)
-        self.emit = nn.Linear(encoder.config.hidden_size, num_tags)
+        self.lexicon_width = lexicon_width
+        # A multi-hot flag vector times a matrix is the sum of one learnt vector per active flag.
+        self.lexicon_embed = nn.Linear(lexicon_width, lexicon_dim, bias=False) if lexicon_width else None
+        extra = lexicon_dim if lexicon_width else 0
+        self.emit = nn.Linear(encoder.config.hidden_size + extra, num_tags)
         self.crf = CRF(num_tags, batch_first=True)
 
     @property
     def num_tags(self) -> int:
         return self.crf.num_tags
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                lexicon: torch.Tensor | None = None) -> torch.Tensor:
         """Token emissions; this is the graph exported to ONNX."""
         # shape: (batch, seq, hidden)
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.lexicon_embed is not None:
+            expected = (*input_ids.shape, self.lexicon_width)
+            if lexicon is None or tuple(lexicon.shape) != expected:
+                got = None if lexicon is None else tuple(lexicon.shape)
+                raise ValueError(f"expected lexicon features of shape {expected}, got {got}")
+            # shape: (batch, seq, hidden + lexicon_dim)
+            hidden = torch.cat([hidden, self.lexicon_embed(lexicon)], dim=-1)
         # shape: (batch, seq, tags)
         return self.emit(self.dropout(hidden))
 
-    def unit_emissions(self, input_ids, attention_mask, unit_positions) -> torch.Tensor:
-        emissions = self(input_ids, attention_mask)
+    def unit_emissions(self, input_ids, attention_mask, unit_positions, lexicon=None) -> torch.Tensor:
+        emissions = self(input_ids, attention_mask, lexicon)
         index = unit_positions.unsqueeze(-1).expand(-1, -1, emissions.size(-1))
         # shape: (batch, units, tags)
         return emissions.gather(1, index)
 
-    def loss(self, input_ids, attention_mask, unit_positions, unit_mask, tags) -> torch.Tensor:
+    def loss(self, input_ids, attention_mask, unit_positions, unit_mask, tags, lexicon=None) -> torch.Tensor:
         """Mean CRF negative log-likelihood per sequence."""
         if tags.shape != unit_mask.shape:
             raise ValueError(f"expected tags of shape {tuple(unit_mask.shape)}, got {tuple(tags.shape)}")
-        emissions = self.unit_emissions(input_ids, attention_mask, unit_positions)
+        emissions = self.unit_emissions(input_ids, attention_mask, unit_positions, lexicon)
         return -self.crf(emissions, tags, mask=unit_mask, reduction="mean")
 
     @torch.no_grad()
-    def decode(self, input_ids, attention_mask, unit_positions, unit_mask) -> list[list[int]]:
-        emissions = self.unit_emissions(input_ids, attention_mask, unit_positions)
+    def decode(self, input_ids, attention_mask, unit_positions, unit_mask, lexicon=None) -> list[list[int]]:
+        emissions = self.unit_emissions(input_ids, attention_mask, unit_positions, lexicon)
         return self.crf.decode(emissions, mask=unit_mask)
 
 
@@ -83,10 +97,11 @@ def save(model: BertCrf, directory: Path) -> None:
     torch.save(model.state_dict(), directory / WEIGHTS)
 
 
-def load(directory: str | Path, num_tags: int, dropout: float = 0.1) -> BertCrf:
+def load(directory: str | Path, num_tags: int, dropout: float = 0.1, lexicon_width: int = 0,
+         lexicon_dim: int = 32) -> BertCrf:
     directory = Path(directory)
     config = AutoConfig.from_pretrained(str(directory), local_files_only=True)
-    model = BertCrf(encoder_from_config(config), num_tags, dropout)
+    model = BertCrf(encoder_from_config(config), num_tags, dropout, lexicon_width, lexicon_dim)
     state = torch.load(directory / WEIGHTS, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     model.eval()

@@ -21,6 +21,7 @@ from model.data import DataError, Example, data_hash, labels_in, read_conll, rea
 from model.metrics import Scores, entity_scores
 from model.vocab import base_model_tokenizer, build_wordpiece
 from stream.decode import ScoreFn, tag_texts
+from stream.lexicon import LEXICON_FILE, Lexicon, read_specs
 from stream.spans import Span, label_list, unit_tags
 from stream.tokenization import PaddedBatch, TextEncoder, Window
 
@@ -52,6 +53,10 @@ class TrainConfig:
     patience: int = 3
     seed: int = 13
     max_seconds: float | None = None
+    max_cpu_seconds: float | None = None   # process CPU time: the same compute on a busy machine
+    lexicon: tuple[str, ...] = ()      # taxonomy JSON files or TYPE=FILE word lists
+    lexicon_from_train: bool = False   # add the training set's entity strings to the lexicon
+    lexicon_dim: int = 32
     threads: int | None = None
     repair: bool = False
     dev_fraction: float = 0.1
@@ -112,15 +117,65 @@ def make_samples(encoder: TextEncoder, examples: Sequence[Example], labels: Sequ
     return samples, snapped
 
 
+def batch_tensors(batch: PaddedBatch) -> dict[str, torch.Tensor]:
+    out = {"input_ids": torch.from_numpy(batch.input_ids), "attention_mask": torch.from_numpy(batch.attention_mask),
+           "unit_positions": torch.from_numpy(batch.unit_positions), "unit_mask": torch.from_numpy(batch.unit_mask)}
+    if batch.lexicon is not None:
+        out["lexicon"] = torch.from_numpy(batch.lexicon)
+    return out
+
+
 def collate(samples: Sequence[Sample], encoder: TextEncoder) -> dict[str, torch.Tensor]:
     """The serving padding (`TextEncoder.pad`) plus the gold tags, as tensors."""
     batch = encoder.pad([s.window for s in samples])
     tags = torch.zeros(batch.unit_mask.shape, dtype=torch.long)
     for row, s in enumerate(samples):
         tags[row, :len(s.tags)] = torch.tensor(s.tags)
-    return {"input_ids": torch.from_numpy(batch.input_ids), "attention_mask": torch.from_numpy(batch.attention_mask),
-            "unit_positions": torch.from_numpy(batch.unit_positions), "unit_mask": torch.from_numpy(batch.unit_mask),
-            "tags": tags}
+    return {**batch_tensors(batch), "tags": tags}
+
+
+def entity_strings(examples: Sequence[Example]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for ex in examples:
+        for span in ex.spans:
+            out.setdefault(span.type, []).append(ex.text[span.start:span.end])
+    return out
+
+
+def merge_forms(*sources: dict[str, list[str]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for source in sources:
+        for tag_type, forms in source.items():
+            out.setdefault(tag_type, []).extend(forms)
+    return out
+
+
+def training_samples(config: TrainConfig, encoder: TextEncoder, examples: list[Example],
+                     labels: Sequence[str]) -> tuple[list[Sample], int, Lexicon | None]:
+    """Samples, spans snapped, and the lexicon the checkpoint serves with (None without one).
+
+    A lexicon made from the training set's own entities would mark every gold span, and the
+    model would learn to trust it blindly; so each half of the training texts gets features
+    from the other half's entities (plus the given sources), and serving gets them all.
+    """
+    given = read_specs(config.lexicon) if config.lexicon else {}
+    if not given and not config.lexicon_from_train:
+        samples, snapped = make_samples(encoder, examples, labels)
+        return samples, snapped, None
+    own = entity_strings(examples) if config.lexicon_from_train else {}
+    types = sorted(set(given) | set(own) | {label[2:] for label in labels if label != "O"})
+    lexicon = Lexicon.build(types, merge_forms(given, own))
+    if not config.lexicon_from_train:
+        samples, snapped = make_samples(encoder.with_lexicon(lexicon), examples, labels)
+        return samples, snapped, lexicon
+    halves = [examples[0::2], examples[1::2]]
+    samples, snapped = [], 0
+    for k, half in enumerate(halves):
+        other = Lexicon.build(types, merge_forms(given, entity_strings(halves[1 - k])))
+        part, bad = make_samples(encoder.with_lexicon(other), half, labels)
+        samples += part
+        snapped += bad
+    return samples, snapped, lexicon
 
 
 def bucketed_batches(samples: Sequence[Sample], batch_size: int, rng: random.Random) -> list[list[int]]:
@@ -139,8 +194,7 @@ def bucketed_batches(samples: Sequence[Sample], batch_size: int, rng: random.Ran
 def torch_scorer(model: bert_crf.BertCrf) -> ScoreFn:
     def score(batch: PaddedBatch):
         with torch.no_grad():
-            paths = model.decode(torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask),
-                                 torch.from_numpy(batch.unit_positions), torch.from_numpy(batch.unit_mask))
+            paths = model.decode(**batch_tensors(batch))
         return paths, None
     return score
 
@@ -189,11 +243,14 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         encoder_module = bert_crf.scratch_encoder(tokenizer.get_vocab_size(), config.layers, config.hidden,
                                                   config.heads, max(512, config.max_length))
     text_encoder = TextEncoder(tokenizer, config.max_length, config.stride)
-    model = bert_crf.BertCrf(encoder_module, len(labels), config.dropout)
+    samples, snapped, lexicon = training_samples(config, text_encoder, train_examples, labels)
+    text_encoder = text_encoder.with_lexicon(lexicon)
+    width = lexicon.width if lexicon else 0
+    model = bert_crf.BertCrf(encoder_module, len(labels), config.dropout, width, config.lexicon_dim)
 
-    samples, snapped = make_samples(text_encoder, train_examples, labels)
     log(f"train: {len(train_examples)} texts -> {len(samples)} windows, {len(labels)} tags; "
-        f"dev: {len(dev)} texts; spans snapped to token edges: {snapped}")
+        f"dev: {len(dev)} texts; spans snapped to token edges: {snapped}"
+        + (f"; lexicon: {len(lexicon)} entries over {len(lexicon.types)} types" if lexicon else ""))
 
     head = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
     decay = [p for n, p in model.encoder.named_parameters() if p.ndim > 1]
@@ -210,9 +267,12 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer.save(str(out / TOKENIZER))
+    (out / LEXICON_FILE).unlink(missing_ok=True)
+    if lexicon:
+        lexicon.save(out / LEXICON_FILE)
     (out / EPOCH_LOG).write_text("", encoding="utf-8")
     rng = random.Random(config.seed)
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), time.process_time()
     best_f1, best_epoch, best_scores, stale = -1.0, 0, None, 0
     epochs: list[dict] = []
     seen, train_time, stopped = 0, 0.0, "epochs"
@@ -233,6 +293,9 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
             seen += len(batch_ids)
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
             if config.max_seconds and time.monotonic() - started > config.max_seconds:
+                stopped = "time budget"
+                break
+            if config.max_cpu_seconds and time.process_time() - cpu_started > config.max_cpu_seconds:
                 stopped = "time budget"
                 break
         train_time += time.monotonic() - epoch_start
@@ -265,6 +328,10 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         "max_length": config.max_length,
         "stride": config.stride,
         "dropout": config.dropout,
+        "lexicon": {"types": list(lexicon.types), "width": lexicon.width, "dim": config.lexicon_dim,
+                    "entries": len(lexicon), "sources": list(config.lexicon),
+                    "from_train": config.lexicon_from_train} if lexicon else None,
+        "cpu_seconds": round(time.process_time() - cpu_started, 1),
         "base_model": str(config.base_model) if config.base_model else None,
         "train_files": list(config.train),
         "training_data_sha256": data_hash(config.train),
@@ -296,6 +363,13 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         if not (path / name).is_file():
             raise DataError(f"{path}: not a checkpoint (missing {name})")
     meta = json.loads((path / TAGGER_META).read_text(encoding="utf-8"))
-    model = bert_crf.load(path, len(meta["labels"]), meta.get("dropout", 0.1))
-    encoder = TextEncoder.from_file(path / TOKENIZER, meta["max_length"], meta["stride"])
+    lexicon_meta = meta.get("lexicon")
+    lexicon = None
+    if lexicon_meta:
+        if not (path / LEXICON_FILE).is_file():
+            raise DataError(f"{path}: not a checkpoint (trained with a lexicon, but {LEXICON_FILE} is missing)")
+        lexicon = Lexicon.load(path / LEXICON_FILE)
+    model = bert_crf.load(path, len(meta["labels"]), meta.get("dropout", 0.1),
+                          lexicon.width if lexicon else 0, lexicon_meta["dim"] if lexicon_meta else 32)
+    encoder = TextEncoder.from_file(path / TOKENIZER, meta["max_length"], meta["stride"], lexicon)
     return Checkpoint(model, encoder, meta["labels"], meta, path)

@@ -120,6 +120,13 @@ def _train_config(args: argparse.Namespace, out: str, verb: str):
         raise CliError(f"--base-model {args.base_model}: not a directory")
     if args.hidden % args.heads:
         raise CliError(f"--hidden {args.hidden} must be a multiple of --heads {args.heads}")
+    if args.lexicon:
+        from stream.lexicon import LexiconError, read_specs
+
+        try:
+            read_specs(args.lexicon)
+        except LexiconError as err:
+            raise CliError(f"--lexicon: {err}") from None
     _needs_training_extra(verb)
     from model.train import TrainConfig
 
@@ -128,7 +135,9 @@ def _train_config(args: argparse.Namespace, out: str, verb: str):
         layers=args.layers, hidden=args.hidden, heads=args.heads, vocab_size=args.vocab_size,
         max_length=args.max_length, stride=args.stride, epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr, head_lr=args.head_lr, warmup=args.warmup, patience=args.patience, seed=args.seed,
-        max_seconds=args.max_seconds, threads=args.threads, repair=args.repair, name=args.name)
+        max_seconds=args.max_seconds, max_cpu_seconds=args.max_cpu_seconds, threads=args.threads,
+        repair=args.repair, name=args.name, lexicon=tuple(args.lexicon or ()),
+        lexicon_from_train=args.lexicon_from_train, lexicon_dim=args.lexicon_dim)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -507,6 +516,13 @@ def _training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patience", type=_positive_int, default=3, help="epochs without dev improvement before stopping")
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--max-seconds", type=_positive_float, help="training time budget")
+    p.add_argument("--max-cpu-seconds", type=_positive_float,
+                   help="training budget in process CPU time (the same compute on a busy machine)")
+    p.add_argument("--lexicon", action="append", metavar="SOURCE",
+                   help="lexicon features from a taxonomy JSON file or TYPE=FILE (a word list); repeatable")
+    p.add_argument("--lexicon-from-train", action="store_true",
+                   help="add the training set's entity strings to the lexicon")
+    p.add_argument("--lexicon-dim", type=_positive_int, default=32, help="size of the lexicon feature embedding")
     p.add_argument("--threads", type=_positive_int, help="CPU threads for PyTorch")
     p.add_argument("--repair", action="store_true", help="repair I- without B- in CoNLL input")
     p.add_argument("--name", default="tagstream-tagger", help="model name recorded in the checkpoint")

@@ -17,6 +17,8 @@ from export.bundle import Bundle, BundleError, read_bundle
 from export.manifest import MODEL_FILES
 from stream.crf import CrfParams, marginals, viterbi_decode
 from stream.decode import TaggedSpan, tag_units
+from stream.lexicon import LEXICON_FILE, Lexicon, LexiconError, taxonomy_forms
+from stream.taxonomy import Taxonomy, TaxonomyError
 from stream.tokenization import PaddedBatch, TextEncoder, gather_units
 
 log = logging.getLogger(__name__)
@@ -62,12 +64,30 @@ class Tagger:
         self.batch_size = batch_size
         m = bundle.manifest
         self.labels = list(m.labels)
-        self.encoder = TextEncoder.from_file(bundle.file("tokenizer.json"), m.max_length, m.stride)
+        self._input_names = {i.name for i in session.get_inputs()}
+        self.lexicon = self._serving_lexicon(bundle, "lexicon" in self._input_names)
+        self.encoder = TextEncoder.from_file(bundle.file("tokenizer.json"), m.max_length, m.stride, self.lexicon)
         self.crf = CrfParams.from_npz(bundle.file("crf.npz"))
         if self.crf.num_tags != len(self.labels):
             raise BundleError(f"{bundle.file('crf.npz')}: {self.crf.num_tags} tags, "
                               f"but the manifest lists {len(self.labels)} labels")
-        self._input_names = {i.name for i in session.get_inputs()}
+
+    @staticmethod
+    def _serving_lexicon(bundle: Bundle, graph_wants_it: bool) -> Lexicon | None:
+        """The training lexicon plus every name and synonym of the bundle's taxonomy, so a
+        taxonomy applied after training reaches the features without retraining."""
+        shipped = LEXICON_FILE in bundle.manifest.files
+        if not graph_wants_it:
+            if shipped:
+                raise BundleError(f"{bundle.path}: ships {LEXICON_FILE}, but its model takes no lexicon input")
+            return None
+        if not shipped:
+            raise BundleError(f"{bundle.path}: the model takes lexicon features, but the bundle has no {LEXICON_FILE}")
+        try:
+            lexicon = Lexicon.load(bundle.file(LEXICON_FILE))
+            return lexicon.with_entries(taxonomy_forms(Taxonomy.load(bundle.file("taxonomy.json"))))
+        except (LexiconError, TaxonomyError) as err:
+            raise BundleError(str(err)) from None
 
     @classmethod
     def load(cls, path: str | Path, *, variant: str = "fp32", device: str = "auto", threads: int | None = None,
@@ -106,9 +126,11 @@ class Tagger:
         return self.bundle.manifest.version
 
     def emissions(self, batch: PaddedBatch) -> np.ndarray:
+        feeds = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+        if batch.lexicon is not None:
+            feeds["lexicon"] = batch.lexicon
         # shape: (batch, seq, tags)
-        return self.session.run(["emissions"], {"input_ids": batch.input_ids,
-                                                "attention_mask": batch.attention_mask})[0]
+        return self.session.run(["emissions"], feeds)[0]
 
     def score(self, batch: PaddedBatch) -> tuple[list[list[int]], np.ndarray]:
         # shape: (batch, units, tags)

@@ -14,6 +14,8 @@ from typing import Sequence
 import numpy as np
 from tokenizers import Tokenizer
 
+from stream.lexicon import Lexicon
+
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
@@ -26,6 +28,7 @@ class Units:
     spans: list[tuple[int, int]]  # per unit: [start, end) into text
     first_token: list[int]        # per unit: index of its first sub-token in token_ids
     unknown_tokens: int           # how many sub-tokens are [UNK] (a drift signal)
+    features: np.ndarray | None = None  # shape: (units, lexicon width), with a lexicon
 
     def __len__(self) -> int:
         return len(self.spans)
@@ -41,6 +44,7 @@ class Window:
     unit_end: int
     own_start: int              # units this window answers for when windows are merged
     own_end: int
+    features: np.ndarray | None = None  # shape: (covered units, lexicon width), with a lexicon
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,12 +55,14 @@ class PaddedBatch:
     attention_mask: np.ndarray  # shape: (batch, seq) int64
     unit_positions: np.ndarray  # shape: (batch, units) int64, 0 where padded
     unit_mask: np.ndarray       # shape: (batch, units) bool
+    lexicon: np.ndarray | None = None  # shape: (batch, seq, lexicon width) float32; each sub-token has its unit's flags
 
 
 class TextEncoder:
     """Tokenises texts into units and windows of at most ``max_length`` sub-tokens."""
 
-    def __init__(self, tokenizer: Tokenizer, max_length: int = 128, stride: int = 32) -> None:
+    def __init__(self, tokenizer: Tokenizer, max_length: int = 128, stride: int = 32,
+                 lexicon: Lexicon | None = None) -> None:
         if max_length < 8:
             raise ValueError(f"max_length must be at least 8, got {max_length}")
         if not 0 <= stride < max_length - 2:
@@ -70,11 +76,16 @@ class TextEncoder:
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.stride = stride
+        self.lexicon = lexicon
         self.pad_id, self.unk_id, self.cls_id, self.sep_id = (ids[t] for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]"))
 
     @classmethod
-    def from_file(cls, path: str | Path, max_length: int = 128, stride: int = 32) -> "TextEncoder":
-        return cls(Tokenizer.from_file(str(path)), max_length=max_length, stride=stride)
+    def from_file(cls, path: str | Path, max_length: int = 128, stride: int = 32,
+                  lexicon: Lexicon | None = None) -> "TextEncoder":
+        return cls(Tokenizer.from_file(str(path)), max_length=max_length, stride=stride, lexicon=lexicon)
+
+    def with_lexicon(self, lexicon: Lexicon | None) -> "TextEncoder":
+        return TextEncoder(self.tokenizer, self.max_length, self.stride, lexicon)
 
     def units(self, texts: Sequence[str]) -> list[Units]:
         encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
@@ -92,7 +103,8 @@ class TextEncoder:
             else:
                 spans[-1] = (spans[-1][0], max(spans[-1][1], end))
         unknown = sum(1 for t in enc.ids if t == self.unk_id)
-        return Units(text, list(enc.ids), spans, first, unknown)
+        features = self.lexicon.unit_features(text, spans) if self.lexicon is not None else None
+        return Units(text, list(enc.ids), spans, first, unknown, features)
 
     def windows(self, units: Units) -> list[Window]:
         """Overlapping windows over the units; each unit is owned by exactly one window."""
@@ -124,7 +136,8 @@ class TextEncoder:
             own_end = n if k == len(ranges) - 1 else (ranges[k + 1][0] + end) // 2
             body = units.token_ids[bounds[start]:bounds[end]][:budget]
             positions = [min(1 + bounds[j] - bounds[start], budget) for j in range(start, end)]
-            out.append(Window([self.cls_id, *body, self.sep_id], positions, start, end, own_start, own_end))
+            features = None if units.features is None else units.features[start:end]
+            out.append(Window([self.cls_id, *body, self.sep_id], positions, start, end, own_start, own_end, features))
         return out
 
     def pad(self, windows: Sequence[Window]) -> PaddedBatch:
@@ -139,7 +152,20 @@ class TextEncoder:
             attention[row, :len(w.input_ids)] = 1
             positions[row, :len(w.unit_positions)] = w.unit_positions
             unit_mask[row, :len(w.unit_positions)] = True
-        return PaddedBatch(ids, attention, positions, unit_mask)
+        return PaddedBatch(ids, attention, positions, unit_mask, self._pad_features(windows, seq))
+
+    def _pad_features(self, windows: Sequence[Window], seq: int) -> np.ndarray | None:
+        if self.lexicon is None:
+            return None
+        # shape: (batch, seq, width); [CLS], [SEP] and padding get no flags
+        out = np.zeros((len(windows), seq, self.lexicon.width), dtype=np.float32)
+        for row, w in enumerate(windows):
+            if w.features is None or not w.unit_positions:
+                continue
+            bounds = np.asarray([*w.unit_positions, len(w.input_ids) - 1])
+            owner = np.repeat(np.arange(len(w.unit_positions)), np.diff(bounds))
+            out[row, bounds[0]:bounds[0] + len(owner)] = w.features[owner]
+        return out
 
 
 def merge_window_runs(windows: Sequence[Window], runs_per_window: Sequence[Sequence[tuple]]) -> list[tuple]:
