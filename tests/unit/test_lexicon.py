@@ -1,0 +1,126 @@
+"""Lexicon features: every match found, BMES flags per unit and type, the same flags for every
+sub-token of a unit, and clear errors for bad sources."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from stream.lexicon import FLAGS, Lexicon, LexiconError, fold, read_specs
+from stream.tokenization import TextEncoder
+from tests.conftest import DEMO_TAXONOMY
+
+B, M, E, S = range(4)
+
+
+def flags(features: np.ndarray, types: tuple[str, ...]) -> list[set[str]]:
+    """Per unit, the active flags as 'type:flag' strings (readable assertions)."""
+    return [{f"{types[i // 4]}:{FLAGS[i % 4]}" for i in np.flatnonzero(row)} for row in features]
+
+
+def test_fold_keeps_one_character_for_one():
+    assert fold("ＮＩＫＥ Air") == "nike air"
+    assert len(fold("Straße İ")) == len("Straße İ")
+
+
+def test_every_match_is_kept_overlaps_and_nesting_included():
+    lexicon = Lexicon.build(["brand", "category"], {"brand": ["华为", "华为荣耀"], "category": ["荣耀", "手机"]})
+    text = "华为荣耀手机"
+    spans = [(i, i + 1) for i in range(len(text))]
+    got = flags(lexicon.unit_features(text, spans), lexicon.types)
+    assert got == [{"brand:B"}, {"brand:E", "brand:M"}, {"brand:M", "category:B"}, {"brand:E", "category:E"},
+                   {"category:B"}, {"category:E"}]
+    assert sorted(lexicon.matches(text)) == [(0, 2, 0), (0, 4, 0), (2, 4, 1), (4, 6, 1)]
+
+
+def test_a_match_must_start_and_end_on_unit_edges():
+    lexicon = Lexicon.build(["brand"], {"brand": ["HP", "hello kitty"]})
+    text = "HPX printer by HP, Hello  Kitty and hello kitty"
+    spans = [(0, 3), (4, 11), (12, 14), (15, 17), (17, 18), (19, 24), (26, 31), (32, 35), (36, 41), (42, 47)]
+    got = flags(lexicon.unit_features(text, spans), lexicon.types)
+    assert got[0] == set()                       # HP inside HPX is not a match
+    assert got[3] == {"brand:S"}                 # HP alone
+    assert got[5] == got[6] == set()             # two spaces: not the form
+    assert got[8:] == [{"brand:B"}, {"brand:E"}]
+
+
+def test_full_width_and_case_variants_match():
+    lexicon = Lexicon.build(["size"], {"size": ["XL"]})
+    assert lexicon.unit_features("ＸＬ码", [(0, 2), (2, 3)]).tolist()[0][S] == 1.0
+    assert lexicon.unit_features("xl", [(0, 2)])[0, S] == 1.0
+
+
+def test_an_empty_lexicon_and_an_empty_text_give_zeros():
+    empty = Lexicon.build(["brand"], {})
+    assert empty.matches("anything") == []
+    assert empty.unit_features("ab", [(0, 1), (1, 2)]).shape == (2, 4)
+    assert Lexicon.build(["brand"], {"brand": ["a"]}).unit_features("", []).shape == (0, 4)
+
+
+def test_entries_of_unknown_types_are_ignored_and_with_entries_keeps_the_layout():
+    lexicon = Lexicon.build(["brand"], {"brand": ["Nike"], "color": ["red"]})
+    assert lexicon.types == ("brand",) and len(lexicon) == 1
+    grown = lexicon.with_entries({"brand": ["Zewos"], "color": ["blue"]})
+    assert grown.types == ("brand",) and grown.width == 4 and sorted(grown.entries["brand"]) == ["Nike", "Zewos"]
+
+
+def test_every_sub_token_carries_its_units_flags_and_specials_carry_none(wordpiece):
+    lexicon = Lexicon.build(["brand"], {"brand": ["UNIQLO", "耐克"]})
+    encoder = TextEncoder(wordpiece, max_length=64, stride=8, lexicon=lexicon)
+    text = "UNIQLO 耐克 shirt"
+    units = encoder.units([text])[0]
+    batch = encoder.pad(encoder.windows(units))
+    assert batch.lexicon.shape == (*batch.input_ids.shape, 4)
+    row = batch.lexicon[0]
+    first = units.first_token + [len(units.token_ids)]
+    for unit, (start, end) in enumerate(zip(first, first[1:])):
+        expected = units.features[unit]
+        assert (row[1 + start:1 + end] == expected).all()
+    assert not row[0].any() and not row[len(units.token_ids) + 1:].any()   # [CLS], [SEP]
+    assert units.features[0, S] == 1 and units.features[1, B] == 1 and units.features[2, E] == 1
+
+
+def test_windows_slice_the_features_of_the_units_they_cover(wordpiece):
+    lexicon = Lexicon.build(["brand"], {"brand": ["nike"]})
+    encoder = TextEncoder(wordpiece, max_length=10, stride=3, lexicon=lexicon)
+    units = encoder.units(["nike " * 12])[0]
+    windows = encoder.windows(units)
+    assert len(windows) > 1
+    for w in windows:
+        assert (w.features == units.features[w.unit_start:w.unit_end]).all()
+
+
+def test_files_round_trip_and_bad_files_say_what_is_wrong(tmp_path):
+    lexicon = Lexicon.build(["brand", "color"], {"brand": ["Nike", "耐克"], "color": ["red"]})
+    path = tmp_path / "lexicon.json"
+    lexicon.save(path)
+    again = Lexicon.load(path)
+    assert again.types == lexicon.types and again.entries == lexicon.entries
+    path.write_text("{not json")
+    with pytest.raises(LexiconError, match="not JSON"):
+        Lexicon.load(path)
+    path.write_text(json.dumps({"format_version": 1, "types": [], "entries": {}}))
+    with pytest.raises(LexiconError, match="non-empty list"):
+        Lexicon.load(path)
+    path.write_text(json.dumps({"format_version": 1, "types": ["brand"], "entries": {"brand": "Nike"}}))
+    with pytest.raises(LexiconError, match="list of strings"):
+        Lexicon.load(path)
+
+
+def test_sources_are_a_taxonomy_or_type_equals_word_list(tmp_path):
+    words = tmp_path / "brands.txt"
+    words.write_text("Velora\n\n  Zewos \n", encoding="utf-8")
+    forms = read_specs([str(DEMO_TAXONOMY), f"brand={words}"])
+    assert "Velora" in forms["brand"] and "Zewos" in forms["brand"] and "Nike" in forms["brand"]
+    assert {"color", "category", "size"} <= set(forms)
+    with pytest.raises(LexiconError, match="no such file|cannot read"):
+        read_specs([f"brand={tmp_path / 'missing.txt'}"])
+    with pytest.raises(LexiconError, match="TYPE=FILE"):
+        read_specs([f"={words}"])
+    with pytest.raises(LexiconError, match="taxonomy JSON file or TYPE=FILE"):
+        read_specs([str(words)])
+    (tmp_path / "empty.txt").write_text("\n")
+    with pytest.raises(LexiconError, match="no entries"):
+        read_specs([f"brand={tmp_path / 'empty.txt'}"])
