@@ -138,7 +138,7 @@ def entity_strings(examples: Sequence[Example]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for ex in examples:
         for span in ex.spans:
-            out.setdefault(span.type, []).append(ex.text[span.start:span.end])
+            out.setdefault(span.label, []).append(ex.text[span.start:span.end])
     return out
 
 
