@@ -85,6 +85,36 @@ def test_lexicon_from_train_ships_the_training_entities(tmp_path):
     _run("export", "--checkpoint", str(tmp_path / "checkpoint"), "--out", str(tmp_path / "bundle"), "--version", "1")
 
 
+def _rehash(bundle) -> None:
+    """What a careless packaging tool would do: re-sign whatever is in the folder."""
+    from export.bundle import file_hashes, read_bundle, write_manifest
+    from export.manifest import Manifest
+
+    manifest = read_bundle(bundle, verify=False).manifest
+    write_manifest(bundle, Manifest(**{**manifest.to_json(), "files": file_hashes(bundle)}))
+
+
+def test_a_bundle_whose_model_and_lexicon_disagree_is_refused(lexicon_checkpoint, tiny_bundle, tmp_path):
+    import shutil
+
+    from export.bundle import BundleError
+    from stream.tagger import Tagger
+
+    lexicon_bundle = tmp_path / "with-lexicon"
+    _run("export", "--checkpoint", str(lexicon_checkpoint), "--out", str(lexicon_bundle), "--version", "1")
+    (lexicon_bundle / LEXICON_FILE).unlink()
+    _rehash(lexicon_bundle)
+    with pytest.raises(BundleError, match=f"takes lexicon features, but the bundle has no {LEXICON_FILE}"):
+        Tagger.load(lexicon_bundle, device="cpu")
+
+    plain = tmp_path / "plain"
+    shutil.copytree(tiny_bundle, plain)
+    Lexicon.build(["brand"], {"brand": ["Nike"]}).save(plain / LEXICON_FILE)
+    _rehash(plain)
+    with pytest.raises(BundleError, match="its model takes no lexicon input"):
+        Tagger.load(plain, device="cpu")
+
+
 @pytest.mark.parametrize("source, message", [
     ("brand=/nowhere/brands.txt", "cannot read"),
     ("=words.txt", "TYPE=FILE"),
