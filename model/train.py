@@ -14,7 +14,6 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from tqdm import tqdm
-from transformers import get_linear_schedule_with_warmup
 
 from model import bert_crf
 from model.data import DataError, Example, data_hash, labels_in, read_conll, read_jsonl
@@ -218,6 +217,37 @@ def split_dev(examples: list[Example], fraction: float, seed: int) -> tuple[list
     return [e for i, e in enumerate(examples) if i not in dev], [examples[i] for i in sorted(dev)]
 
 
+class BudgetSchedule:
+    """Linear warm-up and decay over the steps training will really take. With a time budget that
+    is not ``epochs`` full epochs: the horizon is re-estimated from the pace so far (evaluations
+    included), so the rate still decays to zero when the budget runs out instead of staying
+    in warm-up."""
+
+    def __init__(self, config: TrainConfig, steps_per_epoch: int) -> None:
+        self.config = config
+        self.cap = self.total = steps_per_epoch * config.epochs
+        self.warmup = int(config.warmup * self.total)
+        self._warmup_fixed = not (config.max_seconds or config.max_cpu_seconds)
+
+    def factor(self, step: int) -> float:
+        if step < self.warmup:
+            return step / max(1, self.warmup)
+        return max(0.0, (self.total - step) / max(1, self.total - self.warmup))
+
+    def observe(self, step: int, wall: float, cpu: float) -> None:
+        """After ``step`` steps taking ``wall`` / ``cpu`` seconds so far, re-aim the horizon."""
+        if not step:
+            return
+        reachable = [budget / (spent / step) for budget, spent in
+                ((self.config.max_seconds, wall), (self.config.max_cpu_seconds, cpu)) if budget and spent > 0]
+        if not reachable:
+            return
+        self.total = max(step + 1, min(self.cap, int(min(reachable))))
+        if not self._warmup_fixed:
+            self.warmup = int(self.config.warmup * self.total)
+            self._warmup_fixed = True
+
+
 def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -261,8 +291,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         {"params": head, "lr": config.head_lr, "weight_decay": 0.0},
     ])
     steps_per_epoch = math.ceil(len(samples) / config.batch_size)
-    total = steps_per_epoch * config.epochs
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup * total), total)
+    schedule = BudgetSchedule(config, steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor)
 
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -291,6 +321,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
             scheduler.step()
             losses.append(loss.item())
             seen += len(batch_ids)
+            if scheduler.last_epoch == 20:
+                schedule.observe(20, time.monotonic() - started, time.process_time() - cpu_started)
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
             if config.max_seconds and time.monotonic() - started > config.max_seconds:
                 stopped = "time budget"
@@ -300,6 +332,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
                 break
         train_time += time.monotonic() - epoch_start
         scores = evaluate_model(model, text_encoder, labels, dev)
+        schedule.observe(scheduler.last_epoch, time.monotonic() - started, time.process_time() - cpu_started)
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None,
                   "dev_micro_f1": scores.micro.f1, "dev": scores.to_json(),
                   "seconds": round(time.monotonic() - epoch_start, 2),

@@ -86,3 +86,29 @@ def test_overfit_ten_sentences_then_round_trip_through_onnx(tmp_path):
     checkpoint = load_checkpoint(tmp_path / "ck")
     assert onnx_spans == predict(checkpoint.model, checkpoint.encoder, checkpoint.labels, examples)
     assert onnx_spans == [list(e.spans) for e in examples]
+
+
+def test_a_time_budget_reaims_the_schedule_so_the_rate_decays_to_zero_within_it():
+    from model.train import BudgetSchedule
+
+    unbudgeted = BudgetSchedule(TrainConfig(train=("x",), out="y", epochs=1000, warmup=0.1), steps_per_epoch=100)
+    unbudgeted.observe(20, wall=10.0, cpu=10.0)
+    assert (unbudgeted.total, unbudgeted.warmup) == (100_000, 10_000)
+
+    budgeted = BudgetSchedule(TrainConfig(train=("x",), out="y", epochs=1000, warmup=0.1, max_cpu_seconds=100),
+                              steps_per_epoch=100)
+    budgeted.observe(20, wall=30.0, cpu=10.0)             # 0.5 CPU-s a step: 200 steps fit
+    assert (budgeted.total, budgeted.warmup) == (200, 20)
+    assert budgeted.factor(10) == 0.5 and budgeted.factor(110) == 0.5 and budgeted.factor(200) == 0.0
+    budgeted.observe(100, wall=90.0, cpu=40.0)            # faster than first measured: more steps fit
+    assert (budgeted.total, budgeted.warmup) == (250, 20)
+
+
+def test_the_lexicon_input_is_required_in_the_shape_the_model_was_built_for():
+    model = bert_crf.BertCrf(bert_crf.scratch_encoder(50, 1, 16, 2, 64), num_tags=3, lexicon_width=8).eval()
+    ids, mask = torch.ones((2, 5), dtype=torch.long), torch.ones((2, 5), dtype=torch.long)
+    assert model(ids, mask, torch.zeros((2, 5, 8))).shape == (2, 5, 3)
+    with pytest.raises(ValueError, match=r"expected lexicon features of shape \(2, 5, 8\), got None"):
+        model(ids, mask)
+    with pytest.raises(ValueError, match=r"got \(2, 5, 4\)"):
+        model(ids, mask, torch.zeros((2, 5, 4)))
