@@ -48,8 +48,16 @@ def run_pretraining(budget: float, out: Path) -> dict:
 
 
 def fine_tune(job: dict) -> dict:
-    """One row at one setting: train on train, stop on dev, score the best checkpoint on test."""
+    """One row at one setting: train on train, stop on dev, score the best checkpoint on test.
+    A finished run with the same settings is reused, so the table can be built up in parts."""
     import torch
+
+    record = Path(job["out"]) / "ablation_run.json"
+    if record.is_file():
+        done = json.loads(record.read_text(encoding="utf-8"))
+        if {k: done.get(k) for k in job} == json.loads(json.dumps(job)):
+            print(f"[{job['name']} lr {job['lr']}] reused {record}", file=sys.stderr)
+            return done
 
     from model.metrics import entity_scores
     from model.train import TrainConfig, load_checkpoint, load_examples, predict, train
@@ -64,8 +72,10 @@ def fine_tune(job: dict) -> dict:
     checkpoint = load_checkpoint(job["out"])
     test = load_examples([DATA / "test.bioes"])
     scores = entity_scores([e.spans for e in test], predict(checkpoint.model, checkpoint.encoder, checkpoint.labels, test))
-    return {**job, "dev_micro_f1": result.dev.micro.f1, "best_epoch": result.best_epoch,
+    done = {**job, "dev_micro_f1": result.dev.micro.f1, "best_epoch": result.best_epoch,
             "epochs": len(result.epochs), "cpu_seconds": round(cpu, 1), "test": scores.to_json()}
+    record.write_text(json.dumps(done, indent=1), encoding="utf-8")
+    return done
 
 
 def table(rows: list[dict], budget: float, pretrain_record: dict | None) -> str:
