@@ -127,6 +127,7 @@ def _train_config(args: argparse.Namespace, out: str, verb: str):
             read_specs(args.lexicon)
         except LexiconError as err:
             raise CliError(f"--lexicon: {err}") from None
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # see cmd_pretrain: spinning threads cost CPU time
     _needs_training_extra(verb)
     from model.train import TrainConfig
 
@@ -148,6 +149,33 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"best epoch {result.best_epoch} ({result.stopped}); dev micro-F1 {result.dev.micro.f1:.4f}; "
           f"{result.samples_per_second} samples/s; checkpoint {result.out}")
     print(result.dev.table())
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from model.texts import read_texts
+
+    # As for `train`: the texts are read before PyTorch is imported, so a bad file fails fast.
+    read_texts(args.texts)
+    if args.hidden % args.heads:
+        raise CliError(f"--hidden {args.hidden} must be a multiple of --heads {args.heads}")
+    # Idle OpenMP threads spin by default: on shared cores the spinning counts as CPU time against
+    # --max-cpu-seconds and slowed a small model ten-fold. Read once, when PyTorch loads.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    _needs_training_extra("pretrain")
+    from model.pretrain import PretrainConfig, pretrain
+
+    config = PretrainConfig(
+        texts=tuple(args.texts), out=args.out, layers=args.layers, hidden=args.hidden, heads=args.heads,
+        vocab_size=args.vocab_size, max_length=args.max_length, batch_size=args.batch_size, lr=args.lr,
+        mask_prob=args.mask_prob, epochs=args.epochs, max_steps=args.max_steps, max_seconds=args.max_seconds,
+        max_cpu_seconds=args.max_cpu_seconds, seed=args.seed, threads=args.threads)
+    result = pretrain(config, log=lambda line: print(line, file=sys.stderr))
+    after = result.held_out_after
+    print(f"{result.steps} steps ({result.stopped}), {result.cpu_seconds} CPU-s; MLM loss {result.first_loss:.3f} -> "
+          f"{result.final_loss:.3f}" + (f"; held-out masked-token accuracy {after.accuracy:.1%}" if after else "")
+          + f"; base model {result.out} (next: tagstream train --base-model {result.out} --lr 1e-3; "
+            f"train's 5e-5 default suits large base models)")
     return 0
 
 
@@ -562,6 +590,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="checkpoint directory")
     _training_options(p)
     p.set_defaults(run=cmd_train)
+
+    p = verbs.add_parser("pretrain", help="masked-language-model pretraining of a small BERT on unlabelled texts: "
+                                          "a base model for `train --base-model` (needs the train extra)")
+    p.add_argument("--texts", action="extend", nargs="+", required=True,
+                   help="plain text (one per line), product events or `tail` dumps of the input topic (JSONL), "
+                        "labelled JSONL or CoNLL; may repeat")
+    p.add_argument("--out", required=True, help="base model directory to write")
+    p.add_argument("--layers", type=_positive_int, default=2)
+    p.add_argument("--hidden", type=_positive_int, default=128)
+    p.add_argument("--heads", type=_positive_int, default=4)
+    p.add_argument("--vocab-size", type=_positive_int, default=8000)
+    p.add_argument("--max-length", type=_number(int, lambda v: v >= 8, "an integer of at least 8"), default=128,
+                   help="sub-tokens per text; longer texts are cut")
+    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--lr", type=_positive_float, default=1e-3, help="peak learning rate")
+    p.add_argument("--mask-prob", type=_number(float, lambda v: 0.0 < v < 1.0, "a number in (0, 1)"), default=0.15,
+                   help="share of words predicted (all sub-tokens of a word; each CJK character is a word)")
+    p.add_argument("--epochs", type=_positive_int, help="passes over the texts (default 10 when no budget is given)")
+    p.add_argument("--max-steps", type=_positive_int, help="step budget")
+    p.add_argument("--max-seconds", type=_positive_float, help="wall-clock budget")
+    p.add_argument("--max-cpu-seconds", type=_positive_float,
+                   help="process CPU-time budget: the same compute on a busy machine")
+    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--threads", type=_positive_int, help="CPU threads for PyTorch")
+    p.set_defaults(run=cmd_pretrain)
 
     p = verbs.add_parser("evaluate", help="entity-level precision/recall/F1 of a checkpoint")
     p.add_argument("--checkpoint", required=True)
