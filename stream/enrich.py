@@ -79,9 +79,11 @@ def _tag_isolating_failures(tagger: ProductTagger, products: list[dict]) -> list
 
 
 def enrich(batch: Sequence[RawEvent], tagger: ProductTagger, state: Mapping[str, dict], *,
-           taxonomy: Taxonomy | None = None, limits: Limits = Limits(), worker: str = "tagstream") -> BatchResult:
+           taxonomy: Taxonomy | None = None, limits: Limits = Limits(), worker: str = "tagstream",
+           skip_unchanged: bool = True) -> BatchResult:
     """Decide, per event in order: dead-letter, skip as stale, re-use unchanged tags, tombstone,
-    or tag. Everything that needs the model is tagged in one call."""
+    or tag. Everything that needs the model is tagged in one call. ``skip_unchanged=False`` sends
+    unchanged content through the model too (the baseline the update-mix benchmark compares with)."""
     model = {"name": tagger.model_name, "version": tagger.model_version}
     model_id = f"{model['name']}:{model['version']}"
     counts: Counter = Counter(consumed=len(batch))
@@ -107,8 +109,8 @@ def enrich(batch: Sequence[RawEvent], tagger: ProductTagger, state: Mapping[str,
             work[event.product_id] = {"version": version, "deleted": True}
             plan.append(("delete", raw, event))
             continue
-        unchanged = (before is not None and not before.get("deleted") and before.get("content_hash") == event.content_hash
-                     and before.get("model") == model_id)
+        unchanged = (skip_unchanged and before is not None and not before.get("deleted")
+                     and before.get("content_hash") == event.content_hash and before.get("model") == model_id)
         if unchanged:
             counts["skipped_unchanged"] += 1
             source = before.get("pending")

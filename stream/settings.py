@@ -41,6 +41,8 @@ class Settings:
     stall_seconds: float = setting(30.0, "seconds with events waiting and no batch before the consumer is re-seeked")
     max_event_bytes: int = setting(1_048_576, "events larger than this are dead-lettered")
     max_field_chars: int = setting(20_000, "titles or descriptions longer than this are dead-lettered")
+    skip_unchanged: bool = setting(True, "re-use the last tags when title and description are unchanged "
+                                         "(false: every upsert goes through the model)")
     metrics_port: int = setting(9464, "port of the Prometheus /metrics endpoint (0: none)")
     data_dir: str = setting(".tagstream", "worker state directory (Faust tables)")
     security_protocol: str = setting("PLAINTEXT", "Kafka security protocol",
@@ -115,8 +117,17 @@ class Settings:
                  f.metadata["help"]) for f in fields(cls)]
 
 
+# bool("false") is True: variables and flags are strings, so booleans are spelled out.
+_BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+
+
 def _convert(f, raw: Any, source: str) -> Any:
     kind = f.type if isinstance(f.type, type) else {"int": int, "float": float, "str": str, "bool": bool}[f.type]
+    if kind is bool:
+        value = raw if isinstance(raw, bool) else _BOOLEANS.get(str(raw).strip().lower())
+        if value is None:
+            raise SettingsError(f"{source}: expected true or false, got {raw!r}")
+        return value
     try:
         value = kind(raw)
     except (TypeError, ValueError):

@@ -425,7 +425,7 @@ class EnrichmentWorker:
         poison = _failpoint("poison_text")
         tagger = _PoisonedTagger(models.tagger, poison) if poison else models.tagger
         result = enrich(batch, tagger, snapshot, taxonomy=models.taxonomy, limits=self.limits,
-                        worker=self.worker_id)
+                        worker=self.worker_id, skip_unchanged=self.settings.skip_unchanged)
         return result, observe(result, models.tagger)
 
 

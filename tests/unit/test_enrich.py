@@ -63,6 +63,25 @@ def test_unchanged_content_reuses_tags_even_within_one_batch(tagger):
     assert counting.tagged == 1 and orjson.loads(again.outputs[0].value)["tags"] == first["tags"]
 
 
+def test_with_skipping_off_unchanged_content_goes_through_the_model(tagger):
+    counting = CountingTagger(tagger)
+    batch = [raw("p", upsert("p", 1, "耐克黑色跑步鞋", "红色")), raw("p", upsert("p", 2, "耐克黑色跑步鞋", "红色"))]
+    result = enrich(batch, counting, {}, skip_unchanged=False)
+    assert counting.tagged == 2 and result.texts_tagged == 2 and not result.counts["skipped_unchanged"]
+    again = enrich([raw("p", {**upsert("p", 3, "耐克黑色跑步鞋", "红色"), "price": 9.5, "stock": 3})], counting,
+                   result.state, skip_unchanged=False)
+    assert counting.tagged == 3 and again.texts_tagged == 1
+    first, last = orjson.loads(result.outputs[0].value), orjson.loads(again.outputs[0].value)
+    assert last["tags"] == first["tags"] and last["version"] == 3
+
+
+def test_price_and_stock_do_not_change_the_content_hash(tagger):
+    counting = CountingTagger(tagger)
+    state = enrich([raw("p", {**upsert("p", 1, "华为手机", "黑色"), "price": 10.0, "stock": 5})], counting, {}).state
+    result = enrich([raw("p", {**upsert("p", 2, "华为手机", "黑色"), "price": 8.0, "stock": 0})], counting, state)
+    assert counting.tagged == 1 and result.counts["skipped_unchanged"] == 1
+
+
 def test_a_new_model_retags_unchanged_content(tagger):
     counting = CountingTagger(tagger)
     state = enrich([raw("p", upsert("p", 1, "华为手机"))], counting, {}).state

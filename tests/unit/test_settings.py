@@ -23,6 +23,18 @@ def test_bad_settings_name_the_variable(env, message):
         Settings.from_env(env)
 
 
+@pytest.mark.parametrize("raw, expected", [("false", False), ("0", False), ("off", False), ("True", True),
+                                           ("yes", True), ("1", True)])
+def test_booleans_are_spelled_out_not_truthy_strings(raw, expected):
+    assert Settings.from_env({"TAGSTREAM_SKIP_UNCHANGED": raw}).skip_unchanged is expected
+    assert Settings.from_env({}, skip_unchanged=raw).skip_unchanged is expected
+
+
+def test_a_bad_boolean_names_the_variable():
+    with pytest.raises(SettingsError, match="TAGSTREAM_SKIP_UNCHANGED: expected true or false, got 'maybe'"):
+        Settings.from_env({"TAGSTREAM_SKIP_UNCHANGED": "maybe"})
+
+
 def test_secrets_are_masked_in_every_rendering():
     s = Settings.from_env({"TAGSTREAM_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "TAGSTREAM_SASL_USERNAME": "svc",
                            "TAGSTREAM_SASL_PASSWORD": "hunter2-secret"})

@@ -1,0 +1,144 @@
+"""Collect the benchmarks' JSON into all.json and write summary.md, one markdown table with the
+machine it came from (bench/run_all calls this last):
+
+    python bench/summary.py [--results bench/results] [--started ISO-TIME] [--load-before 0.4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import machine  # noqa: E402
+
+NAMES = ("inference", "stream", "update_mix", "bucketing", "gpu")
+
+
+def _load(results: Path) -> dict[str, dict]:
+    found = {}
+    for name in NAMES:
+        path = results / f"{name}.json"
+        if path.is_file():
+            found[name] = json.loads(path.read_text(encoding="utf-8"))
+    return found
+
+
+def _met(flag: bool | None) -> str:
+    return "—" if flag is None else ("yes" if flag else "**no**")
+
+
+def rows(found: dict[str, dict]) -> list[tuple[str, str, str, str, str, str]]:
+    """(benchmark, what is compared, numbers, ratio, target, met?) per measured comparison."""
+    out = []
+    if "inference" in found:
+        by = {r["name"]: r for r in found["inference"]["rows"]}
+        base, fp32, int8 = (by.get(n) for n in ("pytorch eager, per event", "onnxruntime fp32, batched",
+                                                "onnxruntime int8, batched"))
+        if base and int8:
+            out.append(("model-only (`bench/inference.py`)",
+                        f"serving tagger, ORT int8, batches of {int8['batch_size']} vs PyTorch eager per event",
+                        f"{int8['events_per_second']:,.0f} vs {base['events_per_second']:,.0f} events/s",
+                        f"{int8['ratio_vs_per_event_pytorch']:.1f}x", "—", "—"))
+        if fp32 and int8:
+            out.append(("model-only (`bench/inference.py`)", "ORT int8 vs ORT fp32, same batches",
+                        f"{int8['events_per_second']:,.0f} vs {fp32['events_per_second']:,.0f} events/s; "
+                        f"F1 change {found['inference'].get('int8_f1_change') or 0:+.3f}",
+                        f"{int8['events_per_second'] / fp32['events_per_second']:.2f}x", "—", "—"))
+    if "stream" in found:
+        s = found["stream"]
+        out.append(("streaming (`bench/stream.py`)", f"one worker through Kafka vs model-only, batch {s['batch']}",
+                    f"{s['streaming_events_per_second']:,.1f} vs {s['model_only_events_per_second']:,.1f} events/s",
+                    f"{s['ratio_streaming_to_model_only']:.2f}", "—", "—"))
+        lat = s["latency"]
+        if "bound_ms" in lat:
+            full = s.get("model_only_full_batch", {}).get("p50_ms")
+            out.append(("latency under load (`bench/stream.py`)",
+                        f"p99 end-to-end at {lat.get('load', 0.7):.0%} of max ({lat['rate_events_per_second']} events/s) "
+                        f"vs max_wait + 2 x full-batch inference ({s['max_wait_s'] * 1000:.0f} + 2 x {full} ms)",
+                        f"p50 / p95 / p99 {lat['p50_ms']:,.0f} / {lat['p95_ms']:,.0f} / {lat['p99_ms']:,.0f} ms; "
+                        f"bound {lat['bound_ms']:,.0f} ms",
+                        f"{lat['p99_ms'] / lat['bound_ms']:.2f} of bound", "<= 1.0", _met(lat["p99_within_bound"])))
+        if s.get("profile"):
+            p = s["profile"]
+            top = "; ".join(f"{c['component']} {c['share']:.0%}" for c in p["top_outside_model"])
+            out.append(("profile (`bench/stream.py --profile`)", "busy samples in the model vs outside it",
+                        f"model {p['model_share']:.0%}; top outside: {top}", "—", "—", "—"))
+    if "update_mix" in found:
+        u = found["update_mix"]
+        on, off = (next(r for r in u["runs"] if r["skip_unchanged"] is flag) for flag in (True, False))
+        out.append(("update mix (`bench/update_mix.py`)",
+                    f"content-hash skipping on vs off, {1 - u['text_share']:.0%} of updates price/stock only",
+                    f"{on['events_per_second']:,.1f} vs {off['events_per_second']:,.1f} updates/s; model products "
+                    f"{on['model_products']:,} vs {off['model_products']:,} ({u['model_calls_saved_share']:.0%} saved)",
+                    f"{u['ratio_skip_on_to_off']:.2f}x", f">= {u['target_ratio']:.0f}x", _met(u["target_met"])))
+    if "bucketing" in found:
+        b = found["bucketing"]
+        arrival, bucketed = (next(r for r in b["rows"] if r["bucket"] is flag) for flag in (False, True))
+        out.append(("length bucketing (`bench/bucketing.py`)",
+                    f"sorted-and-bucketed vs arrival-order calls of {b['batch']} windows, "
+                    f"{b['texts']['long_share']:.0%} long descriptions",
+                    f"padding {bucketed['padding_share']:.0%} vs {arrival['padding_share']:.0%}; "
+                    f"{bucketed['events_per_second']:,.1f} vs {arrival['events_per_second']:,.1f} texts/s",
+                    f"{b['ratio_events_per_second']:.2f}x", "—", "—"))
+    if "gpu" in found:
+        g = found["gpu"]
+        best = g.get("best_model_only")
+        where = (g.get("machine") or {}).get("gpu") or "no GPU"
+        if best:
+            out.append((f"GPU (`bench/gpu.sh`, {where})",
+                        f"{g.get('model', {}).get('name', 'model')} fp16, sequence {g.get('sequence_length')}, "
+                        f"best engine and batch ({best['engine']}, batch {best['batch']})",
+                        f"{best['events_per_second']:,.0f} events/s", "—",
+                        f">= {g.get('target_events_per_second', 20000):,} events/s", _met(g.get("target_met"))))
+        e2e = g.get("serving_end_to_end")
+        if e2e and e2e.get("events_per_second"):
+            out.append((f"GPU serving tagger (`bench/gpu.sh`, {where})", e2e.get("engine", ""),
+                        f"{e2e['events_per_second']:,.0f} products/s ({e2e['texts_per_second']:,.0f} texts/s) end to "
+                        f"end; model {e2e['model_share']:.0%} of the time", "—", "—", "—"))
+    return out
+
+
+def header(found: dict[str, dict], started: str | None, load_before: float | None) -> str:
+    """The machine: CPU model, cores, RAM, onnxruntime version, provider; date; load average."""
+    m = machine()
+    providers = next((r["machine"].get("providers") for r in found.values()
+                      if r.get("benchmark") != "gpu" and r.get("machine", {}).get("providers")), None)
+    threads = next((r["machine"].get("threads") for r in found.values()
+                    if r.get("benchmark") != "gpu" and r.get("machine", {}).get("threads")), None)
+    when = started or datetime.now(timezone.utc).isoformat(timespec="minutes")
+    load = f"load average {load_before} before, {m['load_average_1m']} after" if load_before is not None else \
+        f"load average {m['load_average_1m']}"
+    return (f"Measured {when} on {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB RAM, "
+            f"onnxruntime {m['onnxruntime']} ({', '.join(providers or ['CPUExecutionProvider'])}, "
+            f"{threads or 'default'} threads), Python {m['python']}; {load}.")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", default=str(ROOT / "bench" / "results"))
+    parser.add_argument("--started", help="when the run started (ISO time)")
+    parser.add_argument("--load-before", type=float, help="1-minute load average before the run")
+    args = parser.parse_args()
+    results = Path(args.results)
+    found = _load(results)
+    if not found:
+        sys.exit(f"{results}: no benchmark results (expected {', '.join(n + '.json' for n in NAMES)})")
+    table = ["| benchmark | what is compared | numbers | ratio | target | met? |", "|---|---|---|---:|---|---|"]
+    table += ["| " + " | ".join(row) + " |" for row in rows(found)]
+    text = header(found, args.started, args.load_before) + "\n\n" + "\n".join(table) + "\n"
+    (results / "summary.md").write_text(text, encoding="utf-8")
+    combined = {"generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+                "started": args.started, "load_before": args.load_before, "results": found}
+    (results / "all.json").write_text(json.dumps(combined, indent=1), encoding="utf-8")
+    print(text)
+    print(f"wrote {results / 'summary.md'} and {results / 'all.json'}")
+
+
+if __name__ == "__main__":
+    main()

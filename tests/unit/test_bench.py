@@ -1,0 +1,58 @@
+"""The benchmarks' own logic: the update mix they send, the padding they count, the profile they summarise."""
+
+from __future__ import annotations
+
+import orjson
+
+from bench.bucketing import padding
+from bench.profile_summary import IDLE, MODEL, summarise
+from bench.update_mix import update_mix
+from stream.events import RawEvent, parse_event
+from stream.tokenization import TextEncoder
+
+
+def _parse(value: bytes):
+    return parse_event(RawEvent(None, value, "in", 0, 0), max_bytes=1 << 20, max_chars=20_000)
+
+
+def test_price_and_stock_updates_keep_the_content_hash_and_text_updates_change_it():
+    initial, updates, text_changes = update_mix(products=40, updates=400, text_share=0.2, seed=7)
+    last = {}
+    for _, value in initial:
+        event = _parse(value)
+        last[event.product_id] = event.content_hash
+    unchanged = 0
+    for _, value in updates:
+        data, event = orjson.loads(value), _parse(value)
+        assert {"price", "stock"} <= data.keys() and event.version > 1
+        unchanged += event.content_hash == last[event.product_id]
+        last[event.product_id] = event.content_hash
+    assert unchanged == len(updates) - text_changes
+    assert 0.1 < text_changes / len(updates) < 0.3
+
+
+def test_bucketing_pads_less_than_arrival_order(wordpiece):
+    encoder = TextEncoder(wordpiece, max_length=32, stride=4)
+    short, long = "Nike shoes", "UNIQLO women's cotton T-shirt, white, size M — free shipping! " * 2
+    chunk = [short, long, short, long]
+    arrival = padding(encoder, [chunk], batch=2, bucket=False)
+    bucketed = padding(encoder, [chunk], batch=2, bucket=True)
+    assert arrival["positions"] - arrival["padded_positions"] == bucketed["positions"] - bucketed["padded_positions"]
+    assert bucketed["padded_positions"] == 0 < arrival["padded_positions"]
+
+
+def test_profile_summary_separates_model_idle_and_the_rest(tmp_path):
+    trace = tmp_path / "raw.txt"
+    trace.write_text("\n".join([
+        "process_one (stream/worker.py:1);run (onnxruntime/capi/onnxruntime_inference_collection.py:275) 60",
+        "enrich (stream/enrich.py:9);tag_texts (stream/tagger.py:3);units (stream/tokenization.py:80) 10",
+        "_sender_routine (aiokafka/producer/sender.py:1);write (asyncio/selector_events.py:1057) 20",
+        "_run_once (asyncio/base_events.py:1);EpollSelector.select (selectors.py:468) 500",
+        "viterbi_decode (stream/crf.py:73) 10",
+    ]) + "\n", encoding="utf-8")
+    summary = summarise(trace)
+    shares = {c["component"]: c["share"] for c in summary["components"]}
+    assert summary["busy_samples"] == 100 and summary["idle_samples"] == 500 and IDLE not in shares
+    assert summary["model_share"] == shares[MODEL] == 0.6
+    top = [c["component"] for c in summary["top_outside_model"]]
+    assert top[0].startswith("Kafka client") and {t.split(" ")[0] for t in top[1:]} == {"tokenization", "CRF"}
