@@ -100,6 +100,11 @@ class Tagger:
             raise BundleError(f"{bundle.path}: has no {variant} model (exported: {', '.join(bundle.manifest.variants)})")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle intra-op threads must not spin: they share the cores with the event loop, the Kafka
+        # client and often the broker. Spinning made small batches (the 70%-load case) cost
+        # about twice the CPU per event and built a queue (bench/stream.py, issue #8).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
