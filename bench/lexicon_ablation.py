@@ -53,6 +53,9 @@ def fine_tune(job: dict) -> dict:
     import torch
 
     record = Path(job["out"]) / "ablation_run.json"
+    running = Path(job["out"]) / ".running"
+    while running.exists() and not record.is_file():
+        time.sleep(10)   # the same run started by another invocation: wait for its result
     if record.is_file():
         done = json.loads(record.read_text(encoding="utf-8"))
         if {k: done.get(k) for k in job} == json.loads(json.dumps(job)):
@@ -63,6 +66,8 @@ def fine_tune(job: dict) -> dict:
     from model.train import TrainConfig, load_checkpoint, load_examples, predict, train
 
     torch.set_num_threads(1)
+    Path(job["out"]).mkdir(parents=True, exist_ok=True)
+    running.touch()
     config = TrainConfig(train=(str(DATA / "train.bioes"),), dev=str(DATA / "dev.bioes"), out=job["out"],
                          base_model=job["base_model"], lr=job["lr"], lexicon=tuple(job["lexicon"]),
                          max_cpu_seconds=job["budget"], epochs=1000, patience=1000, threads=1, **SHAPE)
@@ -75,6 +80,7 @@ def fine_tune(job: dict) -> dict:
     done = {**job, "dev_micro_f1": result.dev.micro.f1, "best_epoch": result.best_epoch,
             "epochs": len(result.epochs), "cpu_seconds": round(cpu, 1), "test": scores.to_json()}
     record.write_text(json.dumps(done, indent=1), encoding="utf-8")
+    running.unlink(missing_ok=True)
     return done
 
 
