@@ -21,6 +21,7 @@ from transformers.utils import logging as hf_logging
 
 from model.data import DataError, data_hash
 from model.texts import read_texts
+from model.train import length_batches
 from model.vocab import build_wordpiece
 from stream.tokenization import SPECIAL_TOKENS
 
@@ -194,19 +195,6 @@ class Masker:
             attention[row, :n] = 1
             labels[row, 1:n - 1] = torch.tensor(targets)
         return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
-
-
-def length_batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
-    """Shuffled batches of similar-length texts: sort within large shuffled chunks, so padding stays small."""
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    chunk = batch_size * 50
-    batches = []
-    for i in range(0, len(order), chunk):
-        part = sorted(order[i:i + chunk], key=lambda j: lengths[j])
-        batches += [part[k:k + batch_size] for k in range(0, len(part), batch_size)]
-    rng.shuffle(batches)
-    return batches
 
 
 def masked_lm(vocab_size: int, config: PretrainConfig) -> BertForMaskedLM:

@@ -177,17 +177,22 @@ def training_samples(config: TrainConfig, encoder: TextEncoder, examples: list[E
     return samples, snapped, lexicon
 
 
-def bucketed_batches(samples: Sequence[Sample], batch_size: int, rng: random.Random) -> list[list[int]]:
-    """Shuffled batches of similar-length samples: sort within large shuffled chunks."""
-    order = list(range(len(samples)))
+def length_batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffled batches of similar-length items: sort within large shuffled chunks, so padding
+    stays small and batches still vary from epoch to epoch."""
+    order = list(range(len(lengths)))
     rng.shuffle(order)
     chunk = batch_size * 50
     batches = []
     for i in range(0, len(order), chunk):
-        part = sorted(order[i:i + chunk], key=lambda j: len(samples[j].window.input_ids))
+        part = sorted(order[i:i + chunk], key=lambda j: lengths[j])
         batches += [part[k:k + batch_size] for k in range(0, len(part), batch_size)]
     rng.shuffle(batches)
     return batches
+
+
+def bucketed_batches(samples: Sequence[Sample], batch_size: int, rng: random.Random) -> list[list[int]]:
+    return length_batches([len(s.window.input_ids) for s in samples], batch_size, rng)
 
 
 def torch_scorer(model: bert_crf.BertCrf) -> ScoreFn:
