@@ -31,6 +31,22 @@ def _new_brand_hits(bundle, titles: list[str]) -> int:
     return sum(any(t["text"] == NEW_BRAND and t["type"] == "brand" for t in r["tags"]) for r in records)
 
 
+def _brand_margin(bundle, titles: list[str]):
+    """Per title, the B-brand emission of its first unit (where the new brand starts) minus the
+    best other tag's."""
+    import numpy as np
+
+    from stream.tagger import Tagger
+    from stream.tokenization import gather_units
+
+    tagger = Tagger.load(bundle, device="cpu")
+    batch = tagger.encoder.pad([tagger.encoder.windows(u)[0] for u in tagger.encoder.units(titles)])
+    # shape: (titles, tags)
+    first = gather_units(tagger.emissions(batch), batch.unit_positions)[:, 0, :]
+    brand = tagger.labels.index("B-brand")
+    return first[:, brand] - np.delete(first, brand, axis=1).max(axis=1)
+
+
 @pytest.fixture(scope="module")
 def lexicon_checkpoint(tmp_path_factory):
     pytest.importorskip("torch")
@@ -67,8 +83,13 @@ def test_a_brand_added_to_the_taxonomy_after_training_is_tagged_without_retraini
     # Same weights, same lexicon.json; only the bundle's taxonomy changed.
     assert (after / LEXICON_FILE).read_bytes() == (before / LEXICON_FILE).read_bytes()
     found = _new_brand_hits(after, titles)
-    print(f"{NEW_BRAND} tagged as a brand: {missed}/40 before the taxonomy had it, {found}/40 after")
-    assert missed <= 4 and found >= 36
+    gain = _brand_margin(after, titles) - _brand_margin(before, titles)
+    print(f"{NEW_BRAND} tagged as a brand: {missed}/40 before the taxonomy had it, {found}/40 after; "
+          f"B-brand emission margin raised by {gain.min():.2f}..{gain.max():.2f}")
+    # Whether the model alone guesses a leading unknown word is a brand varies between trainings
+    # (0/40 and 40/40 were both seen); that the taxonomy's new entry pushes every title towards
+    # brand, and gets all of them tagged, does not.
+    assert found >= 36 and (gain > 0.5).all()
 
 
 def test_lexicon_from_train_ships_the_training_entities(tmp_path):
