@@ -87,11 +87,12 @@ class TextEncoder:
     def with_lexicon(self, lexicon: Lexicon | None) -> "TextEncoder":
         return TextEncoder(self.tokenizer, self.max_length, self.stride, lexicon)
 
-    def units(self, texts: Sequence[str]) -> list[Units]:
+    def units(self, texts: Sequence[str], *, features: bool = True) -> list[Units]:
+        """``features=False`` skips lexicon matching, for callers that only count tokens (drift)."""
         encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
-        return [self._group(text, enc) for text, enc in zip(texts, encodings)]
+        return [self._group(text, enc, features) for text, enc in zip(texts, encodings)]
 
-    def _group(self, text: str, enc) -> Units:
+    def _group(self, text: str, enc, with_features: bool = True) -> Units:
         spans: list[tuple[int, int]] = []
         first: list[int] = []
         last_word = None
@@ -103,7 +104,7 @@ class TextEncoder:
             else:
                 spans[-1] = (spans[-1][0], max(spans[-1][1], end))
         unknown = sum(1 for t in enc.ids if t == self.unk_id)
-        features = self.lexicon.unit_features(text, spans) if self.lexicon is not None else None
+        features = self.lexicon.unit_features(text, spans) if self.lexicon is not None and with_features else None
         return Units(text, list(enc.ids), spans, first, unknown, features)
 
     def windows(self, units: Units) -> list[Window]:

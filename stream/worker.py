@@ -434,7 +434,7 @@ def observe(result: BatchResult, tagger: Tagger) -> list[TextObservation]:
     only: the bundle's reference profile is made of (labelled) titles too."""
     texts = [(event.product_id, "title", event.title, [t for t in tags if t["field"] == "title"])
              for event, tags in result.tagged if event.title]
-    units = tagger.encoder.units([t[2] for t in texts]) if texts else []
+    units = tagger.encoder.units([t[2] for t in texts], features=False) if texts else []
     return [TextObservation(pid, name, text, len(u.token_ids), u.unknown_tokens, tags)
             for (pid, name, text, tags), u in zip(texts, units)]
 
