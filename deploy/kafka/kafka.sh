@@ -193,8 +193,12 @@ format_storage() {
     if [[ -f "$DATA/cluster.id" ]]; then
         cluster_id="$(cat "$DATA/cluster.id")"
     else
-        # Kafka's Uuid text form: 16 random bytes, base64url without padding (22 chars).
-        cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+        # Kafka's Uuid text form: 16 random bytes, base64url without padding (22 chars). Like
+        # Kafka's own Uuid.randomUuid, never one starting with '-': a tool would read it as an option.
+        cluster_id="-"
+        while [[ "$cluster_id" == -* ]]; do
+            cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+        done
         echo "$cluster_id" >"$DATA/cluster.id"
     fi
     # The tool's arguments go in a java @argfile readable by us alone: passwords on the command
@@ -203,7 +207,7 @@ format_storage() {
     (
         umask 077
         {
-            printf '%s\n' kafka.tools.StorageTool format -t "$cluster_id" -c "\"${PROPS//\\/\\\\}\""
+            printf '%s\n' kafka.tools.StorageTool format "--cluster-id=$cluster_id" -c "\"${PROPS//\\/\\\\}\""
             for i in "${!SCRAM_NAMES[@]}"; do
                 arg="SCRAM-SHA-512=[name=${SCRAM_NAMES[i]},password=${SCRAM_PASSWORDS[i]}]"
                 printf -- '--add-scram\n"%s"\n' "${arg//\\/\\\\}"
