@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Mapping, Protocol, Sequence
 
 from stream.decode import TaggedSpan
-from stream.events import (INFERENCE_FAILED, Invalid, ProductEvent, RawEvent, dead_letter_record, enriched_record,
-                           now_iso, parse_event)
+from stream.events import (INFERENCE_FAILED, OUTPUT_TOO_LARGE, Invalid, Limits, ProductEvent, RawEvent,
+                           dead_letter_record, enriched_record, now_iso, parse_event)
 from stream.profile import normalise_value
 from stream.taxonomy import Taxonomy
 
@@ -48,12 +48,6 @@ class BatchResult:
     tagged: list[tuple[ProductEvent, list[dict]]] = field(default_factory=list)  # enriched, with their tags
 
 
-@dataclass(frozen=True)
-class Limits:
-    max_bytes: int = 1_048_576
-    max_chars: int = 20_000
-
-
 def tag_dicts(spans: Sequence[TaggedSpan], taxonomy: Taxonomy | None) -> list[dict]:
     out = []
     for s in spans:
@@ -63,6 +57,31 @@ def tag_dicts(spans: Sequence[TaggedSpan], taxonomy: Taxonomy | None) -> list[di
                     "field": s.field, "start": s.start, "end": s.end, "confidence": round(s.confidence, 4),
                     "in_taxonomy": node is not None})
     return out
+
+
+def cap_tags(tags: list[dict], per_field: int) -> tuple[list[dict], int]:
+    """At most ``per_field`` tags per field, the most confident kept, in their reading order; and
+    how many were dropped. A 20,000-character title can hold thousands of spans, and one enriched
+    record must stay far below the broker's message limit."""
+    by_field: dict[str, list[int]] = {}
+    for i, tag in enumerate(tags):
+        by_field.setdefault(tag["field"], []).append(i)
+    keep: list[int] = []
+    for indices in by_field.values():
+        keep += sorted(indices, key=lambda i: (-tags[i]["confidence"], i))[:per_field]
+    return [tags[i] for i in sorted(keep)], len(tags) - len(keep)
+
+
+def _is_stale(event: ProductEvent, before: dict | None) -> bool:
+    """Older than what was handled; at or below a deletion marker (a replayed version must not bring
+    a deleted product back)."""
+    if before is None or event.version is None:
+        return False
+    return event.version < before["version"] or (before.get("deleted", False) and event.version <= before["version"])
+
+
+def parse_batch(batch: Sequence[RawEvent], limits: Limits = Limits()) -> list[ProductEvent | Invalid]:
+    return [parse_event(raw, limits) for raw in batch]
 
 
 def _tag_isolating_failures(tagger: ProductTagger, products: list[dict]) -> list[list[TaggedSpan] | Exception]:
@@ -80,10 +99,12 @@ def _tag_isolating_failures(tagger: ProductTagger, products: list[dict]) -> list
 
 def enrich(batch: Sequence[RawEvent], tagger: ProductTagger, state: Mapping[str, dict], *,
            taxonomy: Taxonomy | None = None, limits: Limits = Limits(), worker: str = "tagstream",
-           skip_unchanged: bool = True) -> BatchResult:
+           skip_unchanged: bool = True, parsed: Sequence[ProductEvent | Invalid] | None = None) -> BatchResult:
     """Decide, per event in order: dead-letter, skip as stale, re-use unchanged tags, tombstone,
-    or tag. Everything that needs the model is tagged in one call. ``skip_unchanged=False`` sends
-    unchanged content through the model too (the baseline the update-mix benchmark compares with)."""
+    or tag. Everything that needs the model is tagged in one call. ``state`` is keyed by the
+    value's product id (``parsed``, if the caller parsed the batch already to look its state up).
+    ``skip_unchanged=False`` sends unchanged content through the model too (the baseline the
+    update-mix benchmark compares with)."""
     model = {"name": tagger.model_name, "version": tagger.model_version}
     model_id = f"{model['name']}:{model['version']}"
     counts: Counter = Counter(consumed=len(batch))
@@ -94,18 +115,17 @@ def enrich(batch: Sequence[RawEvent], tagger: ProductTagger, state: Mapping[str,
     def prior(pid: str) -> dict | None:
         return work[pid] if pid in work else state.get(pid)
 
-    for raw in batch:
-        event = parse_event(raw, max_bytes=limits.max_bytes, max_chars=limits.max_chars)
+    for raw, event in zip(batch, parsed if parsed is not None else parse_batch(batch, limits)):
         if isinstance(event, Invalid):
             plan.append(("dlq", raw, event))
             continue
         before = prior(event.product_id)
-        if before is not None and event.version is not None and event.version < before["version"]:
+        if _is_stale(event, before):
             counts["skipped_stale"] += 1
             plan.append(("skip", raw, event))
             continue
         if event.op == "delete":
-            version = event.version if event.version is not None else (before or {}).get("version", 0)
+            version = event.version if event.version is not None else (before or {}).get("version", -1)
             work[event.product_id] = {"version": version, "deleted": True}
             plan.append(("delete", raw, event))
             continue
@@ -115,7 +135,8 @@ def enrich(batch: Sequence[RawEvent], tagger: ProductTagger, state: Mapping[str,
             counts["skipped_unchanged"] += 1
             source = before.get("pending")
             work[event.product_id] = {**before, "version": event.version}
-            plan.append(("reuse", raw, (event, source if source is not None else before["tags"])))
+            reused = source if source is not None else (before["tags"], before.get("tags_dropped", 0))
+            plan.append(("reuse", raw, (event, reused)))
             continue
         index = len(pending)
         pending.append(event)
@@ -125,32 +146,10 @@ def enrich(batch: Sequence[RawEvent], tagger: ProductTagger, state: Mapping[str,
 
     tagged = _tag_isolating_failures(tagger, [{"title": e.title, "description": e.description} for e in pending]) \
         if pending else []
-    tags = [err if isinstance(err, Exception) else tag_dicts(err, taxonomy) for err in tagged]
-
-    enriched_at = now_iso()
-    outputs: list[Output] = []
-    tagged_products: list[tuple[ProductEvent, list[dict]]] = []
-    for action, raw, detail in plan:
-        if action == "dlq":
-            counts[f"dlq_{detail.code}"] += 1
-            outputs.append(Output(DLQ, raw.key, dead_letter_record(raw, detail.code, detail.reason, worker), raw,
-                                  detail.code))
-        elif action == "delete":
-            counts["deleted"] += 1
-            outputs.append(Output(ENRICHED, detail.product_id.encode("utf-8"), None, raw))
-        elif action in ("tag", "reuse"):
-            event, source = detail
-            result = tags[source] if isinstance(source, int) else source
-            if isinstance(result, Exception):
-                counts[f"dlq_{INFERENCE_FAILED}"] += 1
-                reason = f"inference failed: {type(result).__name__}: {str(result)[:300]}"
-                outputs.append(Output(DLQ, raw.key, dead_letter_record(raw, INFERENCE_FAILED, reason, worker), raw,
-                                      INFERENCE_FAILED))
-                continue
-            counts["enriched"] += 1
-            tagged_products.append((event, result))
-            outputs.append(Output(ENRICHED, event.product_id.encode("utf-8"),
-                                  enriched_record(event, result, model, enriched_at), raw))
+    # (kept tags, how many were dropped) per product, or the exception that its tagging raised
+    tags = [err if isinstance(err, Exception) else cap_tags(tag_dicts(err, taxonomy), limits.max_tags_per_field)
+            for err in tagged]
+    outputs, tagged_products, oversized = _outputs(plan, tags, model, limits, worker, counts)
     # Pending references are resolved now that the model has run.
     new_state = {}
     for pid, entry in work.items():
@@ -159,6 +158,49 @@ def enrich(batch: Sequence[RawEvent], tagger: ProductTagger, state: Mapping[str,
         if index is not None:
             if isinstance(tags[index], Exception):
                 continue
-            entry["tags"] = tags[index]
+            entry["tags"], entry["tags_dropped"] = tags[index]
+        if oversized.get(pid) == entry["version"]:
+            # Its record was dead-lettered: nothing to re-use, and tags that large must not reach the
+            # changelog either. The version stays, so older events remain stale.
+            entry = {"version": entry["version"], "deleted": False}
         new_state[pid] = entry
     return BatchResult(outputs, new_state, counts, texts_tagged=len(pending), tagged=tagged_products)
+
+
+def _outputs(plan, tags, model: dict, limits: Limits, worker: str,
+             counts: Counter) -> tuple[list[Output], list[tuple[ProductEvent, list[dict]]], dict[str, int]]:
+    """The records to publish, in input order, each bounded in size by construction; and the
+    version of each product whose enriched record was too large to publish."""
+    enriched_at = now_iso()
+    outputs: list[Output] = []
+    tagged_products: list[tuple[ProductEvent, list[dict]]] = []
+    oversized: dict[str, int] = {}
+
+    def dead_letter(raw: RawEvent, code: str, reason: str) -> None:
+        counts[f"dlq_{code}"] += 1
+        record = dead_letter_record(raw, code, reason, worker, limits.dlq_prefix_bytes)
+        outputs.append(Output(DLQ, raw.key, record, raw, code))
+
+    for action, raw, detail in plan:
+        if action == "dlq":
+            dead_letter(raw, detail.code, detail.reason)
+        elif action == "delete":
+            counts["deleted"] += 1
+            outputs.append(Output(ENRICHED, detail.product_id.encode("utf-8"), None, raw))
+        elif action in ("tag", "reuse"):
+            event, source = detail
+            result = tags[source] if isinstance(source, int) else source
+            if isinstance(result, Exception):
+                dead_letter(raw, INFERENCE_FAILED, f"inference failed: {type(result).__name__}: {str(result)[:300]}")
+                continue
+            kept, dropped = result
+            value = enriched_record(event, kept, model, enriched_at, dropped)
+            if len(value) > limits.max_output_bytes:
+                dead_letter(raw, OUTPUT_TOO_LARGE, f"the enriched record would be {len(value)} bytes, the limit "
+                                                   f"is {limits.max_output_bytes} (TAGSTREAM_MAX_OUTPUT_BYTES)")
+                oversized[event.product_id] = event.version
+                continue
+            counts["enriched"] += 1
+            tagged_products.append((event, kept))
+            outputs.append(Output(ENRICHED, event.product_id.encode("utf-8"), value, raw))
+    return outputs, tagged_products, oversized

@@ -14,9 +14,13 @@ from datetime import datetime, timezone
 
 import orjson
 
-ENRICHED_SCHEMA_VERSION = 1
-DLQ_SCHEMA_VERSION = 1
+# 2: tags are capped per field (``tags_dropped`` counts the rest); dead letters carry a bounded
+# prefix of the key and value with their full length and sha256 instead of the whole payload.
+ENRICHED_SCHEMA_VERSION = 2
+DLQ_SCHEMA_VERSION = 2
 OPS = ("upsert", "delete")
+MAX_VERSION = 2**63 - 1         # Kafka's and most consumers' signed 64-bit long
+MAX_REASON_CHARS = 1000
 
 # Dead-letter codes: stable strings that dashboards and alerts group by.
 INVALID_UTF8 = "invalid_utf8"
@@ -28,6 +32,7 @@ INVALID_VALUE = "invalid_value"
 TOO_LARGE = "too_large"
 KEY_MISMATCH = "key_mismatch"
 INFERENCE_FAILED = "inference_failed"
+OUTPUT_TOO_LARGE = "output_too_large"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +71,19 @@ class Invalid:
     reason: str
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What an input event may be, and how large any output record may grow."""
+
+    max_bytes: int = 1_048_576
+    max_chars: int = 20_000
+    max_id_chars: int = 256
+    key_policy: str = "strict"          # strict: the key must be the product id; value: the value's id wins
+    max_tags_per_field: int = 32
+    max_output_bytes: int = 1_000_000
+    dlq_prefix_bytes: int = 4096
+
+
 def _key_text(key: bytes | None) -> str | None:
     if key is None:
         return None
@@ -75,15 +93,26 @@ def _key_text(key: bytes | None) -> str | None:
         return None
 
 
-def parse_event(raw: RawEvent, *, max_bytes: int, max_chars: int) -> ProductEvent | Invalid:
-    """Validate one input record; the key is the product id."""
-    key = _key_text(raw.key)
+def _key_problem(key: bytes | None, product_id: str) -> str | None:
+    """Why a record's key does not name the product of its value (None when it does)."""
+    if key is None:
+        return f"record has no key; its value is product_id {product_id!r:.80}"
+    text = _key_text(key)
+    if text is None:
+        return f"record key is not UTF-8 ({len(key)} bytes); its value is product_id {product_id!r:.80}"
+    if text != product_id:
+        return f"record key {text!r:.80} differs from product_id {product_id!r:.80}"
+    return None
+
+
+def parse_event(raw: RawEvent, limits: Limits = Limits()) -> ProductEvent | Invalid:
+    """Validate one input record. The product id of the value is the identity; under the strict
+    key policy a key that is absent, undecodable or different is a ``key_mismatch``, because the
+    key decides the partition and so which worker holds the product's state."""
     if raw.value is None:
-        if not key:
-            return Invalid(MISSING_FIELD, "tombstone without a usable key: cannot tell which product to delete")
-        return ProductEvent(product_id=key, op="delete", version=None)
-    if len(raw.value) > max_bytes:
-        return Invalid(TOO_LARGE, f"event is {len(raw.value)} bytes, the limit is {max_bytes}")
+        return _parse_tombstone(raw.key, limits)
+    if len(raw.value) > limits.max_bytes:
+        return Invalid(TOO_LARGE, f"event is {len(raw.value)} bytes, the limit is {limits.max_bytes}")
     try:
         raw.value.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -91,7 +120,7 @@ def parse_event(raw: RawEvent, *, max_bytes: int, max_chars: int) -> ProductEven
     try:
         data = orjson.loads(raw.value)
     except orjson.JSONDecodeError as err:
-        return Invalid(INVALID_JSON, f"value is not valid JSON ({err})")
+        return Invalid(INVALID_JSON, f"value is not valid JSON ({str(err)[:200]})")
     if not isinstance(data, dict):
         return Invalid(NOT_AN_OBJECT, f"expected a JSON object, got {type(data).__name__}")
     for name in ("product_id", "op", "version"):
@@ -100,12 +129,16 @@ def parse_event(raw: RawEvent, *, max_bytes: int, max_chars: int) -> ProductEven
     product_id, op, version = data["product_id"], data["op"], data["version"]
     if not isinstance(product_id, str) or not product_id.strip():
         return Invalid(WRONG_TYPE, f"product_id must be a non-empty string, got {product_id!r:.80}")
-    if key is not None and key != product_id:
-        return Invalid(KEY_MISMATCH, f"record key {key!r:.80} differs from product_id {product_id!r:.80}")
+    if len(product_id) > limits.max_id_chars:
+        return Invalid(INVALID_VALUE, f"product_id has {len(product_id)} characters, the limit is {limits.max_id_chars}")
+    if limits.key_policy == "strict" and (problem := _key_problem(raw.key, product_id)):
+        return Invalid(KEY_MISMATCH, problem)
     if op not in OPS:
         return Invalid(INVALID_VALUE, f"op must be one of {', '.join(OPS)}, got {op!r:.80}")
     if not isinstance(version, int) or isinstance(version, bool) or version < 0:
         return Invalid(WRONG_TYPE, f"version must be a non-negative integer, got {version!r:.80}")
+    if version > MAX_VERSION:
+        return Invalid(INVALID_VALUE, f"version {version} is above 2^63-1, the largest a consumer can hold")
     optional = {}
     for name in ("description", "locale", "category_hint", "updated_at"):
         value = data.get(name)
@@ -122,9 +155,23 @@ def parse_event(raw: RawEvent, *, max_bytes: int, max_chars: int) -> ProductEven
     if not title.strip():
         return Invalid(INVALID_VALUE, "title is empty")
     for name, value in (("title", title), ("description", optional["description"])):
-        if value is not None and len(value) > max_chars:
-            return Invalid(TOO_LARGE, f"{name} has {len(value)} characters, the limit is {max_chars}")
+        if value is not None and len(value) > limits.max_chars:
+            return Invalid(TOO_LARGE, f"{name} has {len(value)} characters, the limit is {limits.max_chars}")
     return ProductEvent(product_id, op, version, title, **optional)
+
+
+def _parse_tombstone(key: bytes | None, limits: Limits) -> ProductEvent | Invalid:
+    """A null value deletes the product its key names: here the key is the only identity."""
+    if key is None:
+        return Invalid(MISSING_FIELD, "tombstone without a key: cannot tell which product to delete")
+    product_id = _key_text(key)
+    if product_id is None:
+        return Invalid(KEY_MISMATCH, f"tombstone key is not UTF-8 ({len(key)} bytes): cannot tell which product")
+    if not product_id.strip():
+        return Invalid(MISSING_FIELD, "tombstone with an empty key: cannot tell which product to delete")
+    if len(product_id) > limits.max_id_chars:
+        return Invalid(INVALID_VALUE, f"tombstone key has {len(product_id)} characters, the limit is {limits.max_id_chars}")
+    return ProductEvent(product_id=product_id, op="delete", version=None)
 
 
 def iso_time(ts: float) -> str:
@@ -136,7 +183,8 @@ def now_iso() -> str:
     return iso_time(datetime.now(timezone.utc).timestamp())
 
 
-def enriched_record(event: ProductEvent, tags: list[dict], model: dict, enriched_at: str) -> bytes:
+def enriched_record(event: ProductEvent, tags: list[dict], model: dict, enriched_at: str,
+                    tags_dropped: int = 0) -> bytes:
     return orjson.dumps({
         "schema_version": ENRICHED_SCHEMA_VERSION,
         "product_id": event.product_id,
@@ -146,21 +194,32 @@ def enriched_record(event: ProductEvent, tags: list[dict], model: dict, enriched
         "category_hint": event.category_hint,
         "updated_at": event.updated_at,
         "tags": tags,
+        "tags_dropped": tags_dropped,
         "model": model,
         "content_hash": event.content_hash,
         "enriched_at": enriched_at,
     })
 
 
-def dead_letter_record(raw: RawEvent, code: str, reason: str, worker: str) -> bytes:
+def _payload(data: bytes | None, prefix: int, name: str) -> dict:
+    """A bounded view of a payload: its first ``prefix`` bytes, its full length and sha256."""
+    if data is None:
+        return {f"{name}_b64": None, f"{name}_bytes": None, f"{name}_sha256": None, f"{name}_truncated": False}
+    return {f"{name}_b64": base64.b64encode(data[:prefix]).decode("ascii"), f"{name}_bytes": len(data),
+            f"{name}_sha256": hashlib.sha256(data).hexdigest(), f"{name}_truncated": len(data) > prefix}
+
+
+def dead_letter_record(raw: RawEvent, code: str, reason: str, worker: str, prefix_bytes: int = 4096) -> bytes:
+    """Bounded by construction (about 4/3 of twice ``prefix_bytes`` plus a few hundred bytes), so a
+    dead letter fits the broker's limit whatever the event was."""
     return orjson.dumps({
         "schema_version": DLQ_SCHEMA_VERSION,
-        "key_b64": base64.b64encode(raw.key).decode("ascii") if raw.key is not None else None,
-        "value_b64": base64.b64encode(raw.value).decode("ascii") if raw.value is not None else None,
+        **_payload(raw.key, prefix_bytes, "key"),
+        **_payload(raw.value, prefix_bytes, "value"),
         "source": {"topic": raw.topic, "partition": raw.partition, "offset": raw.offset,
                    "timestamp_ms": raw.timestamp_ms},
         "error": code,
-        "reason": reason,
+        "reason": reason[:MAX_REASON_CHARS],
         "failed_at": now_iso(),
-        "worker": worker,
+        "worker": worker[:200],
     })

@@ -41,6 +41,22 @@ class Settings:
     stall_seconds: float = setting(30.0, "seconds with events waiting and no batch before the consumer is re-seeked")
     max_event_bytes: int = setting(1_048_576, "events larger than this are dead-lettered")
     max_field_chars: int = setting(20_000, "titles or descriptions longer than this are dead-lettered")
+    max_tags_per_field: int = setting(32, "most tags per field in an enriched record (the most confident are kept)")
+    max_output_bytes: int = setting(1_000_000, "an enriched record larger than this is dead-lettered as "
+                                               "output_too_large; keep it below the topics' max.message.bytes")
+    dlq_value_prefix_bytes: int = setting(4096, "a dead letter carries at most this many bytes of the original "
+                                                "key and value (plus their full length and sha256)")
+    max_product_id_chars: int = setting(256, "events whose product_id is longer than this are dead-lettered")
+    key_policy: str = setting("strict", "strict: a record whose key is absent, not UTF-8 or not the value's "
+                                        "product_id is dead-lettered (key_mismatch); value: such records are "
+                                        "accepted and follow the value's product_id", choices=("strict", "value"))
+    instance_id: str = setting("", "stable id of this worker for static group membership (KIP-345): a restarted "
+                                   "worker with the same id takes its partitions back at once ('': dynamic)")
+    publish_timeout: float = setting(60.0, "seconds to wait for the broker to acknowledge a batch's outputs; "
+                                           "past it the worker stops without committing the batch")
+    store: str = setting("rocksdb", "where per-product state lives: rocksdb (on disk under data_dir, the "
+                                    "changelog topic as backup) or memory (replayed from the changelog at start)",
+                         choices=("rocksdb", "memory"))
     skip_unchanged: bool = setting(True, "re-use the last tags when title and description are unchanged "
                                          "(false: every upsert goes through the model)")
     metrics_port: int = setting(9464, "port of the Prometheus /metrics endpoint (0: none)")
@@ -85,7 +101,8 @@ class Settings:
         return settings
 
     def check(self) -> None:
-        for name in ("partitions", "replication", "max_batch", "max_event_bytes", "max_field_chars"):
+        for name in ("partitions", "replication", "max_batch", "max_event_bytes", "max_field_chars",
+                     "max_tags_per_field", "max_output_bytes", "dlq_value_prefix_bytes", "max_product_id_chars"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{self.env_name(name)} must be at least 1, got {getattr(self, name)}")
         if not 6 <= self.session_timeout <= 300:

@@ -21,20 +21,20 @@ import faust
 import orjson
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
-from faust.tables.manager import TableManager
-from faust.tables.recovery import Recovery
 
 from export.bundle import POINTER, BundleError, resolve
 from stream import metrics
 from stream.drift import DriftConfig, DriftWindow, TextObservation
-from stream.enrich import DLQ, ENRICHED, BatchResult, Limits, enrich
-from stream.events import RawEvent
+from stream.enrich import DLQ, ENRICHED, BatchResult, enrich, parse_batch
+from stream.events import Limits, ProductEvent, RawEvent
+from stream.fixups import SeekThenDeliverTableManager, as_current_event
 from stream.settings import Settings
 from stream.tagger import Tagger
 from stream.taxonomy import Taxonomy
 
 log = logging.getLogger("tagstream.worker")
 STATE_TABLE = "product-state"
+EXIT_PUBLISH_FAILED = 3
 
 
 def kafka_client_options(settings: Settings) -> dict:
@@ -100,7 +100,8 @@ def _failpoint(name: str) -> str | None:
     ``slow_inference:<seconds>`` makes every batch's inference that much slower (e.g. longer than the
     consumer's session timeout); ``poison_text:<text>`` makes the model raise on any batch holding a
     title that contains ``<text>`` (see ``_PoisonedTagger``); ``stall_consumer:1`` stops the consumer's
-    flow after the first batch, the state the stall watchdog repairs.
+    flow after the first batch, the state the stall watchdog repairs; ``fail_send:<n>`` makes the
+    n-th output send raise, as a broker refusing a record would.
     """
     spec = os.environ.get("TAGSTREAM_FAILPOINT", "")
     if not spec.startswith(name + ":"):
@@ -112,7 +113,9 @@ def _failpoint(name: str) -> str | None:
         time.sleep(float(arg))
         return
     _failpoint_hits[name] = _failpoint_hits.get(name, 0) + 1
-    if _failpoint_hits[name] == int(arg):
+    if name == "fail_send" and _failpoint_hits[name] == int(arg):
+        raise KafkaError(f"failpoint {spec}: the send is refused")
+    if name == "before_publish" and _failpoint_hits[name] == int(arg):
         log.warning("failpoint %s reached: killing this worker", spec)
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -128,31 +131,6 @@ class _PoisonedTagger:
         if any(self.poison in (p.get("title") or "") for p in products):
             raise RuntimeError(f"failpoint poison_text: the tokenizer broke on {self.poison!r}")
         return self.tagger.tag_products(products)
-
-
-class _SeekThenDeliverRecovery(Recovery):
-    """Faust's recovery with the input held back until the seek to committed offsets is done.
-
-    After table recovery, faust-streaming 0.15.3 resumes the input partitions while the consumer's
-    flow is still on (it was turned on to read the changelogs), awaits the seek to the committed
-    offsets, and only then calls ``flow_control.resume()``, which empties every stream queue. Records
-    fetched from the committed position during that await were queued, marked as read, and then
-    thrown away with the queue: never delivered, never acked, so the committed offset stopped below
-    them until the next restart. Stopping the flow first means nothing is delivered until the queues
-    are cleared and the flow is resumed, and then delivery starts at the committed offset.
-    """
-
-    async def on_recovery_completed(self, generation_id: int = 0) -> None:
-        self.app.consumer.stop_flow()
-        await super().on_recovery_completed(generation_id)
-
-
-class _TableManager(TableManager):
-    @property
-    def recovery(self) -> Recovery:
-        if self._recovery is None:
-            self._recovery = _SeekThenDeliverRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
-        return self._recovery
 
 
 class ModelHolder:
@@ -210,12 +188,17 @@ class EnrichmentWorker:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.models = ModelHolder(settings)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-        self.limits = Limits(settings.max_event_bytes, settings.max_field_chars)
+        self.limits = Limits(settings.max_event_bytes, settings.max_field_chars, settings.max_product_id_chars,
+                             settings.key_policy, settings.max_tags_per_field, settings.max_output_bytes,
+                             settings.dlq_value_prefix_bytes)
         self.app = faust.App(
             settings.group_id,
             broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap.split(",")],
             broker_credentials=_faust_credentials(settings),
-            store="memory://",
+            store="rocksdb://" if settings.store == "rocksdb" else "memory://",
+            # Static membership: a restarted worker with the same id takes its partitions back at
+            # once instead of waiting out the session timeout of its own dead member.
+            consumer_group_instance_id=settings.instance_id or None,
             datadir=settings.data_dir,
             web_enabled=False,
             topic_partitions=settings.partitions,
@@ -228,7 +211,7 @@ class EnrichmentWorker:
             broker_heartbeat_interval=settings.session_timeout / 10,
             table_standby_replicas=0,
             autodiscover=False,
-            TableManager=_TableManager,
+            TableManager=SeekThenDeliverTableManager,
         )
         raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
         self.input = self.app.topic(settings.input_topic, partitions=settings.partitions, allow_empty=True, **raw)
@@ -243,11 +226,11 @@ class EnrichmentWorker:
             candidate_min_count=settings.candidate_min_count, candidate_min_share=settings.candidate_min_share)
         self.window = DriftWindow(self.drift_config, self.models.reference,
                                   covered_types=self.models.taxonomy.covered_types)
-        # use_partitioner: the changelog partition comes from the key, like the input topic's,
-        # not from "the current event", which is meaningless for a batch.
+        # Each product's state is written under the event that carried it (``as_current_event``), so
+        # its changelog partition (and RocksDB database) is its input partition: a worker's state is
+        # exactly that of the partitions it consumes.
         # key_type=bytes: Faust derives the changelog serializers from the types (raw keys, JSON values).
-        self.state = self.app.Table(STATE_TABLE, default=None, partitions=settings.partitions, use_partitioner=True,
-                                    key_type=bytes)
+        self.state = self.app.Table(STATE_TABLE, default=None, partitions=settings.partitions, key_type=bytes)
         self.app.agent(self.input, name="enrich")(self.process)
         self.app.timer(1.0)(self.close_window_if_due)  # time-based windows close without traffic too
         self.app.timer(5.0)(self.measure_lag)
@@ -262,13 +245,13 @@ class EnrichmentWorker:
         async for events in stream.take_events(self.settings.max_batch, within=self.settings.max_wait):
             batch = [RawEvent(e.message.key, e.message.value, e.message.topic, e.message.partition,
                               e.message.offset, e.message.timestamp) for e in events]
-            await self.handle(batch, loop)
+            await self.handle(batch, events, loop)
             # Returning to take_events acks these events; their offsets may now be committed.
 
-    async def handle(self, batch: list[RawEvent], loop: asyncio.AbstractEventLoop) -> None:
+    async def handle(self, batch: list[RawEvent], events: list, loop: asyncio.AbstractEventLoop) -> None:
         self.busy, self.last_progress = True, time.monotonic()
         try:
-            await self._handle(batch, loop)
+            await self._handle(batch, events, loop)
         finally:
             self.busy, self.last_progress = False, time.monotonic()
         if _failpoint("stall_consumer") and not self.stalled_once:
@@ -276,7 +259,7 @@ class EnrichmentWorker:
             log.warning("failpoint stall_consumer: the consumer's flow stops")
             self.app.consumer.stop_flow()
 
-    async def _handle(self, batch: list[RawEvent], loop: asyncio.AbstractEventLoop) -> None:
+    async def _handle(self, batch: list[RawEvent], events: list, loop: asyncio.AbstractEventLoop) -> None:
         if log.isEnabledFor(logging.DEBUG):
             spans: dict[int, list[int]] = {}
             for raw in batch:
@@ -286,40 +269,64 @@ class EnrichmentWorker:
             self.next_offsets[raw.partition] = max(self.next_offsets.get(raw.partition, 0), raw.offset + 1)
         metrics.EVENTS_CONSUMED.inc(len(batch))
         metrics.BATCH_SIZE.observe(len(batch))
+        # State follows the product id of the value, never the record key (which may be absent,
+        # undecodable, or name another product).
+        parsed = parse_batch(batch, self.limits)
+        carrier = {e.product_id: events[i] for i, e in enumerate(parsed) if isinstance(e, ProductEvent)}
         snapshot = {}
-        for raw in batch:
-            if raw.key is not None:
-                pid = raw.key.decode("utf-8", "replace")
-                value = self.state.get(raw.key)
+        with as_current_event(None):
+            for pid in carrier:
+                value = self.state.get(pid.encode("utf-8"))
                 if value is not None:
                     snapshot[pid] = value
         started = time.perf_counter()
-        result, observations = await loop.run_in_executor(self.executor, self._enrich, batch, snapshot)
+        result, observations = await loop.run_in_executor(self.executor, self._enrich, batch, parsed, snapshot)
         metrics.INFERENCE_SECONDS.observe(time.perf_counter() - started)
         _failpoint("before_publish")
-        # Inference runs in a thread so heartbeats go on; publishing stays on the loop, in input order.
-        pending = []
-        for out in result.outputs:
-            topic = self.enriched if out.kind == ENRICHED else self.dlq
-            pending.append(await topic.send(key=out.key, value=out.value))
-        await asyncio.gather(*pending)  # every output acknowledged by the broker (acks=all)
+        await self.publish(result)
         for pid, entry in result.state.items():
-            self.state[pid.encode("utf-8")] = entry
+            with as_current_event(carrier[pid]):
+                self.state[pid.encode("utf-8")] = entry
+        self.count(result)
+        await self.observe_drift(observations)
+
+    async def publish(self, result: BatchResult) -> None:
+        """Send every output in input order and wait for the broker's acks (acks=all).
+
+        A send that fails, for any reason, stops this process at once, before the batch's events
+        are acked: returning or raising would let faust ack them on its way out (``take_events``
+        acks in a ``finally``) and commit offsets whose outputs never arrived. After a restart the
+        batch is consumed again from the committed offsets.
+        """
+        topics = {ENRICHED: self.settings.enriched_topic, DLQ: self.settings.dlq_topic}
+        producer = self.app.producer
+        try:
+            pending = []
+            for out in result.outputs:
+                _failpoint("fail_send")
+                pending.append(await producer.send(topics[out.kind], out.key, out.value, None, None, None))
+            await asyncio.wait_for(asyncio.gather(*pending), self.settings.publish_timeout)
+        except Exception as err:  # noqa: BLE001 - whatever failed, the batch must not be committed
+            log.critical("publishing a batch of %d outputs failed (%s: %s); stopping without committing its "
+                         "offsets, a restart consumes it again", len(result.outputs), type(err).__name__, err)
+            logging.shutdown()
+            os._exit(EXIT_PUBLISH_FAILED)
+
+    def count(self, result: BatchResult) -> None:
+        """Metrics of a batch whose outputs the broker has acknowledged."""
         now = time.time()
         for out in result.outputs:
             if out.source.timestamp_ms:
                 metrics.END_TO_END_SECONDS.observe(max(0.0, now - out.source.timestamp_ms / 1000))
+            if out.kind == DLQ:
+                metrics.EVENTS_DEAD_LETTERED.labels(out.code).inc()
         counts = result.counts
         metrics.EVENTS_ENRICHED.inc(counts["enriched"] + counts["deleted"])
         metrics.MODEL_TEXTS.inc(result.texts_tagged)
         for reason in ("stale", "unchanged"):
             if counts[f"skipped_{reason}"]:
                 metrics.EVENTS_SKIPPED.labels(reason).inc(counts[f"skipped_{reason}"])
-        for out in result.outputs:
-            if out.kind == DLQ:
-                metrics.EVENTS_DEAD_LETTERED.labels(out.code).inc()
         metrics.LAST_BATCH_UNIX.set(now)
-        await self.observe_drift(observations)
 
     async def observe_drift(self, observations: list[TextObservation]) -> None:
         """Feed the drift window; a count window closes at exactly its size, a time window when due."""
@@ -418,14 +425,14 @@ class EnrichmentWorker:
         consumer.resume_partitions({tp for tp in consumer.assignment() if tp.topic == self.settings.input_topic})
         self.last_progress = time.monotonic()
 
-    def _enrich(self, batch, snapshot) -> tuple[BatchResult, list[TextObservation]]:
+    def _enrich(self, batch, parsed, snapshot) -> tuple[BatchResult, list[TextObservation]]:
         _failpoint("slow_inference")
         self.models.maybe_reload()
         models = self.models
         poison = _failpoint("poison_text")
         tagger = _PoisonedTagger(models.tagger, poison) if poison else models.tagger
         result = enrich(batch, tagger, snapshot, taxonomy=models.taxonomy, limits=self.limits,
-                        worker=self.worker_id, skip_unchanged=self.settings.skip_unchanged)
+                        worker=self.worker_id, skip_unchanged=self.settings.skip_unchanged, parsed=parsed)
         return result, observe(result, models.tagger)
 
 

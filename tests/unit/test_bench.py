@@ -7,12 +7,12 @@ import orjson
 from bench.bucketing import padding
 from bench.profile_summary import IDLE, MODEL, summarise
 from bench.update_mix import update_mix
-from stream.events import RawEvent, parse_event
+from stream.events import Limits, RawEvent, parse_event
 from stream.tokenization import TextEncoder
 
 
 def _parse(value: bytes):
-    return parse_event(RawEvent(None, value, "in", 0, 0), max_bytes=1 << 20, max_chars=20_000)
+    return parse_event(RawEvent(None, value, "in", 0, 0), Limits(key_policy="value"))
 
 
 def test_price_and_stock_updates_keep_the_content_hash_and_text_updates_change_it():

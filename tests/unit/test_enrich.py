@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+
 import orjson
 import pytest
 
@@ -118,3 +121,61 @@ def test_a_text_that_breaks_inference_is_isolated(tagger):
         (b"p0", ENRICHED, None), (b"p1", ENRICHED, None), (b"p2", DLQ, "inference_failed"),
         (b"p3", ENRICHED, None), (b"p4", ENRICHED, None)]
     assert "p2" not in result.state and "tokenizer exploded" in orjson.loads(result.outputs[2].value)["reason"]
+
+
+def test_state_follows_the_value_s_product_id_and_keys_that_disagree_are_dead_lettered(tagger):
+    state = enrich([raw("p1", upsert("p1", 5, "华为手机"))], tagger, {}).state
+    keyless, not_utf8 = raw(None, upsert("p1", 3, "华为手机 旧")), RawEvent(b"\xff", orjson.dumps(upsert("p1", 3, "x")),
+                                                                         "in", 0, 2, 1_000)
+    other = raw("p2", upsert("p1", 3, "华为手机 旧"))
+    result = enrich([keyless, not_utf8, other], tagger, state)
+    assert [(o.kind, o.code) for o in result.outputs] == [(DLQ, "key_mismatch")] * 3
+    assert result.state == {}
+    # Accepted by the documented setting, the value's id decides, so v3 after v5 is stale.
+    lenient = Limits(key_policy="value")
+    result = enrich([keyless, not_utf8, raw(None, upsert("p1", 6, "华为手机 新"))], tagger, state, limits=lenient)
+    assert result.counts["skipped_stale"] == 2 and [o.key for o in result.outputs] == [b"p1"]
+    assert result.state["p1"]["version"] == 6
+
+
+def test_a_replay_at_or_below_a_deletion_marker_is_stale(tagger):
+    first = enrich([raw("p", upsert("p", 1, "华为手机")), raw("p", None)], tagger, {})
+    assert first.state["p"] == {"version": 1, "deleted": True}
+    replay = enrich([raw("p", upsert("p", 1, "华为手机"))], tagger, first.state)
+    assert replay.outputs == [] and replay.counts["skipped_stale"] == 1
+    newer = enrich([raw("p", upsert("p", 2, "华为手机"))], tagger, first.state)
+    assert [o.kind for o in newer.outputs] == [ENRICHED] and not newer.state["p"]["deleted"]
+
+
+def test_ids_and_versions_beyond_what_consumers_hold_are_dead_lettered(tagger):
+    long_id = "x" * 257
+    batch = [raw(long_id, upsert(long_id, 1, "华为手机")), raw("v", upsert("v", 2**63, "华为手机")),
+             raw("w", upsert("w", 2**63 - 1, "华为手机"))]
+    result = enrich(batch, tagger, {})
+    assert [(o.kind, o.code) for o in result.outputs] == [(DLQ, "invalid_value"), (DLQ, "invalid_value"),
+                                                          (ENRICHED, None)]
+    reasons = [orjson.loads(o.value)["reason"] for o in result.outputs[:2]]
+    assert "257 characters, the limit is 256" in reasons[0] and "2^63-1" in reasons[1]
+
+
+def test_outputs_are_bounded_by_construction(tagger):
+    title = "耐克跑步鞋黑色" * 2857                  # 19,999 characters: a valid event
+    limits = Limits(max_tags_per_field=8, dlq_prefix_bytes=1024)
+    huge = b"\x00not json" + b"x" * 900_000
+    result = enrich([raw("big", upsert("big", 1, title)), raw("bad", huge)], tagger, {}, limits=limits)
+    enriched, letter = result.outputs
+    record = orjson.loads(enriched.value)
+    assert enriched.kind == ENRICHED and len(record["tags"]) <= 8 and record["tags_dropped"] > 100
+    assert all(title[t["start"]:t["end"]] == t["text"] for t in record["tags"])
+    assert len(result.state["big"]["tags"]) <= 8
+    dead = orjson.loads(letter.value)
+    assert letter.code == "invalid_utf8" or letter.code == "invalid_json"
+    assert len(letter.value) < 4096 and dead["value_bytes"] == len(huge) and dead["value_truncated"]
+    assert base64.b64decode(dead["value_b64"]) == huge[:1024]
+    assert dead["value_sha256"] == hashlib.sha256(huge).hexdigest()
+    # Past the output limit the record is dead-lettered, and nothing of it is kept for re-use.
+    tight = Limits(max_output_bytes=600)
+    result = enrich([raw("big", upsert("big", 2, title))], tagger, {}, limits=tight)
+    assert [(o.kind, o.code) for o in result.outputs] == [(DLQ, "output_too_large")]
+    assert "the limit is 600" in orjson.loads(result.outputs[0].value)["reason"]
+    assert result.state["big"] == {"version": 2, "deleted": False}
