@@ -49,6 +49,18 @@ def broker_restart(timeout: float = 120) -> str:
     return _local_bootstrap()
 
 
+def broker_crash_and_start(down_seconds: float = 3.0, timeout: float = 120) -> str:
+    """SIGKILL the local broker (no clean shutdown, as a crash), wait, start it on the same data."""
+    import time
+
+    if os.environ.get("TAGSTREAM_KAFKA_BOOTSTRAP"):
+        raise RuntimeError("broker_crash_and_start needs the local broker; TAGSTREAM_KAFKA_BOOTSTRAP points elsewhere")
+    _kafka_sh("kill", timeout)
+    time.sleep(down_seconds)
+    _kafka_sh("start", timeout)
+    return _local_bootstrap()
+
+
 def unique_name(prefix: str) -> str:
     """A topic or group name no other test (or earlier run against the same broker) has used."""
     # Kafka topic names allow [a-zA-Z0-9._-]; '.' and '_' collide in metric names, so only '-'.

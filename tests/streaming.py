@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -54,7 +55,7 @@ class WorkerProcess:
     def wait_ready(self, timeout: float = 90) -> "WorkerProcess":
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if "[^Worker]: Ready" in self.log():
+            if re.search(r"\[\^\w*Worker\]: Ready", self.log()):
                 return self
             if self.proc.poll() is not None:
                 raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
@@ -93,8 +94,9 @@ def event(product_id: str, version: int, title: str, description: str | None = N
                          "description": description})
 
 
-async def _produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+async def _produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None]],
+                   max_request_size: int = 1_048_576) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=max_request_size)
     await producer.start()
     try:
         futures = [await producer.send(topic, value=value, key=key) for key, value in records]
@@ -103,8 +105,55 @@ async def _produce(bootstrap: str, topic: str, records: list[tuple[bytes | None,
         await producer.stop()
 
 
-def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None]]) -> None:
-    asyncio.run(_produce(bootstrap, topic, records))
+def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None]],
+            max_request_size: int = 1_048_576) -> None:
+    asyncio.run(_produce(bootstrap, topic, records, max_request_size))
+
+
+async def _admin(bootstrap: str, action) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await action(admin)
+    finally:
+        await admin.close()
+
+
+def create_topic(bootstrap: str, name: str, partitions: int = 4, **config: str) -> None:
+    """A topic made before any worker, with its own configs (e.g. max.message.bytes)."""
+    from aiokafka.admin import NewTopic
+
+    configs = {k.replace("_", "."): str(v) for k, v in config.items()}
+    asyncio.run(_admin(bootstrap, lambda a: a.create_topics([NewTopic(name, partitions, 1, topic_configs=configs)])))
+
+
+def alter_topic(bootstrap: str, name: str, **config: str) -> None:
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    configs = {k.replace("_", "."): str(v) for k, v in config.items()}
+    asyncio.run(_admin(bootstrap, lambda a: a.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, configs)])))
+
+
+def committed(bootstrap: str, group: str) -> dict[int, int]:
+    """The group's committed offset per input partition (absent: nothing committed there)."""
+    async def run() -> dict[int, int]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            return {tp.partition: meta.offset for tp, meta in (await admin.list_consumer_group_offsets(group)).items()}
+        finally:
+            await admin.close()
+    return asyncio.run(run())
+
+
+def report(name: str, sent: set[tuple[str, int]], records, dead: int = 0) -> int:
+    """Print sent / enriched / dead-lettered / duplicated / lost for (product id, version) pairs; return lost."""
+    seen = [(r.key.decode(), orjson.loads(r.value)["version"]) for r in records if r.value is not None]
+    unique = set(seen)
+    lost = len(sent - unique)
+    print(f"{name}: sent {len(sent) + dead}, enriched {len(unique & sent)}, dead-lettered {dead}, "
+          f"duplicated {len(seen) - len(unique)}, lost {lost}")
+    return lost
 
 
 async def _consume(bootstrap: str, topic: str, until, timeout: float) -> list:

@@ -31,10 +31,11 @@ die() { echo "kafka.sh: $1" >&2; exit "${2:-1}"; }
 
 usage() {
     cat <<EOF
-usage: kafka.sh {fetch|start|stop|restart|status|reset}
+usage: kafka.sh {fetch|start|stop|kill|restart|status|reset}
   fetch    resolve the broker jars into libs/ with Maven (skipped when libs/ matches pom.xml)
   start    fetch if needed, format storage once, start in the background, wait until it answers
   stop     SIGTERM, wait up to \$TAGSTREAM_KAFKA_STOP_TIMEOUT s ($STOP_TIMEOUT), then SIGKILL
+  kill     SIGKILL the broker, as a crash would (fault tests); start brings it back on the same data
   restart  stop then start, keeping data
   status   exit 0 and say so when running and answering, 3 when stopped, 1 when not answering
   reset    stop and delete the data directory
@@ -332,6 +333,20 @@ do_stop() {
     say "stopped"
 }
 
+do_kill() {
+    local pid
+    pid="$(running_pid)"
+    if [[ -z "$pid" ]]; then
+        say "not running"
+        return 0
+    fi
+    say "killing (pid $pid) with SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    while is_broker_pid "$pid"; do sleep 0.1; done
+    rm -f "$PIDFILE"
+    say "killed"
+}
+
 cmd_status() {
     local pid
     pid="$(running_pid)"
@@ -362,6 +377,7 @@ case "${1:-}" in
     fetch) cmd_fetch ;;
     start) lock_data; do_start ;;
     stop) lock_data; do_stop ;;
+    kill) lock_data; do_kill ;;
     restart) lock_data; do_stop; do_start ;;
     status) cmd_status ;;
     reset) lock_data; do_reset ;;

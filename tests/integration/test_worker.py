@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import shutil
 import time
 
@@ -83,7 +84,9 @@ def test_malformed_events_are_dead_lettered_and_the_worker_goes_on(kafka, topics
     letters = {base64.b64decode(d["key_b64"]): d for d in values(dead)}
     assert {k: d["error"] for k, d in letters.items()} == {k: code for k, _, code in bad}
     for key, value, _ in bad:
-        assert base64.b64decode(letters[key]["value_b64"]) == value
+        letter = letters[key]
+        assert base64.b64decode(letter["value_b64"]) == value[:4096] and letter["value_bytes"] == len(value)
+        assert letter["value_sha256"] == hashlib.sha256(value).hexdigest()
         assert letters[key]["source"]["topic"] == topics.input and letters[key]["reason"]
     assert values(good)[0]["product_id"] == "ok"
 
