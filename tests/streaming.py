@@ -95,19 +95,20 @@ def event(product_id: str, version: int, title: str, description: str | None = N
 
 
 async def _produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None]],
-                   max_request_size: int = 1_048_576) -> None:
+                   max_request_size: int = 1_048_576) -> list[tuple[int, int]]:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=max_request_size)
     await producer.start()
     try:
         futures = [await producer.send(topic, value=value, key=key) for key, value in records]
-        await asyncio.gather(*futures)
+        return [(meta.partition, meta.offset) for meta in await asyncio.gather(*futures)]
     finally:
         await producer.stop()
 
 
 def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None]],
-            max_request_size: int = 1_048_576) -> None:
-    asyncio.run(_produce(bootstrap, topic, records, max_request_size))
+            max_request_size: int = 1_048_576) -> list[tuple[int, int]]:
+    """Send and wait for the broker's acks; the (partition, offset) of each record."""
+    return asyncio.run(_produce(bootstrap, topic, records, max_request_size))
 
 
 async def _admin(bootstrap: str, action) -> None:
