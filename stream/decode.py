@@ -6,33 +6,16 @@ torchcrf) both go through `tag_texts`, so they can only differ in how a batch is
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 
 from stream.crf import span_confidence
-from stream.spans import tag_runs
+from stream.spans import TaggedSpan, tag_runs
 from stream.tokenization import PaddedBatch, TextEncoder, Units, Window, merge_window_runs
 
 # Best tag-id path per row, and per-unit marginals (batch, units, tags) when the scorer has them.
 ScoreFn = Callable[[PaddedBatch], tuple[list[list[int]], np.ndarray | None]]
-
-
-@dataclass(frozen=True, slots=True)
-class TaggedSpan:
-    """One tag found in a text: where, what, and how sure the CRF is."""
-
-    field: str
-    start: int
-    end: int
-    text: str
-    type: str
-    confidence: float
-
-    def to_json(self) -> dict:
-        return {"field": self.field, "start": self.start, "end": self.end, "text": self.text,
-                "type": self.type, "confidence": round(self.confidence, 4)}
 
 
 def _confidence(marginals: np.ndarray | None, path: Sequence[int], start: int, end: int) -> float:

@@ -12,10 +12,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Mapping, Protocol, Sequence
 
-from stream.decode import TaggedSpan
+from stream.spans import TaggedSpan
 from stream.events import (INFERENCE_FAILED, OUTPUT_TOO_LARGE, Invalid, Limits, ProductEvent, RawEvent,
                            dead_letter_record, enriched_record, now_iso, parse_event)
-from stream.profile import normalise_value
+from stream.text import normalise_value
 from stream.taxonomy import Taxonomy
 
 log = logging.getLogger(__name__)

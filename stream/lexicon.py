@@ -7,15 +7,16 @@ a match counts only where it starts and ends on unit edges, so "HP" never fires 
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import ahocorasick
 import numpy as np
 import orjson
+
+from stream.taxonomy import Taxonomy, TaxonomyError
+from stream.text import fold
 
 LEXICON_FILE = "lexicon.json"
 FORMAT_VERSION = 1
@@ -24,21 +25,6 @@ FLAGS = ("B", "M", "E", "S")   # begins, continues, ends, alone forms a match
 
 class LexiconError(ValueError):
     """A lexicon that cannot be used; the message says which file and what is wrong."""
-
-
-@lru_cache(maxsize=65536)
-def _fold_char(ch: str) -> str:
-    folded = unicodedata.normalize("NFKC", ch).casefold()
-    if len(folded) == 1:
-        return folded
-    lower = ch.casefold()
-    return lower if len(lower) == 1 else ch
-
-
-def fold(text: str) -> str:
-    """NFKC and case folding, one character for one, so offsets into the result are offsets
-    into ``text`` (full-width ＸＬ matches xl; a character that would expand is kept as it is)."""
-    return "".join(map(_fold_char, text))
 
 
 @dataclass(frozen=True)
@@ -164,8 +150,6 @@ def read_word_list(path: str | Path) -> list[str]:
 def read_specs(specs: Iterable[str]) -> dict[str, list[str]]:
     """Lexicon sources as given on the command line: a taxonomy JSON file (every name and synonym
     under its node's type) or ``TYPE=FILE`` (a word list of one tag type)."""
-    from stream.taxonomy import Taxonomy, TaxonomyError
-
     out: dict[str, list[str]] = {}
     for spec in specs:
         tag_type, sep, path = spec.partition("=")

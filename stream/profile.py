@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import unicodedata
 from collections import Counter
 from typing import Sequence
 
 import numpy as np
 
-from stream.decode import TaggedSpan
+from stream.spans import TaggedSpan
+from stream.text import normalise_value
 from stream.tokenization import Units
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 TOP_VALUES = 200
-
-
-def normalise_value(text: str) -> str:
-    """The key a tag value is counted under: NFKC, case-folded, inner whitespace collapsed."""
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
 def quantiles(values: Sequence[float]) -> dict[str, float]:

@@ -168,3 +168,19 @@ def from_bioes(tags: Sequence[str], scheme: str) -> list[str]:
         prefix, entity = split_tag(tag)
         out.append(tag if prefix == OUTSIDE else f"{'B' if prefix in 'BS' else 'I'}-{entity}")
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class TaggedSpan:
+    """One tag found in a text: where, what, and how sure the CRF is."""
+
+    field: str
+    start: int
+    end: int
+    text: str
+    type: str
+    confidence: float
+
+    def to_json(self) -> dict:
+        return {"field": self.field, "start": self.start, "end": self.end, "text": self.text,
+                "type": self.type, "confidence": round(self.confidence, 4)}

@@ -16,7 +16,8 @@ import onnxruntime as ort
 from export.bundle import Bundle, BundleError, read_bundle
 from export.manifest import MODEL_FILES
 from stream.crf import CrfParams, marginals, viterbi_decode
-from stream.decode import TaggedSpan, tag_units
+from stream.decode import tag_units
+from stream.spans import TaggedSpan
 from stream.lexicon import LEXICON_FILE, Lexicon, LexiconError, taxonomy_forms
 from stream.taxonomy import Taxonomy, TaxonomyError
 from stream.tokenization import PaddedBatch, TextEncoder, gather_units

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import orjson
 
-from stream.profile import normalise_value
+from stream.text import compact_key, normalise_value
 
 FORMAT_VERSION = 1
 FUZZY_TYPES = frozenset({"brand"})   # spelling variants are common for brands, risky for e.g. sizes
 _LATIN = re.compile(r"^[a-z0-9][a-z0-9 .&'+-]*$")
-_PUNCT = re.compile(r"[ .&'+-]")
 
 
 class TaxonomyError(ValueError):
@@ -34,11 +33,6 @@ class Node:
 
     def forms(self) -> tuple[str, ...]:
         return tuple(f for f in (self.zh, self.en, *self.synonyms) if f)
-
-
-def compact_key(text: str) -> str:
-    """A Latin-script form without spaces and punctuation ("Hello-Kitty" -> "hellokitty")."""
-    return _PUNCT.sub("", normalise_value(text))
 
 
 def within_one_edit(a: str, b: str) -> bool:

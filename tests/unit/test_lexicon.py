@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from stream.lexicon import FLAGS, Lexicon, LexiconError, fold, read_specs
+from stream.lexicon import FLAGS, Lexicon, LexiconError, read_specs
+from stream.text import fold
 from stream.tokenization import TextEncoder
 from tests.conftest import DEMO_TAXONOMY
 
