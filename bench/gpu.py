@@ -178,8 +178,8 @@ def write_bundle(root: Path, model, tokenizer, labels: list[str], log: Callable[
     """A servable bundle through the project's own export steps: fp32 ONNX, fp16 conversion
     (inputs and outputs keep their types), CRF parameters, tokenizer, manifest with hashes.
     No parity gate: the weights are random, so there is nothing to preserve."""
-    from export.bundle import file_hashes, write_manifest
-    from export.manifest import FORMAT_VERSION, MODEL_FILES, Manifest
+    from stream.bundle import file_hashes, write_manifest
+    from stream.manifest import FORMAT_VERSION, MODEL_FILES, Manifest
     from export.onnx_export import convert_fp16, export_onnx
     from stream.crf import CrfParams
 

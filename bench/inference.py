@@ -25,7 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from export.bundle import read_bundle  # noqa: E402
+from stream.bundle import read_bundle  # noqa: E402
 from export.onnx_export import ExportConfig, export_bundle  # noqa: E402
 from model.synth import generate, load_taxonomy_json  # noqa: E402
 from model.train import TrainConfig, load_checkpoint, torch_scorer, train  # noqa: E402

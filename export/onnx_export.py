@@ -19,8 +19,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from export.bundle import BundleError, file_hashes, write_manifest
-from export.manifest import FORMAT_VERSION, MODEL_FILES, Manifest
+from stream.bundle import BundleError, file_hashes, write_manifest
+from stream.manifest import FORMAT_VERSION, MODEL_FILES, Manifest
 from model.data import Example
 from model.metrics import entity_scores
 from model.train import Checkpoint, load_checkpoint, load_examples, predict

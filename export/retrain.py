@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from export.bundle import current, promote, read_bundle
+from stream.bundle import current, promote, read_bundle
 from export.onnx_export import ExportConfig, ExportError, export_bundle
 from model.metrics import entity_scores
 from model.train import TrainConfig, load_examples, train

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable, NoReturn, Sequence
 
 TRAIN_MODULES = {"torch", "transformers", "torchcrf", "onnx", "onnxscript"}
+MAX_RECORD_BYTES = 1_048_576   # aiokafka's default request limit, just under the broker's default record limit
 
 
 class CliError(Exception):
@@ -191,7 +192,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from export.bundle import rollback
+    from stream.bundle import rollback
 
     before, after = rollback(args.store)
     print(f"{args.store}: live bundle {before} -> {after}")
@@ -263,7 +264,7 @@ KAFKA_SETTINGS = ("kafka_bootstrap", "security_protocol", "sasl_mechanism", "sas
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from stream.worker import run_worker
+    from stream.runner import run_worker
 
     return run_worker(_settings(args))
 
@@ -297,8 +298,9 @@ def cmd_produce(args: argparse.Namespace) -> int:
     import asyncio
 
     from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import MessageSizeTooLargeError
 
-    from stream.worker import kafka_client_options
+    from stream.topics import kafka_client_options
 
     settings = _settings(args)
     if args.file != "-" and not Path(args.file).is_file():
@@ -306,13 +308,18 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
-                                    **kafka_client_options(settings))
-        await producer.start()
+                                    max_request_size=MAX_RECORD_BYTES, **kafka_client_options(settings))
         sent, started = 0, time.monotonic()
         try:
+            await producer.start()
             pending = []
             for key, value in _event_lines(args.file, args.version):
-                pending.append(await producer.send(args.topic or settings.input_topic, value=value, key=key))
+                try:
+                    pending.append(await producer.send(args.topic or settings.input_topic, value=value, key=key))
+                except MessageSizeTooLargeError:
+                    raise CliError(f"{args.file}: record {sent + 1} is {len(value):,} bytes, over the "
+                                   f"{MAX_RECORD_BYTES:,} a record may have ({sent} earlier record"
+                                   f"{'s' * (sent != 1)} sent, none after)") from None
                 sent += 1
                 if args.rate:
                     delay = sent / args.rate - (time.monotonic() - started)
@@ -323,18 +330,16 @@ def cmd_produce(args: argparse.Namespace) -> int:
             await producer.stop()
         return sent
 
-    sent = asyncio.run(run())
+    sent = _run_kafka(settings, f"send to {args.topic or settings.input_topic}", run)
     print(f"sent {sent} events to {args.topic or settings.input_topic}", file=sys.stderr)
     return 0
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    import asyncio
-
     import orjson
     from aiokafka import AIOKafkaConsumer
 
-    from stream.worker import kafka_client_options
+    from stream.topics import kafka_client_options
 
     settings = _settings(args)
 
@@ -342,10 +347,10 @@ def cmd_tail(args: argparse.Namespace) -> int:
         consumer = AIOKafkaConsumer(args.topic, bootstrap_servers=settings.kafka_bootstrap, group_id=None,
                                     auto_offset_reset="latest" if args.from_end else "earliest",
                                     enable_auto_commit=False, **kafka_client_options(settings))
-        await consumer.start()
         shown = 0
         option = orjson.OPT_INDENT_2 if args.pretty else 0
         try:
+            await consumer.start()
             while args.max is None or shown < args.max:
                 batch = await consumer.getmany(timeout_ms=int(args.idle * 1000) if args.idle else 1000)
                 if not batch and args.idle:
@@ -364,21 +369,36 @@ def cmd_tail(args: argparse.Namespace) -> int:
             await consumer.stop()
         return shown
 
-    asyncio.run(run())
+    _run_kafka(settings, f"read {args.topic}", run)
     return 0
+
+
+def _run_kafka(settings, what: str, run: Callable):
+    """``asyncio.run(run())`` for a verb that talks to Kafka: a broker that is down, refuses or
+    rejects ends in one line naming the broker and why (aiokafka's own log of it is held back)."""
+    import asyncio
+
+    from aiokafka.errors import KafkaError
+
+    from stream.topics import KafkaCauses
+
+    with KafkaCauses(swallow=True) as causes:
+        try:
+            return asyncio.run(run())
+        except KafkaError as err:
+            raise CliError(f"cannot {what} at {settings.kafka_bootstrap} ({settings.security_protocol}): "
+                           f"{causes.why(err)}") from None
 
 
 # ----------------------------------------------------------------------------- taxonomy and drift
 
 def _read_topic(settings, topic: str) -> list[dict]:
     """Every JSON record of ``topic`` up to its end offsets at the time of the call."""
-    import asyncio
-
     import orjson
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from stream.worker import kafka_client_options
+    from stream.topics import kafka_client_options
 
     async def run() -> list[dict]:
         consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
@@ -407,12 +427,7 @@ def _read_topic(settings, topic: str) -> list[dict]:
         finally:
             await consumer.stop()
 
-    from aiokafka.errors import KafkaError
-
-    try:
-        return asyncio.run(run())
-    except KafkaError as err:
-        raise CliError(f"cannot read {topic} at {settings.kafka_bootstrap}: {err}") from None
+    return _run_kafka(settings, f"read {topic}", run)
 
 
 def _json_lines(path: str) -> list[dict]:

@@ -13,8 +13,8 @@ from typing import Sequence
 import numpy as np
 import onnxruntime as ort
 
-from export.bundle import Bundle, BundleError, read_bundle
-from export.manifest import MODEL_FILES
+from stream.bundle import Bundle, BundleError, read_bundle
+from stream.manifest import MODEL_FILES
 from stream.crf import CrfParams, marginals, viterbi_decode
 from stream.decode import tag_units
 from stream.spans import TaggedSpan

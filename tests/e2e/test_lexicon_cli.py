@@ -108,8 +108,8 @@ def test_lexicon_from_train_ships_the_training_entities(tmp_path):
 
 def _rehash(bundle) -> None:
     """What a careless packaging tool would do: re-sign whatever is in the folder."""
-    from export.bundle import file_hashes, read_bundle, write_manifest
-    from export.manifest import Manifest
+    from stream.bundle import file_hashes, read_bundle, write_manifest
+    from stream.manifest import Manifest
 
     manifest = read_bundle(bundle, verify=False).manifest
     write_manifest(bundle, Manifest(**{**manifest.to_json(), "files": file_hashes(bundle)}))
@@ -118,7 +118,7 @@ def _rehash(bundle) -> None:
 def test_a_bundle_whose_model_and_lexicon_disagree_is_refused(lexicon_checkpoint, tiny_bundle, tmp_path):
     import shutil
 
-    from export.bundle import BundleError
+    from stream.bundle import BundleError
     from stream.tagger import Tagger
 
     lexicon_bundle = tmp_path / "with-lexicon"

@@ -11,7 +11,7 @@ import time
 import orjson
 import pytest
 
-from export.bundle import promote
+from stream.bundle import promote
 from model.synth import generate, load_taxonomy_json
 from stream.taxonomy import Taxonomy
 from tests.conftest import DEMO_TAXONOMY, ROOT, train_on_synthetic_titles

@@ -9,7 +9,7 @@ import time
 
 import orjson
 
-from export.bundle import POINTER, promote
+from stream.bundle import POINTER, promote
 from model.synth import generate, load_taxonomy_json
 from stream.enrich import tag_dicts
 from stream.tagger import Tagger

@@ -72,6 +72,14 @@ def test_the_manifests_agree_with_each_other_and_with_the_worker():
     assert trigger["topic"] == config["TAGSTREAM_INPUT_TOPIC"]
 
 
+def test_the_probes_ask_the_workers_health_endpoints_on_its_metrics_port():
+    container = _manifests()["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    probes = {kind: container[kind]["httpGet"] for kind in ("readinessProbe", "livenessProbe")}
+    assert probes["readinessProbe"]["path"] == "/readyz" and probes["livenessProbe"]["path"] == "/healthz"
+    metrics_port = [p["name"] for p in container["ports"] if p["containerPort"] == Settings().metrics_port]
+    assert {probe["port"] for probe in probes.values()} == set(metrics_port)
+
+
 def test_the_compose_file_names_files_that_exist_and_settings_the_worker_knows():
     compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
     services = compose["services"]

@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from export.bundle import BundleError, promote, read_bundle, rollback
+from stream.bundle import BundleError, promote, read_bundle, rollback
 from stream.tagger import Tagger, cuda_device_count
 from tests.conftest import ROOT
 
@@ -118,7 +118,7 @@ BLOCK_TORCH = textwrap.dedent("""
 def test_serving_path_imports_no_torch(tiny_bundle):
     script = BLOCK_TORCH + textwrap.dedent(f"""
         from stream.tagger import Tagger
-        import stream.cli, stream.decode, stream.crf, stream.profile, export.bundle
+        import stream.cli, stream.decode, stream.crf, stream.profile, stream.bundle
         tagger = Tagger.load({str(tiny_bundle)!r}, device="cpu")
         print(len(tagger.tag_texts(["耐克黑色跑步鞋"])[0]) >= 0)
         bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'torchcrf', 'model')]
