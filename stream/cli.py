@@ -526,7 +526,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from model.demo import demo_bundle, product_feed
+    from export.demo import DemoBundleError, demo_bundle, product_feed
     from stream.demo import Demo, DemoConfig, DemoError
 
     config = DemoConfig(events=args.events or 0, rate=args.rate, bootstrap=args.kafka_bootstrap,
@@ -535,7 +535,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         config.cache = Path(args.cache)
     try:
         return Demo(config, demo_bundle, product_feed()).run()
-    except DemoError as err:
+    except (DemoError, DemoBundleError) as err:
         raise CliError(str(err)) from None
 
 

@@ -2,7 +2,7 @@
 
 Starts the local Kafka broker (unless one answers already), starts a worker on the demo bundle,
 replays a product feed, and shows live progress. Everything it started is stopped on exit or
-Ctrl-C. The bundle and the feed come from the caller (the CLI takes them from ``model/demo.py``:
+Ctrl-C. The bundle and the feed come from the caller (the CLI takes them from ``export/demo.py``:
 a small model trained once and cached, and the synthetic bilingual catalogue), so nothing here
 reaches the training side.
 """

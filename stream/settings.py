@@ -59,7 +59,8 @@ class Settings:
                          choices=("rocksdb", "memory"))
     skip_unchanged: bool = setting(True, "re-use the last tags when title and description are unchanged "
                                          "(false: every upsert goes through the model)")
-    metrics_port: int = setting(9464, "port of the Prometheus /metrics endpoint (0: none)")
+    metrics_port: int = setting(9464, "port of the Prometheus /metrics endpoint and the /healthz and /readyz "
+                                      "probes (0: none)")
     data_dir: str = setting(".tagstream", "worker state directory (Faust tables)")
     security_protocol: str = setting("PLAINTEXT", "Kafka security protocol",
                                      choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"))
@@ -78,6 +79,15 @@ class Settings:
     candidate_min_count: int = setting(5, "an out-of-taxonomy value seen this often in a window is a candidate ...")
     candidate_min_share: float = setting(0.01, "... if it is in at least this share of the window's products")
     log_level: str = setting("info", "worker log level", choices=("debug", "info", "warning", "error"))
+    log_summary_seconds: float = setting(10.0, "a warning repeated within this many seconds is held back; one line per "
+                                               "interval counts what was held (0: log every line)")
+    kafka_wait_seconds: float = setting(120.0, "at start, retry an unreachable Kafka this long (backoff, one line per "
+                                               "attempt) before exiting with an error (0: one attempt)")
+    strict_partitions: bool = setting(False, "refuse to start when the input topic has fewer partitions than "
+                                             "--partitions (false: warn; workers beyond its partitions sit idle)")
+    liveness_seconds: float = setting(30.0, "/healthz fails when the worker's event loop has not run for this long")
+    readiness_kafka_seconds: float = setting(30.0, "/readyz fails when no lag measurement has reached Kafka for "
+                                                   "this long")
 
     @staticmethod
     def env_name(name: str) -> str:
@@ -114,6 +124,12 @@ class Settings:
                                 "and not both 0")
         if self.max_wait <= 0:
             raise SettingsError(f"{self.env_name('max_wait')} must be positive, got {self.max_wait}")
+        for name in ("log_summary_seconds", "kafka_wait_seconds"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{self.env_name(name)} must be >= 0, got {getattr(self, name)}")
+        for name in ("liveness_seconds", "readiness_kafka_seconds"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{self.env_name(name)} must be positive, got {getattr(self, name)}")
         if self.security_protocol.startswith("SASL") and not (self.sasl_username and self.sasl_password):
             raise SettingsError(f"{self.security_protocol} needs TAGSTREAM_SASL_USERNAME and TAGSTREAM_SASL_PASSWORD")
 

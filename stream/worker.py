@@ -10,127 +10,43 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import socket
-import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import faust
 import orjson
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
-from export.bundle import POINTER, BundleError, resolve
+from stream.bundle import POINTER, BundleError, resolve
 from stream import metrics
 from stream.drift import DriftConfig, DriftWindow, TextObservation
 from stream.enrich import DLQ, ENRICHED, BatchResult, enrich, parse_batch
 from stream.events import Limits, ProductEvent, RawEvent
+from stream.failpoints import PoisonedTagger, failpoint
 from stream.fixups import SeekThenDeliverTableManager, as_current_event
+from stream.health import Health
 from stream.settings import Settings
 from stream.tagger import Tagger
 from stream.taxonomy import Taxonomy
+from stream.topics import kafka_client_options, ssl_context
 
 log = logging.getLogger("tagstream.worker")
 STATE_TABLE = "product-state"
 EXIT_PUBLISH_FAILED = 3
-
-
-def kafka_client_options(settings: Settings) -> dict:
-    """Security options for plain aiokafka clients (admin, produce, tail)."""
-    options: dict = {"security_protocol": settings.security_protocol}
-    if settings.security_protocol in ("SSL", "SASL_SSL"):
-        options["ssl_context"] = _ssl_context(settings)
-    if settings.security_protocol.startswith("SASL"):
-        options.update(sasl_mechanism=settings.sasl_mechanism, sasl_plain_username=settings.sasl_username,
-                       sasl_plain_password=settings.sasl_password)
-    return options
-
-
-def _ssl_context(settings: Settings) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=settings.ssl_cafile or None)
-    if settings.ssl_certfile:
-        context.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile or None)
-    return context
+LAG_TIMEOUT_SECONDS = 4.0   # under the lag timer's 5 s: an outage must not pile the timer up
 
 
 def _faust_credentials(settings: Settings):
     if settings.security_protocol.startswith("SASL"):
         return faust.SASLCredentials(
             username=settings.sasl_username, password=settings.sasl_password, mechanism=settings.sasl_mechanism,
-            ssl_context=_ssl_context(settings) if settings.security_protocol == "SASL_SSL" else None)
+            ssl_context=ssl_context(settings) if settings.security_protocol == "SASL_SSL" else None)
     if settings.security_protocol == "SSL":
-        return faust.SSLCredentials(_ssl_context(settings))
+        return faust.SSLCredentials(ssl_context(settings))
     return None
-
-
-async def ensure_topics(settings: Settings) -> list[str]:
-    """Create the worker's topics if absent; the enriched topic is compacted (latest per product)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, **kafka_client_options(settings))
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        wanted = [
-            NewTopic(settings.input_topic, settings.partitions, settings.replication),
-            NewTopic(settings.enriched_topic, settings.partitions, settings.replication,
-                     topic_configs={"cleanup.policy": "compact"}),
-            NewTopic(settings.dlq_topic, 1, settings.replication),
-            NewTopic(settings.drift_topic, 1, settings.replication),
-            NewTopic(settings.candidates_topic, 1, settings.replication),
-        ]
-        missing = [t for t in wanted if t.name not in existing]
-        if missing:
-            try:
-                await admin.create_topics(missing)
-            except TopicAlreadyExistsError:  # another worker won the race
-                pass
-        return [t.name for t in missing]
-    finally:
-        await admin.close()
-
-
-_failpoint_hits: dict[str, int] = {}
-
-
-def _failpoint(name: str) -> str | None:
-    """Faults on purpose, for the fault tests, set by TAGSTREAM_FAILPOINT=<name>:<arg>.
-
-    ``before_publish:<n>`` SIGKILLs the worker the n-th time it is between inference and publish;
-    ``slow_inference:<seconds>`` makes every batch's inference that much slower (e.g. longer than the
-    consumer's session timeout); ``poison_text:<text>`` makes the model raise on any batch holding a
-    title that contains ``<text>`` (see ``_PoisonedTagger``); ``stall_consumer:1`` stops the consumer's
-    flow after the first batch, the state the stall watchdog repairs; ``fail_send:<n>`` makes the
-    n-th output send raise, as a broker refusing a record would.
-    """
-    spec = os.environ.get("TAGSTREAM_FAILPOINT", "")
-    if not spec.startswith(name + ":"):
-        return
-    arg = spec.split(":", 1)[1]
-    if name in ("poison_text", "stall_consumer"):
-        return arg
-    if name == "slow_inference":
-        time.sleep(float(arg))
-        return
-    _failpoint_hits[name] = _failpoint_hits.get(name, 0) + 1
-    if name == "fail_send" and _failpoint_hits[name] == int(arg):
-        raise KafkaError(f"failpoint {spec}: the send is refused")
-    if name == "before_publish" and _failpoint_hits[name] == int(arg):
-        log.warning("failpoint %s reached: killing this worker", spec)
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-class _PoisonedTagger:
-    """The serving tagger, raising like a broken tokenizer on batches with a poisoned title."""
-
-    def __init__(self, tagger: Tagger, poison: str) -> None:
-        self.tagger, self.poison = tagger, poison
-        self.model_name, self.model_version = tagger.model_name, tagger.model_version
-
-    def tag_products(self, products):
-        if any(self.poison in (p.get("title") or "") for p in products):
-            raise RuntimeError(f"failpoint poison_text: the tokenizer broke on {self.poison!r}")
-        return self.tagger.tag_products(products)
 
 
 class ModelHolder:
@@ -183,10 +99,13 @@ class ModelHolder:
 class EnrichmentWorker:
     """Wires the settings into a Faust app with one enrichment agent and a state table."""
 
+    _admin: AIOKafkaAdminClient | None = None     # the lag timer's, opened on first use
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.models = ModelHolder(settings)
+        self.health = Health.from_settings(settings)     # what /healthz and /readyz answer
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self.limits = Limits(settings.max_event_bytes, settings.max_field_chars, settings.max_product_id_chars,
                              settings.key_policy, settings.max_tags_per_field, settings.max_output_bytes,
@@ -254,7 +173,8 @@ class EnrichmentWorker:
             await self._handle(batch, events, loop)
         finally:
             self.busy, self.last_progress = False, time.monotonic()
-        if _failpoint("stall_consumer") and not self.stalled_once:
+        self.health.batch_done()
+        if failpoint("stall_consumer") and not self.stalled_once:
             self.stalled_once = True
             log.warning("failpoint stall_consumer: the consumer's flow stops")
             self.app.consumer.stop_flow()
@@ -282,7 +202,7 @@ class EnrichmentWorker:
         started = time.perf_counter()
         result, observations = await loop.run_in_executor(self.executor, self._enrich, batch, parsed, snapshot)
         metrics.INFERENCE_SECONDS.observe(time.perf_counter() - started)
-        _failpoint("before_publish")
+        failpoint("before_publish")
         await self.publish(result)
         for pid, entry in result.state.items():
             with as_current_event(carrier[pid]):
@@ -303,7 +223,7 @@ class EnrichmentWorker:
         try:
             pending = []
             for out in result.outputs:
-                _failpoint("fail_send")
+                failpoint("fail_send")
                 pending.append(await producer.send(topics[out.kind], out.key, out.value, None, None, None))
             await asyncio.wait_for(asyncio.gather(*pending), self.settings.publish_timeout)
         except Exception as err:  # noqa: BLE001 - whatever failed, the batch must not be committed
@@ -369,11 +289,15 @@ class EnrichmentWorker:
         consumer = self.app.consumer
         tps = [tp for tp in consumer.assignment() if tp.topic == self.settings.input_topic]
         try:
-            ends = await consumer.highwaters(*tps) if tps else {}
-            committed = await self._committed(tps) if tps else {}
-        except KafkaError as err:     # the broker is away: keep the last values, say why
-            log.warning("cannot measure consumer lag: %s", err)
+            # Bounded: with the broker away these calls wait out request timeouts (19 s seen) and
+            # the timer falls behind; the next measurement is worth more than a late one.
+            ends = await asyncio.wait_for(consumer.highwaters(*tps), LAG_TIMEOUT_SECONDS) if tps else {}
+            committed = await asyncio.wait_for(self._committed(tps), LAG_TIMEOUT_SECONDS)
+        except (KafkaError, OSError) as err:     # the broker is away: keep the last values, say why
+            await self.close_lag_client()
+            log.warning("cannot measure consumer lag: %s", str(err) or f"no answer in {LAG_TIMEOUT_SECONDS:.0f} s")
             return
+        self.health.kafka_reached()
         assigned, lags = set(), {}
         for tp, end in ends.items():
             if end is None:
@@ -389,14 +313,38 @@ class EnrichmentWorker:
         await self._unstall(lags)
 
     async def _committed(self, tps) -> dict[int, int]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap,
-                                    **kafka_client_options(self.settings))
-        await admin.start()
-        try:
-            offsets = await admin.list_consumer_group_offsets(self.settings.group_id, partitions=tps)
-        finally:
-            await admin.close()
+        """The group's committed offsets, through one admin client kept between calls (not one
+        bootstrapped per call); with nothing assigned, a metadata request still tells whether Kafka
+        answers (readiness)."""
+        if self._admin is None:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap,
+                                        **kafka_client_options(self.settings))
+            try:
+                await admin.start()
+            except BaseException:
+                await admin.close()
+                raise
+            self._admin = admin
+        if not tps:
+            await self._admin.describe_cluster()
+            return {}
+        offsets = await self._admin.list_consumer_group_offsets(self.settings.group_id, partitions=tps)
         return {tp.partition: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+
+    async def close_lag_client(self) -> None:
+        """At shutdown, and after a failure (the client may be half-connected: the next measurement
+        starts afresh)."""
+        admin, self._admin = self._admin, None
+        if admin is not None:
+            try:
+                await admin.close()
+            except (KafkaError, OSError) as err:
+                log.debug("closing the lag admin client: %s", err)
+
+    async def heartbeat(self) -> None:
+        """A timer on the worker's loop: proves the loop runs, with faust's recovery state."""
+        self.health.beat(recovering=not self.app.tables.recovery.completed.is_set(),
+                         rebalancing=self.app.rebalancing)
 
     async def _unstall(self, lags: dict[int, int]) -> None:
         """Watchdog: events are waiting, no batch is in flight, and none came for stall_seconds.
@@ -418,6 +366,7 @@ class EnrichmentWorker:
                                                  if tp.topic == self.settings.input_topic),
                     {tp.partition: o for tp, o in consumer._read_offset.items() if tp.topic == self.settings.input_topic})
         metrics.STALLS.inc()
+        self.health.stalled()                  # not ready until a batch completes again
         consumer.stop_flow()
         await consumer.perform_seek()
         self.app.flow_control.resume()         # empties the stream queues: anything stale goes
@@ -426,11 +375,11 @@ class EnrichmentWorker:
         self.last_progress = time.monotonic()
 
     def _enrich(self, batch, parsed, snapshot) -> tuple[BatchResult, list[TextObservation]]:
-        _failpoint("slow_inference")
+        failpoint("slow_inference")
         self.models.maybe_reload()
         models = self.models
-        poison = _failpoint("poison_text")
-        tagger = _PoisonedTagger(models.tagger, poison) if poison else models.tagger
+        poison = failpoint("poison_text")
+        tagger = PoisonedTagger(models.tagger, poison) if poison else models.tagger
         result = enrich(batch, tagger, snapshot, taxonomy=models.taxonomy, limits=self.limits,
                         worker=self.worker_id, skip_unchanged=self.settings.skip_unchanged, parsed=parsed)
         return result, observe(result, models.tagger)
@@ -444,26 +393,3 @@ def observe(result: BatchResult, tagger: Tagger) -> list[TextObservation]:
     units = tagger.encoder.units([t[2] for t in texts], features=False) if texts else []
     return [TextObservation(pid, name, text, len(u.token_ids), u.unknown_tokens, tags)
             for (pid, name, text, tags), u in zip(texts, units)]
-
-
-def run_worker(settings: Settings) -> int:
-    """Create topics, start the metrics endpoint, and run until SIGINT/SIGTERM."""
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # aiokafka's debug log spells out the SASL/SCRAM exchange (salt, nonces, proof): never below INFO.
-    logging.getLogger("aiokafka").setLevel(max(logging.INFO, logging.getLogger().getEffectiveLevel()))
-    try:
-        created = asyncio.run(ensure_topics(settings))
-    except KafkaError as err:
-        raise ConnectionError(f"cannot use Kafka at {settings.kafka_bootstrap} "
-                              f"({settings.security_protocol}): {err}") from None
-    if created:
-        log.info("created topics %s", ", ".join(created))
-    worker = EnrichmentWorker(settings)
-    if settings.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(settings.metrics_port, addr="0.0.0.0")
-    log.info("worker %s starting with %s", worker.worker_id, settings)
-    faust_worker = faust.Worker(worker.app, loglevel=settings.log_level.upper(), quiet=True)
-    faust_worker.execute_from_commandline()
-    return 0

@@ -1,6 +1,7 @@
 """The training side of `tagstream demo`: the cached demo bundle and the synthetic product feed.
 
-Reached only from the CLI, which hands both to ``stream.demo.Demo``.
+Reached only from the CLI, which hands both to ``stream.demo.Demo``; it trains and exports, so it
+lives with the exporter (export may import model/, the service may import neither).
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ from typing import Callable, Iterator
 import orjson
 
 from model.synth import generate, load_taxonomy_json
-from stream.demo import DemoError
 
-DEMO_TAXONOMY = Path(__file__).resolve().parent / "resources" / "demo_taxonomy.json"
+DEMO_TAXONOMY = Path(__file__).resolve().parent.parent / "model" / "resources" / "demo_taxonomy.json"
+
+
+class DemoBundleError(RuntimeError):
+    """The demo model cannot be made here; the message says what to install."""
 
 
 def demo_bundle(cache: Path, say: Callable[[str], None]) -> Path:
@@ -26,7 +30,7 @@ def demo_bundle(cache: Path, say: Callable[[str], None]) -> Path:
         from export.onnx_export import ExportConfig, export_bundle
         from model.train import TrainConfig, train
     except ModuleNotFoundError as err:
-        raise DemoError(f"the first demo run trains a model and needs the training extra ({err.name} is missing): "
+        raise DemoBundleError(f"the first demo run trains a model and needs the training extra ({err.name} is missing): "
                         f"pip install -e '.[train]'") from None
     cache.mkdir(parents=True, exist_ok=True)
     taxonomy = load_taxonomy_json(DEMO_TAXONOMY)

@@ -1,0 +1,56 @@
+"""Faults on purpose, for the fault tests: set by ``TAGSTREAM_FAILPOINT=<name>:<arg>``, inert otherwise."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+
+from aiokafka.errors import KafkaError
+
+from stream.tagger import Tagger
+
+log = logging.getLogger("tagstream.failpoints")
+
+_hits: dict[str, int] = {}
+
+
+def failpoint(name: str) -> str | None:
+    """Faults on purpose, for the fault tests, set by TAGSTREAM_FAILPOINT=<name>:<arg>.
+
+    ``before_publish:<n>`` SIGKILLs the worker the n-th time it is between inference and publish;
+    ``slow_inference:<seconds>`` makes every batch's inference that much slower (e.g. longer than the
+    consumer's session timeout); ``poison_text:<text>`` makes the model raise on any batch holding a
+    title that contains ``<text>`` (see ``PoisonedTagger``); ``stall_consumer:1`` stops the consumer's
+    flow after the first batch, the state the stall watchdog repairs; ``fail_send:<n>`` makes the
+    n-th output send raise, as a broker refusing a record would.
+    """
+    spec = os.environ.get("TAGSTREAM_FAILPOINT", "")
+    if not spec.startswith(name + ":"):
+        return
+    arg = spec.split(":", 1)[1]
+    if name in ("poison_text", "stall_consumer"):
+        return arg
+    if name == "slow_inference":
+        time.sleep(float(arg))
+        return
+    _hits[name] = _hits.get(name, 0) + 1
+    if name == "fail_send" and _hits[name] == int(arg):
+        raise KafkaError(f"failpoint {spec}: the send is refused")
+    if name == "before_publish" and _hits[name] == int(arg):
+        log.warning("failpoint %s reached: killing this worker", spec)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class PoisonedTagger:
+    """The serving tagger, raising like a broken tokenizer on batches with a poisoned title."""
+
+    def __init__(self, tagger: Tagger, poison: str) -> None:
+        self.tagger, self.poison = tagger, poison
+        self.model_name, self.model_version = tagger.model_name, tagger.model_version
+
+    def tag_products(self, products):
+        if any(self.poison in (p.get("title") or "") for p in products):
+            raise RuntimeError(f"failpoint poison_text: the tokenizer broke on {self.poison!r}")
+        return self.tagger.tag_products(products)

@@ -1,0 +1,159 @@
+"""Kafka at the edge of the worker and the CLI: client options, the worker's topics, and waiting
+for a broker that is not up yet."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from typing import Callable
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import (AuthenticationFailedError, AuthenticationMethodNotSupported, BrokerResponseError,
+                             KafkaConnectionError, KafkaError, KafkaTimeoutError, TopicAlreadyExistsError)
+
+from stream.quietlog import NEVER_HOLD
+from stream.settings import Settings
+
+log = logging.getLogger("tagstream.topics")
+ATTEMPT_SECONDS = 15.0      # one start attempt against a host that drops packets gives up after this
+MAX_BACKOFF_SECONDS = 10.0
+# Causes that waiting does not cure: wrong credentials, a TLS mismatch, a refused mechanism.
+_PERMANENT = (AuthenticationFailedError, AuthenticationMethodNotSupported, BrokerResponseError, ssl.SSLError)
+
+
+class TopicError(ValueError):
+    """The topics exist in a shape the worker refuses to run on."""
+
+
+def kafka_client_options(settings: Settings) -> dict:
+    """Security options for plain aiokafka clients (admin, produce, tail)."""
+    options: dict = {"security_protocol": settings.security_protocol}
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = ssl_context(settings)
+    if settings.security_protocol.startswith("SASL"):
+        options.update(sasl_mechanism=settings.sasl_mechanism, sasl_plain_username=settings.sasl_username,
+                       sasl_plain_password=settings.sasl_password)
+    return options
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=settings.ssl_cafile or None)
+    if settings.ssl_certfile:
+        context.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile or None)
+    return context
+
+
+class KafkaCauses(logging.Filter):
+    """Why a client could not start. aiokafka logs the cause of each failed bootstrap (refused,
+    SaslAuthenticationFailed, ...) and raises a bare "Unable to bootstrap from [...]"; this keeps
+    the causes, and with ``swallow`` keeps them out of the log too (the caller says them in one line)."""
+
+    def __init__(self, swallow: bool = False) -> None:
+        super().__init__()
+        self.swallow = swallow
+        self.causes: list[BaseException] = []
+
+    LOGGERS = ("aiokafka", "aiokafka.conn")     # aiokafka's client logs as "aiokafka"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        found = [a for a in args if isinstance(a, BaseException)]
+        self.causes.extend(found)
+        return not (self.swallow and found)
+
+    def __enter__(self) -> "KafkaCauses":
+        for name in self.LOGGERS:
+            logging.getLogger(name).addFilter(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for name in self.LOGGERS:
+            logging.getLogger(name).removeFilter(self)
+
+    def permanent(self, err: BaseException) -> bool:
+        return any(isinstance(e, _PERMANENT) for e in [*self.causes, err])
+
+    def why(self, err: BaseException) -> str:
+        """The most telling text: the last cause aiokafka logged, else the error itself."""
+        cause = self.causes[-1] if self.causes else err
+        return str(cause) or type(cause).__name__
+
+
+def retriable(err: BaseException, causes: KafkaCauses) -> bool:
+    """Unreachable (refused, no route, not resolvable yet, timed out): worth waiting for."""
+    transient = isinstance(err, (KafkaConnectionError, KafkaTimeoutError, OSError)) and not isinstance(err, ssl.SSLError)
+    return transient and not causes.permanent(err)
+
+
+async def ensure_topics(settings: Settings) -> list[str]:
+    """Create the worker's topics if absent; the enriched topic is compacted (latest per product).
+    An input topic with fewer partitions than wanted is reported (or refused, strict_partitions)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, **kafka_client_options(settings))
+    try:
+        await admin.start()
+        existing = set(await admin.list_topics())
+        if settings.input_topic in existing:
+            await _check_input_partitions(admin, settings)
+        wanted = [
+            NewTopic(settings.input_topic, settings.partitions, settings.replication),
+            NewTopic(settings.enriched_topic, settings.partitions, settings.replication,
+                     topic_configs={"cleanup.policy": "compact"}),
+            NewTopic(settings.dlq_topic, 1, settings.replication),
+            NewTopic(settings.drift_topic, 1, settings.replication),
+            NewTopic(settings.candidates_topic, 1, settings.replication),
+        ]
+        missing = [t for t in wanted if t.name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:  # another worker won the race
+                pass
+        return [t.name for t in missing]
+    finally:
+        await admin.close()
+
+
+async def _check_input_partitions(admin: AIOKafkaAdminClient, settings: Settings) -> None:
+    """An input topic auto-created by an early producer has the broker's default partition count
+    (often 1): the group can never use more workers than that, and nothing else says so."""
+    described = await admin.describe_topics([settings.input_topic])
+    count = sum(len(d["partitions"]) for d in described if d.get("error_code") == 0)
+    if not count or count >= settings.partitions:
+        return
+    message = (f"input topic {settings.input_topic} has {count} partition{'s' * (count != 1)}, fewer than "
+               f"--partitions {settings.partitions} (TAGSTREAM_PARTITIONS): no more than {count} worker"
+               f"{'s' * (count != 1)} of the group can get events; add partitions with "
+               f"kafka-topics.sh --alter --partitions {settings.partitions}")
+    if settings.strict_partitions:
+        raise TopicError(f"{message} (refused: TAGSTREAM_STRICT_PARTITIONS is true)")
+    log.warning("%s", message)
+
+
+async def wait_for_kafka(settings: Settings, alive: Callable[[], None] = lambda: None) -> list[str]:
+    """``ensure_topics``, retried with exponential backoff while Kafka is unreachable, for at most
+    kafka_wait_seconds: one line per failed attempt, then a ConnectionError of one line. Starting
+    before the broker (compose, a pod scheduled first) needs no service manager to retry for it."""
+    where = f"Kafka at {settings.kafka_bootstrap} ({settings.security_protocol})"
+    started = time.monotonic()
+    deadline = started + settings.kafka_wait_seconds
+    delay, attempt = 0.5, 1
+    while True:
+        alive()
+        with KafkaCauses(swallow=True) as causes:
+            try:
+                timeout = max(1.0, min(ATTEMPT_SECONDS, deadline - time.monotonic()))
+                return await asyncio.wait_for(ensure_topics(settings), timeout)
+            except (KafkaError, OSError) as err:
+                error = err
+        why = causes.why(error) if str(error) or causes.causes else f"no answer in {timeout:.0f} s"
+        left = deadline - time.monotonic()
+        if not retriable(error, causes) or left <= 0:
+            tries = f" after {attempt} attempts in {time.monotonic() - started:.0f} s" if attempt > 1 else ""
+            raise ConnectionError(f"cannot use {where}{tries}: {why}") from None
+        pause = min(delay, left)
+        log.warning("%s unreachable (attempt %d: %s); next attempt in %.1f s", where, attempt, why, pause,
+                    extra=NEVER_HOLD)
+        await asyncio.sleep(pause)
+        delay, attempt = min(delay * 2, MAX_BACKOFF_SECONDS), attempt + 1
