@@ -24,9 +24,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import machine, percentiles  # noqa: E402
 from model.synth import generate, load_taxonomy_json  # noqa: E402
-from stream.decode import plan_batches  # noqa: E402
-from stream.tagger import Tagger  # noqa: E402
-from stream.tokenization import TextEncoder  # noqa: E402
+from stream.tagging.decode import plan_batches  # noqa: E402
+from stream.tagging.tagger import Tagger  # noqa: E402
+from stream.tagging.tokenization import TextEncoder  # noqa: E402
 
 TAXONOMY = ROOT / "model" / "resources" / "demo_taxonomy.json"
 SHARED_BUNDLE = ROOT / "bench" / ".cache" / "minilm-bundle"
@@ -48,7 +48,7 @@ def text_mix(n: int, long_share: float, seed: int) -> list[str]:
 
 
 def batches_of(encoder: TextEncoder, texts: list[str], batch: int, bucket: bool) -> list[list[int]]:
-    """Window lengths per model call, as `stream.decode.tag_units` forms the calls."""
+    """Window lengths per model call, as `stream.tagging.decode.tag_units` forms the calls."""
     windows = [w for u in encoder.units(texts) for w in encoder.windows(u)]
     plan = plan_batches(windows, batch) if bucket else [
         list(range(i, min(i + batch, len(windows)))) for i in range(0, len(windows), batch)]

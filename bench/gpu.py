@@ -178,10 +178,10 @@ def write_bundle(root: Path, model, tokenizer, labels: list[str], log: Callable[
     """A servable bundle through the project's own export steps: fp32 ONNX, fp16 conversion
     (inputs and outputs keep their types), CRF parameters, tokenizer, manifest with hashes.
     No parity gate: the weights are random, so there is nothing to preserve."""
-    from stream.bundle import file_hashes, write_manifest
-    from stream.manifest import FORMAT_VERSION, MODEL_FILES, Manifest
+    from stream.tagging.bundle import file_hashes, write_manifest
+    from stream.tagging.manifest import FORMAT_VERSION, MODEL_FILES, Manifest
     from export.onnx_export import convert_fp16, export_onnx
-    from stream.crf import CrfParams
+    from stream.tagging.crf import CrfParams
 
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -302,7 +302,7 @@ def serving_case(report: Report, clock: Clock, bundle: Path, model, products: li
     serving path is measured on a GPU where onnxruntime has no CUDA provider."""
     import torch
 
-    from stream.tagger import Tagger
+    from stream.tagging.tagger import Tagger
 
     if clock.left() < CASE_RESERVE_S * 2:
         return report.case(engine=f"serving tagger ({emissions_from})", status="skipped", reason="deadline")
@@ -444,7 +444,7 @@ def main() -> None:
     log(f"machine: {json.dumps(report.data['machine'])}")
 
     from model.synth import generate, load_taxonomy_json
-    from stream.spans import label_list
+    from stream.tagging.spans import label_list
 
     taxonomy = load_taxonomy_json(TAXONOMY)
     labels = label_list(t["name"] for t in taxonomy["types"])

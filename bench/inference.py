@@ -25,14 +25,14 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from stream.bundle import read_bundle  # noqa: E402
+from stream.tagging.bundle import read_bundle  # noqa: E402
 from export.onnx_export import ExportConfig, export_bundle  # noqa: E402
 from model.synth import generate, load_taxonomy_json  # noqa: E402
 from model.train import TrainConfig, load_checkpoint, torch_scorer, train  # noqa: E402
-from stream.decode import tag_texts  # noqa: E402
-from stream.lexicon import Lexicon, read_specs, taxonomy_forms  # noqa: E402
-from stream.taxonomy import Taxonomy  # noqa: E402
-from stream.tagger import Tagger  # noqa: E402
+from stream.tagging.decode import tag_texts  # noqa: E402
+from stream.tagging.lexicon import Lexicon, read_specs, taxonomy_forms  # noqa: E402
+from stream.tagging.taxonomy import Taxonomy  # noqa: E402
+from stream.tagging.tagger import Tagger  # noqa: E402
 
 TAXONOMY = ROOT / "model" / "resources" / "demo_taxonomy.json"
 SHARED_BUNDLE = ROOT / "bench" / ".cache" / "minilm-bundle"

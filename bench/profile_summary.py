@@ -21,19 +21,19 @@ IDLE_LEAF = re.compile(r"^(\w+\.)?select \(selectors\.py|^wait \(threading\.py|^
 # In priority order: a stack belongs to the first component any of its frames names, so a tokenizer
 # call made by enrich counts as tokenization and a socket write made by aiokafka as Kafka.
 COMPONENTS: list[tuple[str, re.Pattern]] = [
-    ("tokenization (tokenizers + unit grouping, windows, padding)", re.compile(r"stream/tokenization\.py|tokenizers/")),
-    ("lexicon features", re.compile(r"stream/lexicon\.py")),
-    ("CRF decoding (numpy Viterbi, marginals)", re.compile(r"stream/crf\.py")),
-    ("span assembly (decode, spans)", re.compile(r"stream/decode\.py|stream/spans\.py")),
-    ("drift window and profile", re.compile(r"stream/drift\.py|stream/profile\.py|observe \(stream/worker\.py")),
-    ("taxonomy lookup", re.compile(r"stream/taxonomy\.py")),
-    ("event parsing and output records (orjson, hashing)", re.compile(r"stream/events\.py")),
-    ("enrich bookkeeping", re.compile(r"stream/enrich\.py")),
+    ("tokenization (tokenizers + unit grouping, windows, padding)", re.compile(r"stream/tagging/tokenization\.py|tokenizers/")),
+    ("lexicon features", re.compile(r"stream/tagging/lexicon\.py")),
+    ("CRF decoding (numpy Viterbi, marginals)", re.compile(r"stream/tagging/crf\.py")),
+    ("span assembly (decode, spans)", re.compile(r"stream/tagging/decode\.py|stream/tagging/spans\.py")),
+    ("drift window and profile", re.compile(r"stream/service/drift\.py|stream/tagging/profile\.py|observe \(stream/service/worker\.py")),
+    ("taxonomy lookup", re.compile(r"stream/tagging/taxonomy\.py")),
+    ("event parsing and output records (orjson, hashing)", re.compile(r"stream/service/events\.py")),
+    ("enrich bookkeeping", re.compile(r"stream/service/enrich\.py")),
     ("Faust tables (state, changelog)", re.compile(r"faust/tables/|faust/stores/")),
     ("Kafka client (aiokafka: fetch, produce, protocol, socket I/O)", re.compile(r"aiokafka/|kafka/")),
     ("Faust streams, agents and consumer", re.compile(r"faust/|mode/")),
     ("metrics (prometheus_client)", re.compile(r"prometheus_client/")),
-    ("worker glue (stream/worker.py)", re.compile(r"stream/worker\.py")),
+    ("worker glue (stream/service/worker.py)", re.compile(r"stream/service/worker\.py")),
     ("asyncio event loop", re.compile(r"asyncio/|selectors\.py|uvloop")),
 ]
 OTHER = "other (interpreter, threads, logging)"

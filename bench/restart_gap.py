@@ -34,8 +34,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import machine, produce  # noqa: E402
 from model.synth import generate, load_taxonomy_json  # noqa: E402
-from stream.settings import Settings  # noqa: E402
-from stream.topics import ensure_topics  # noqa: E402
+from stream.service.settings import Settings  # noqa: E402
+from stream.service.topics import ensure_topics  # noqa: E402
 from tests.kafka_broker import ensure_broker  # noqa: E402
 from tests.streaming import Topics, WorkerProcess, group_lag  # noqa: E402
 

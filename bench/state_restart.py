@@ -37,13 +37,13 @@ sys.path.insert(0, str(ROOT))
 from bench.common import machine, produce  # noqa: E402
 from bench.restart_gap import (PARTITIONS, changelog_replay, create_topics, end_offsets, milestones,  # noqa: E402
                                wait_committed, wait_for_keys, worker_settings)
-from stream.bundle import read_bundle  # noqa: E402
+from stream.tagging.bundle import read_bundle  # noqa: E402
 from model.synth import generate, load_taxonomy_json  # noqa: E402
-from stream.spans import TaggedSpan  # noqa: E402
-from stream.enrich import tag_dicts  # noqa: E402
-from stream.events import ProductEvent  # noqa: E402
-from stream.taxonomy import Taxonomy  # noqa: E402
-from stream.worker import STATE_TABLE  # noqa: E402
+from stream.tagging.spans import TaggedSpan  # noqa: E402
+from stream.service.enrich import tag_dicts  # noqa: E402
+from stream.service.events import ProductEvent  # noqa: E402
+from stream.tagging.taxonomy import Taxonomy  # noqa: E402
+from stream.service.worker import STATE_TABLE  # noqa: E402
 from tests.kafka_broker import ensure_broker  # noqa: E402
 from tests.streaming import Topics, WorkerProcess, free_port, scrape  # noqa: E402
 

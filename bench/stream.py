@@ -33,9 +33,9 @@ from bench.common import (Counters, batch_stats, events_per_second, machine, per
                           py_spy, read_all, wait_for_outputs)
 from bench.profile_summary import summarise  # noqa: E402
 from model.synth import generate, load_taxonomy_json  # noqa: E402
-from stream.settings import Settings  # noqa: E402
-from stream.tagger import Tagger  # noqa: E402
-from stream.topics import ensure_topics  # noqa: E402
+from stream.service.settings import Settings  # noqa: E402
+from stream.tagging.tagger import Tagger  # noqa: E402
+from stream.service.topics import ensure_topics  # noqa: E402
 from tests.kafka_broker import ensure_broker  # noqa: E402
 from tests.streaming import Topics, WorkerProcess, free_port  # noqa: E402
 

@@ -1,6 +1,6 @@
 """The training side of `tagstream demo`: the cached demo bundle and the synthetic product feed.
 
-Reached only from the CLI, which hands both to ``stream.demo.Demo``; it trains and exports, so it
+Reached only from the CLI, which hands both to ``stream.service.demo.Demo``; it trains and exports, so it
 lives with the exporter (export may import model/, the service may import neither).
 """
 

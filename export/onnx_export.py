@@ -19,18 +19,18 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from stream.bundle import BundleError, file_hashes, write_manifest
-from stream.manifest import FORMAT_VERSION, MODEL_FILES, Manifest
+from stream.tagging.bundle import BundleError, file_hashes, write_manifest
+from stream.tagging.manifest import FORMAT_VERSION, MODEL_FILES, Manifest
 from model.data import Example
 from model.metrics import entity_scores
 from model.train import Checkpoint, load_checkpoint, load_examples, predict
-from stream.crf import CrfParams
-from stream.decode import plan_batches
-from stream.lexicon import LEXICON_FILE
-from stream.profile import profile
-from stream.taxonomy import Taxonomy, TaxonomyError
-from stream.spans import Span
-from stream.tagger import Tagger
+from stream.tagging.crf import CrfParams
+from stream.tagging.decode import plan_batches
+from stream.tagging.lexicon import LEXICON_FILE
+from stream.tagging.profile import profile
+from stream.tagging.taxonomy import Taxonomy, TaxonomyError
+from stream.tagging.spans import Span
+from stream.tagging.tagger import Tagger
 
 DEMO_TAXONOMY = Path(__file__).resolve().parent.parent / "model" / "resources" / "demo_taxonomy.json"
 MIN_PARITY_TEXTS = 200

@@ -10,12 +10,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from stream.bundle import current, promote, read_bundle
+from stream.tagging.bundle import current, promote, read_bundle
 from export.onnx_export import ExportConfig, ExportError, export_bundle
 from model.metrics import entity_scores
 from model.train import TrainConfig, load_examples, train
-from stream.spans import Span
-from stream.tagger import Tagger
+from stream.tagging.spans import Span
+from stream.tagging.tagger import Tagger
 
 PROMOTED, FAILED, REJECTED = 0, 1, 3
 

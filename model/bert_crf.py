@@ -1,5 +1,5 @@
 """BERT encoder + dropout + linear emissions + a linear-chain CRF over text units; optionally
-lexicon features (BMES flags per tag type, `stream.lexicon`) embedded beside each token's vector."""
+lexicon features (BMES flags per tag type, `stream.tagging.lexicon`) embedded beside each token's vector."""
 
 from __future__ import annotations
 

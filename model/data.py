@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from stream.spans import SCHEMES, SchemeError, Span, from_bioes, spans_from_tags, split_tag, to_bioes, unit_tags
+from stream.tagging.spans import SCHEMES, SchemeError, Span, from_bioes, spans_from_tags, split_tag, to_bioes, unit_tags
 
 PRODUCT_FIELDS = ("title", "description")
 

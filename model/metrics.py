@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Iterable, Sequence
 
-from stream.spans import Span
+from stream.tagging.spans import Span
 
 
 @dataclass(frozen=True, slots=True)

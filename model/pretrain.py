@@ -23,7 +23,7 @@ from model.data import DataError, data_hash
 from model.texts import read_texts
 from model.train import length_batches
 from model.vocab import build_wordpiece
-from stream.tokenization import SPECIAL_TOKENS
+from stream.tagging.tokenization import SPECIAL_TOKENS
 
 TOKENIZER = "tokenizer.json"
 META = "pretrain.json"

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from model.data import PRODUCT_FIELDS, DataError, read_conll
-from stream.spans import SchemeError, split_tag
+from stream.tagging.spans import SchemeError, split_tag
 
 JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
 CONLL_SUFFIXES = (".conll", ".bio", ".bioes", ".iob", ".iob2", ".bmes")

@@ -19,10 +19,10 @@ from model import bert_crf
 from model.data import DataError, Example, data_hash, labels_in, read_conll, read_jsonl
 from model.metrics import Scores, entity_scores
 from model.vocab import base_model_tokenizer, build_wordpiece
-from stream.decode import ScoreFn, tag_texts
-from stream.lexicon import LEXICON_FILE, Lexicon, read_specs
-from stream.spans import Span, label_list, unit_tags
-from stream.tokenization import PaddedBatch, TextEncoder, Window
+from stream.tagging.decode import ScoreFn, tag_texts
+from stream.tagging.lexicon import LEXICON_FILE, Lexicon, read_specs
+from stream.tagging.spans import Span, label_list, unit_tags
+from stream.tagging.tokenization import PaddedBatch, TextEncoder, Window
 
 TAGGER_META = "tagger.json"
 TOKENIZER = "tokenizer.json"

@@ -10,7 +10,7 @@ from typing import Iterable
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-from stream.tokenization import SPECIAL_TOKENS
+from stream.tagging.tokenization import SPECIAL_TOKENS
 
 
 def _normalizer(lowercase: bool = True) -> normalizers.Normalizer:

@@ -11,7 +11,7 @@ import sys
 import onnxruntime as ort
 import pytest
 
-from stream.lexicon import LEXICON_FILE, Lexicon
+from stream.tagging.lexicon import LEXICON_FILE, Lexicon
 from tests.conftest import DEMO_TAXONOMY, ROOT, write_synth
 
 NEW_BRAND = "泽沃斯"   # characters a from-scratch vocabulary built on the synthetic catalogue lacks
@@ -36,8 +36,8 @@ def _brand_margin(bundle, titles: list[str]):
     best other tag's."""
     import numpy as np
 
-    from stream.tagger import Tagger
-    from stream.tokenization import gather_units
+    from stream.tagging.tagger import Tagger
+    from stream.tagging.tokenization import gather_units
 
     tagger = Tagger.load(bundle, device="cpu")
     batch = tagger.encoder.pad([tagger.encoder.windows(u)[0] for u in tagger.encoder.units(titles)])
@@ -108,8 +108,8 @@ def test_lexicon_from_train_ships_the_training_entities(tmp_path):
 
 def _rehash(bundle) -> None:
     """What a careless packaging tool would do: re-sign whatever is in the folder."""
-    from stream.bundle import file_hashes, read_bundle, write_manifest
-    from stream.manifest import Manifest
+    from stream.tagging.bundle import file_hashes, read_bundle, write_manifest
+    from stream.tagging.manifest import Manifest
 
     manifest = read_bundle(bundle, verify=False).manifest
     write_manifest(bundle, Manifest(**{**manifest.to_json(), "files": file_hashes(bundle)}))
@@ -118,8 +118,8 @@ def _rehash(bundle) -> None:
 def test_a_bundle_whose_model_and_lexicon_disagree_is_refused(lexicon_checkpoint, tiny_bundle, tmp_path):
     import shutil
 
-    from stream.bundle import BundleError
-    from stream.tagger import Tagger
+    from stream.tagging.bundle import BundleError
+    from stream.tagging.tagger import Tagger
 
     lexicon_bundle = tmp_path / "with-lexicon"
     _run("export", "--checkpoint", str(lexicon_checkpoint), "--out", str(lexicon_bundle), "--version", "1")

@@ -12,7 +12,7 @@ import time
 import orjson
 
 from model.synth import generate, load_taxonomy_json
-from stream.worker import EXIT_PUBLISH_FAILED
+from stream.service.worker import EXIT_PUBLISH_FAILED
 from tests.conftest import DEMO_TAXONOMY
 from tests.streaming import (WorkerProcess, alter_topic, committed, consume, create_topic, event, free_port,
                              produce, report, scrape, values)

@@ -9,7 +9,7 @@ import orjson
 
 from bench.restart_gap import changelog_replay, end_offsets
 from model.synth import generate, load_taxonomy_json
-from stream.worker import STATE_TABLE
+from stream.service.worker import STATE_TABLE
 from tests.conftest import DEMO_TAXONOMY
 from tests.streaming import WorkerProcess, consume, event, free_port, group_lag, produce, scrape
 

@@ -9,11 +9,11 @@ import time
 
 import orjson
 
-from stream.bundle import POINTER, promote
+from stream.tagging.bundle import POINTER, promote
 from model.synth import generate, load_taxonomy_json
-from stream.enrich import tag_dicts
-from stream.tagger import Tagger
-from stream.taxonomy import Taxonomy
+from stream.service.enrich import tag_dicts
+from stream.tagging.tagger import Tagger
+from stream.tagging.taxonomy import Taxonomy
 from tests.conftest import DEMO_TAXONOMY
 from tests.streaming import WorkerProcess, consume, event, free_port, produce, scrape, values
 

@@ -7,8 +7,8 @@ import orjson
 from bench.bucketing import padding
 from bench.profile_summary import IDLE, MODEL, summarise
 from bench.update_mix import update_mix
-from stream.events import Limits, RawEvent, parse_event
-from stream.tokenization import TextEncoder
+from stream.service.events import Limits, RawEvent, parse_event
+from stream.tagging.tokenization import TextEncoder
 
 
 def _parse(value: bytes):
@@ -44,11 +44,11 @@ def test_bucketing_pads_less_than_arrival_order(wordpiece):
 def test_profile_summary_separates_model_idle_and_the_rest(tmp_path):
     trace = tmp_path / "raw.txt"
     trace.write_text("\n".join([
-        "process_one (stream/worker.py:1);run (onnxruntime/capi/onnxruntime_inference_collection.py:275) 60",
-        "enrich (stream/enrich.py:9);tag_texts (stream/tagger.py:3);units (stream/tokenization.py:80) 10",
+        "process_one (stream/service/worker.py:1);run (onnxruntime/capi/onnxruntime_inference_collection.py:275) 60",
+        "enrich (stream/service/enrich.py:9);tag_texts (stream/tagging/tagger.py:3);units (stream/tagging/tokenization.py:80) 10",
         "_sender_routine (aiokafka/producer/sender.py:1);write (asyncio/selector_events.py:1057) 20",
         "_run_once (asyncio/base_events.py:1);EpollSelector.select (selectors.py:468) 500",
-        "viterbi_decode (stream/crf.py:73) 10",
+        "viterbi_decode (stream/tagging/crf.py:73) 10",
     ]) + "\n", encoding="utf-8")
     summary = summarise(trace)
     shares = {c["component"]: c["share"] for c in summary["components"]}

@@ -1,4 +1,4 @@
-"""stream.crf against a brute-force oracle over all tag paths, and against torchcrf."""
+"""stream.tagging.crf against a brute-force oracle over all tag paths, and against torchcrf."""
 import itertools
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.crf import (
+from stream.tagging.crf import (
     CrfParams,
     marginals,
     sequence_log_partition,

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from model.data import DataError, Example, read_conll, read_jsonl, write_conll, write_jsonl
-from stream.spans import Span
+from stream.tagging.spans import Span
 from tests.conftest import real_data_or_skip
 
 

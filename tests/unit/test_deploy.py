@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from stream.settings import Settings
+from stream.service.settings import Settings
 from tests.conftest import ROOT
 
 DEPLOY = ROOT / "deploy"

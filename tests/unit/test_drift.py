@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from stream.drift import DriftConfig, DriftWindow, TextObservation, distribution, js_divergence, psi
+from stream.service.drift import DriftConfig, DriftWindow, TextObservation, distribution, js_divergence, psi
 
 CATEGORIES = {"dress": 40, "phone": 30, "sofa": 20, "lipstick": 10}
 

@@ -8,10 +8,10 @@ import hashlib
 import orjson
 import pytest
 
-from stream.enrich import DLQ, ENRICHED, Limits, enrich
-from stream.events import RawEvent
-from stream.tagger import Tagger
-from stream.taxonomy import Taxonomy
+from stream.service.enrich import DLQ, ENRICHED, Limits, enrich
+from stream.service.events import RawEvent
+from stream.tagging.tagger import Tagger
+from stream.tagging.taxonomy import Taxonomy
 
 
 @pytest.fixture(scope="module")

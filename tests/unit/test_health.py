@@ -9,9 +9,9 @@ import urllib.request
 
 import pytest
 
-import stream.metrics  # noqa: F401  (registers the tagstream_ metrics /metrics serves)
-from stream.health import Health, serve
-from stream.settings import Settings, SettingsError
+import stream.service.metrics  # noqa: F401  (registers the tagstream_ metrics /metrics serves)
+from stream.service.health import Health, serve
+from stream.service.settings import Settings, SettingsError
 
 
 class Clock:

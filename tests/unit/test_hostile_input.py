@@ -8,10 +8,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream import events
-from stream.enrich import DLQ, ENRICHED, Limits, enrich
-from stream.events import RawEvent
-from stream.tagger import Tagger
+from stream.service import events
+from stream.service.enrich import DLQ, ENRICHED, Limits, enrich
+from stream.service.events import RawEvent
+from stream.tagging.tagger import Tagger
 
 CODES = {events.INVALID_UTF8, events.INVALID_JSON, events.NOT_AN_OBJECT, events.MISSING_FIELD, events.WRONG_TYPE,
          events.INVALID_VALUE, events.TOO_LARGE, events.KEY_MISMATCH, events.INFERENCE_FAILED}

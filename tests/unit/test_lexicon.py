@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from stream.lexicon import FLAGS, Lexicon, LexiconError, read_specs
-from stream.text import fold
-from stream.tokenization import TextEncoder
+from stream.tagging.lexicon import FLAGS, Lexicon, LexiconError, read_specs
+from stream.tagging.text import fold
+from stream.tagging.tokenization import TextEncoder
 from tests.conftest import DEMO_TAXONOMY
 
 B, M, E, S = range(4)

@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 from model import bert_crf  # noqa: E402
 from model.data import Example, write_jsonl  # noqa: E402
 from model.train import TrainConfig, load_checkpoint, predict, train  # noqa: E402
-from stream.spans import Span  # noqa: E402
+from stream.tagging.spans import Span  # noqa: E402
 from tests.conftest import write_synth  # noqa: E402
 
 
@@ -65,7 +65,7 @@ SENTENCES = [
 
 def test_overfit_ten_sentences_then_round_trip_through_onnx(tmp_path):
     from export.onnx_export import ExportConfig, export_bundle
-    from stream.tagger import Tagger
+    from stream.tagging.tagger import Tagger
 
     examples = [Example(str(i), text, tuple(Span(s, e, label) for s, e, label in spans))
                 for i, (text, spans) in enumerate(SENTENCES)]

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from stream.quietlog import NEVER_HOLD, SUMMARY_LOGGER, QuietFilter, install
+from stream.service.quietlog import NEVER_HOLD, SUMMARY_LOGGER, QuietFilter, install
 
 
 class Clock:

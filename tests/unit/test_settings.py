@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stream.settings import Settings, SettingsError
+from stream.service.settings import Settings, SettingsError
 
 
 def test_flags_override_environment_which_overrides_defaults():

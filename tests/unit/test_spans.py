@@ -6,9 +6,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream.spans import (SchemeError, Span, from_bioes, label_list, spans_from_tags, tag_runs, to_bioes,
+from stream.tagging.spans import (SchemeError, Span, from_bioes, label_list, spans_from_tags, tag_runs, to_bioes,
                           unit_tags)
-from stream.tokenization import TextEncoder
+from stream.tagging.tokenization import TextEncoder
 
 
 def test_label_list_is_o_then_bioes_per_sorted_type():

@@ -10,8 +10,8 @@ import textwrap
 
 import pytest
 
-from stream.bundle import BundleError, promote, read_bundle, rollback
-from stream.tagger import Tagger, cuda_device_count
+from stream.tagging.bundle import BundleError, promote, read_bundle, rollback
+from stream.tagging.tagger import Tagger, cuda_device_count
 from tests.conftest import ROOT
 
 TEXTS = ["耐克 Nike 男士跑步鞋 黑色 42码 2026新款 包邮", "UNIQLO cotton T-shirt white M free shipping", "", "   "]
@@ -117,8 +117,8 @@ BLOCK_TORCH = textwrap.dedent("""
 
 def test_serving_path_imports_no_torch(tiny_bundle):
     script = BLOCK_TORCH + textwrap.dedent(f"""
-        from stream.tagger import Tagger
-        import stream.cli, stream.decode, stream.crf, stream.profile, stream.bundle
+        from stream.tagging.tagger import Tagger
+        import stream.cli, stream.tagging.decode, stream.tagging.crf, stream.tagging.profile, stream.tagging.bundle
         tagger = Tagger.load({str(tiny_bundle)!r}, device="cpu")
         print(len(tagger.tag_texts(["耐克黑色跑步鞋"])[0]) >= 0)
         bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'torchcrf', 'model')]

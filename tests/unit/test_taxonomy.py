@@ -6,8 +6,8 @@ import copy
 
 import pytest
 
-from stream.candidates import PATCH_FORMAT, apply, suggest
-from stream.taxonomy import Taxonomy, TaxonomyError, within_one_edit
+from stream.service.candidates import PATCH_FORMAT, apply, suggest
+from stream.tagging.taxonomy import Taxonomy, TaxonomyError, within_one_edit
 from tests.conftest import DEMO_TAXONOMY
 
 SMALL = {

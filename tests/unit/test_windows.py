@@ -6,9 +6,9 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream.decode import tag_units
-from stream.spans import Span, label_list, unit_tags
-from stream.tokenization import TextEncoder
+from stream.tagging.decode import tag_units
+from stream.tagging.spans import Span, label_list, unit_tags
+from stream.tagging.tokenization import TextEncoder
 
 LABELS = label_list(["brand", "color"])
 

@@ -10,9 +10,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from stream.crf import span_confidence
-from stream.spans import TaggedSpan, tag_runs
-from stream.tokenization import PaddedBatch, TextEncoder, Units, Window, merge_window_runs
+from stream.tagging.crf import span_confidence
+from stream.tagging.spans import TaggedSpan, tag_runs
+from stream.tagging.tokenization import PaddedBatch, TextEncoder, Units, Window, merge_window_runs
 
 # Best tag-id path per row, and per-unit marginals (batch, units, tags) when the scorer has them.
 ScoreFn = Callable[[PaddedBatch], tuple[list[list[int]], np.ndarray | None]]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from stream.manifest import FORMAT_VERSION, MANIFEST, REQUIRED_FILES, Manifest
+from stream.tagging.manifest import FORMAT_VERSION, MANIFEST, REQUIRED_FILES, Manifest
 
 POINTER = "CURRENT"
 HISTORY = "HISTORY"

@@ -13,9 +13,9 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from stream.events import iso_time
-from stream.profile import quantiles
-from stream.text import normalise_value
+from stream.service.events import iso_time
+from stream.tagging.profile import quantiles
+from stream.tagging.text import normalise_value
 
 OTHER = "__other__"
 TOP_VALUE_BINS = 20     # the reference's most frequent tag values compared one by one

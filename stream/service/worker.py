@@ -20,18 +20,18 @@ import orjson
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from stream.bundle import POINTER, BundleError, resolve
-from stream import metrics
-from stream.drift import DriftConfig, DriftWindow, TextObservation
-from stream.enrich import DLQ, ENRICHED, BatchResult, enrich, parse_batch
-from stream.events import Limits, ProductEvent, RawEvent
-from stream.failpoints import PoisonedTagger, failpoint
-from stream.fixups import SeekThenDeliverTableManager, as_current_event
-from stream.health import Health
-from stream.settings import Settings
-from stream.tagger import Tagger
-from stream.taxonomy import Taxonomy
-from stream.topics import kafka_client_options, ssl_context
+from stream.tagging.bundle import POINTER, BundleError, resolve
+from stream.service import metrics
+from stream.service.drift import DriftConfig, DriftWindow, TextObservation
+from stream.service.enrich import DLQ, ENRICHED, BatchResult, enrich, parse_batch
+from stream.service.events import Limits, ProductEvent, RawEvent
+from stream.service.failpoints import PoisonedTagger, failpoint
+from stream.service.fixups import SeekThenDeliverTableManager, as_current_event
+from stream.service.health import Health
+from stream.service.settings import Settings
+from stream.tagging.tagger import Tagger
+from stream.tagging.taxonomy import Taxonomy
+from stream.service.topics import kafka_client_options, ssl_context
 
 log = logging.getLogger("tagstream.worker")
 STATE_TABLE = "product-state"

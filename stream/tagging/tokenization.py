@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 from tokenizers import Tokenizer
 
-from stream.lexicon import Lexicon
+from stream.tagging.lexicon import Lexicon
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 

@@ -14,7 +14,7 @@ from typing import Callable
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from stream.settings import Settings, SettingsError
+from stream.service.settings import Settings, SettingsError
 
 
 class Health:

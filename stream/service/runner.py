@@ -7,11 +7,11 @@ import logging
 
 import faust
 
-from stream.health import serve
-from stream.quietlog import QuietFilter, install
-from stream.settings import Settings
-from stream.topics import wait_for_kafka
-from stream.worker import EnrichmentWorker
+from stream.service.health import serve
+from stream.service.quietlog import QuietFilter, install
+from stream.service.settings import Settings
+from stream.service.topics import wait_for_kafka
+from stream.service.worker import EnrichmentWorker
 
 log = logging.getLogger("tagstream.worker")
 

@@ -7,8 +7,8 @@ import re
 import time
 from typing import Iterable, Mapping
 
-from stream.taxonomy import Taxonomy, TaxonomyError
-from stream.text import compact_key
+from stream.tagging.taxonomy import Taxonomy, TaxonomyError
+from stream.tagging.text import compact_key
 
 PATCH_FORMAT = "tagstream-taxonomy-patch/1"
 _LATIN_ID = re.compile(r"[^a-z0-9]+")

@@ -13,14 +13,14 @@ from typing import Sequence
 import numpy as np
 import onnxruntime as ort
 
-from stream.bundle import Bundle, BundleError, read_bundle
-from stream.manifest import MODEL_FILES
-from stream.crf import CrfParams, marginals, viterbi_decode
-from stream.decode import tag_units
-from stream.spans import TaggedSpan
-from stream.lexicon import LEXICON_FILE, Lexicon, LexiconError, taxonomy_forms
-from stream.taxonomy import Taxonomy, TaxonomyError
-from stream.tokenization import PaddedBatch, TextEncoder, gather_units
+from stream.tagging.bundle import Bundle, BundleError, read_bundle
+from stream.tagging.manifest import MODEL_FILES
+from stream.tagging.crf import CrfParams, marginals, viterbi_decode
+from stream.tagging.decode import tag_units
+from stream.tagging.spans import TaggedSpan
+from stream.tagging.lexicon import LEXICON_FILE, Lexicon, LexiconError, taxonomy_forms
+from stream.tagging.taxonomy import Taxonomy, TaxonomyError
+from stream.tagging.tokenization import PaddedBatch, TextEncoder, gather_units
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import time
 
 from aiokafka.errors import KafkaError
 
-from stream.tagger import Tagger
+from stream.tagging.tagger import Tagger
 
 log = logging.getLogger("tagstream.failpoints")
 

@@ -7,9 +7,9 @@ from typing import Sequence
 
 import numpy as np
 
-from stream.spans import TaggedSpan
-from stream.text import normalise_value
-from stream.tokenization import Units
+from stream.tagging.spans import TaggedSpan
+from stream.tagging.text import normalise_value
+from stream.tagging.tokenization import Units
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 TOP_VALUES = 200

@@ -15,8 +15,8 @@ import ahocorasick
 import numpy as np
 import orjson
 
-from stream.taxonomy import Taxonomy, TaxonomyError
-from stream.text import fold
+from stream.tagging.taxonomy import Taxonomy, TaxonomyError
+from stream.tagging.text import fold
 
 LEXICON_FILE = "lexicon.json"
 FORMAT_VERSION = 1
@@ -125,7 +125,7 @@ class Lexicon:
 
 
 def taxonomy_forms(taxonomy) -> dict[str, list[str]]:
-    """Every name and synonym of a `stream.taxonomy.Taxonomy`, by tag type."""
+    """Every name and synonym of a `stream.tagging.taxonomy.Taxonomy`, by tag type."""
     out: dict[str, list[str]] = {}
     for node in taxonomy.nodes.values():
         out.setdefault(node.type, []).extend(node.forms())

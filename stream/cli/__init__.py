@@ -61,7 +61,7 @@ _fraction = _number(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
 def cmd_synth(args: argparse.Namespace) -> int:
     from model.synth import generate, load_taxonomy_json, main_stats
 
-    taxonomy_path = args.taxonomy or Path(__file__).resolve().parent.parent / "model" / "resources" / "demo_taxonomy.json"
+    taxonomy_path = args.taxonomy or Path(__file__).resolve().parents[2] / "model" / "resources" / "demo_taxonomy.json"
     taxonomy = load_taxonomy_json(taxonomy_path)
     records = generate(taxonomy, args.n, seed=args.seed, lang=args.lang, products=args.products)
     with (nullcontext(sys.stdout) if args.out == "-" else open(args.out, "w", encoding="utf-8")) as out:
@@ -122,7 +122,7 @@ def _train_config(args: argparse.Namespace, out: str, verb: str):
     if args.hidden % args.heads:
         raise CliError(f"--hidden {args.hidden} must be a multiple of --heads {args.heads}")
     if args.lexicon:
-        from stream.lexicon import LexiconError, read_specs
+        from stream.tagging.lexicon import LexiconError, read_specs
 
         try:
             read_specs(args.lexicon)
@@ -192,7 +192,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from stream.bundle import rollback
+    from stream.tagging.bundle import rollback
 
     before, after = rollback(args.store)
     print(f"{args.store}: live bundle {before} -> {after}")
@@ -231,7 +231,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
-    from stream.tagger import Tagger
+    from stream.tagging.tagger import Tagger
 
     tagger = Tagger.load(args.bundle, variant=args.variant, device=args.device, threads=args.threads)
     texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
@@ -244,14 +244,14 @@ def cmd_tag(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- streaming verbs
 
 def _settings(args: argparse.Namespace):
-    from stream.settings import Settings
+    from stream.service.settings import Settings
 
     names = {name for name, *_ in Settings.describe()}
     return Settings.from_env(**{k: v for k, v in vars(args).items() if k in names and v is not None})
 
 
 def _settings_options(p: argparse.ArgumentParser, only: Sequence[str] | None = None) -> None:
-    from stream.settings import Settings
+    from stream.service.settings import Settings
 
     for name, env, default, text in Settings.describe():
         if only is None or name in only:
@@ -264,7 +264,7 @@ KAFKA_SETTINGS = ("kafka_bootstrap", "security_protocol", "sasl_mechanism", "sas
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from stream.runner import run_worker
+    from stream.service.runner import run_worker
 
     return run_worker(_settings(args))
 
@@ -300,7 +300,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
     from aiokafka import AIOKafkaProducer
     from aiokafka.errors import MessageSizeTooLargeError
 
-    from stream.topics import kafka_client_options
+    from stream.service.topics import kafka_client_options
 
     settings = _settings(args)
     if args.file != "-" and not Path(args.file).is_file():
@@ -339,7 +339,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
     import orjson
     from aiokafka import AIOKafkaConsumer
 
-    from stream.topics import kafka_client_options
+    from stream.service.topics import kafka_client_options
 
     settings = _settings(args)
 
@@ -380,7 +380,7 @@ def _run_kafka(settings, what: str, run: Callable):
 
     from aiokafka.errors import KafkaError
 
-    from stream.topics import KafkaCauses
+    from stream.service.topics import KafkaCauses
 
     with KafkaCauses(swallow=True) as causes:
         try:
@@ -398,7 +398,7 @@ def _read_topic(settings, topic: str) -> list[dict]:
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from stream.topics import kafka_client_options
+    from stream.service.topics import kafka_client_options
 
     async def run() -> list[dict]:
         consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
@@ -463,8 +463,8 @@ def _write_json(path: str, data) -> None:
 def cmd_taxonomy(args: argparse.Namespace) -> int:
     import orjson
 
-    from stream.candidates import apply, suggest
-    from stream.taxonomy import Taxonomy
+    from stream.service.candidates import apply, suggest
+    from stream.tagging.taxonomy import Taxonomy
 
     if args.action == "validate":
         for path in args.files:
@@ -514,7 +514,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
     if not reports:
         raise CliError("no drift reports to draw")
     try:
-        from stream.drift_chart import draw
+        from stream.service.drift_chart import draw
 
         draw(reports, args.out)
     except ModuleNotFoundError as err:
@@ -527,7 +527,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from export.demo import DemoBundleError, demo_bundle, product_feed
-    from stream.demo import Demo, DemoConfig, DemoError
+    from stream.service.demo import Demo, DemoConfig, DemoError
 
     config = DemoConfig(events=args.events or 0, rate=args.rate, bootstrap=args.kafka_bootstrap,
                         metrics_port=args.metrics_port)

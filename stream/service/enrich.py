@@ -12,11 +12,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Mapping, Protocol, Sequence
 
-from stream.spans import TaggedSpan
-from stream.events import (INFERENCE_FAILED, OUTPUT_TOO_LARGE, Invalid, Limits, ProductEvent, RawEvent,
+from stream.tagging.spans import TaggedSpan
+from stream.service.events import (INFERENCE_FAILED, OUTPUT_TOO_LARGE, Invalid, Limits, ProductEvent, RawEvent,
                            dead_letter_record, enriched_record, now_iso, parse_event)
-from stream.text import normalise_value
-from stream.taxonomy import Taxonomy
+from stream.tagging.text import normalise_value
+from stream.tagging.taxonomy import Taxonomy
 
 log = logging.getLogger(__name__)
 

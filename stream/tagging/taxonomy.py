@@ -11,7 +11,7 @@ from pathlib import Path
 
 import orjson
 
-from stream.text import compact_key, normalise_value
+from stream.tagging.text import compact_key, normalise_value
 
 FORMAT_VERSION = 1
 FUZZY_TYPES = frozenset({"brand"})   # spelling variants are common for brands, risky for e.g. sizes

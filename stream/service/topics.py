@@ -13,8 +13,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (AuthenticationFailedError, AuthenticationMethodNotSupported, BrokerResponseError,
                              KafkaConnectionError, KafkaError, KafkaTimeoutError, TopicAlreadyExistsError)
 
-from stream.quietlog import NEVER_HOLD
-from stream.settings import Settings
+from stream.service.quietlog import NEVER_HOLD
+from stream.service.settings import Settings
 
 log = logging.getLogger("tagstream.topics")
 ATTEMPT_SECONDS = 15.0      # one start attempt against a host that drops packets gives up after this

@@ -23,7 +23,7 @@ from typing import Callable, Iterator
 
 import orjson
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"
 DEMO_TOPICS = {"input_topic": "demo.products.updates", "enriched_topic": "demo.products.enriched",
                "dlq_topic": "demo.products.dlq", "drift_topic": "demo.drift",

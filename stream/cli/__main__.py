@@ -1,0 +1,5 @@
+"""`python -m stream.cli`: the `tagstream` command."""
+
+from stream.cli import entrypoint
+
+entrypoint()
