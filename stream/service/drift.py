@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
 from stream.service.events import iso_time
+from stream.service.settings import Settings
 from stream.tagging.profile import quantiles
+from stream.tagging.spans import Tag
 from stream.tagging.text import normalise_value
 
 OTHER = "__other__"
@@ -22,16 +24,27 @@ TOP_VALUE_BINS = 20     # the reference's most frequent tag values compared one 
 EPSILON = 1e-4          # floor for empty bins, so PSI stays finite
 
 
+def _setting(name: str):
+    """A field whose default (and meaning) is the worker setting ``name``: set once, in Settings."""
+    return field(default=getattr(Settings, name), metadata={"setting": name})
+
+
 @dataclass(frozen=True)
 class DriftConfig:
-    window_events: int = 1000          # close a window after this many enriched events (0: no count limit)
-    window_seconds: float = 60.0       # ... or this long after it opened (0: no time limit)
-    min_texts: int = 50                # a smaller window is reported, but never alerts
-    psi_threshold: float = 0.2         # on the tag-type and top-value distributions
-    js_threshold: float = 0.1          # Jensen-Shannon divergence (base 2, 0..1)
-    oot_threshold: float = 0.5         # share of spans with no taxonomy node
-    candidate_min_count: int = 5       # an out-of-taxonomy value seen this often ...
-    candidate_min_share: float = 0.01  # ... in at least this share of the window's products
+    """A window's limits and thresholds: the drift_* and candidate_* settings (see their help)."""
+
+    window_events: int = _setting("drift_window_events")
+    window_seconds: float = _setting("drift_window_seconds")
+    min_texts: int = _setting("drift_min_texts")
+    psi_threshold: float = _setting("drift_psi_threshold")
+    js_threshold: float = _setting("drift_js_threshold")        # Jensen-Shannon divergence (base 2, 0..1)
+    oot_threshold: float = _setting("drift_oot_threshold")
+    candidate_min_count: int = _setting("candidate_min_count")
+    candidate_min_share: float = _setting("candidate_min_share")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "DriftConfig":
+        return cls(**{f.name: getattr(settings, f.metadata["setting"]) for f in fields(cls)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +56,7 @@ class TextObservation:
     text: str
     tokens: int
     unknown_tokens: int
-    tags: Sequence[Mapping]            # the enriched record's tag dicts for this field
+    tags: Sequence[Tag]                # the published tags of this field
 
 
 def distribution(counts: Mapping[str, float], keys: Sequence[str]) -> np.ndarray:
@@ -98,20 +111,20 @@ class DriftWindow:
             self.lengths.append(len(obs.text))
             self.no_tag_texts += not obs.tags
             for tag in obs.tags:
-                self.type_counts[tag["type"]] += 1
-                self.value_counts[f"{tag['type']}:{normalise_value(tag['text'])}"] += 1
-                self.confidences.append(float(tag["confidence"]))
-                if self.covered_types is not None and tag["type"] not in self.covered_types:
+                self.type_counts[tag.type] += 1
+                self.value_counts[f"{tag.type}:{normalise_value(tag.text)}"] += 1
+                self.confidences.append(float(tag.confidence))
+                if self.covered_types is not None and tag.type not in self.covered_types:
                     continue            # free-form types (model numbers) have no nodes to be in
                 self.covered_spans += 1
-                if not tag["in_taxonomy"]:
+                if not tag.in_taxonomy:
                     self.out_of_taxonomy += 1
                     self._remember_unknown(tag, obs)
 
-    def _remember_unknown(self, tag: Mapping, obs: TextObservation) -> None:
-        entry = self.unknown_values.setdefault((tag["type"], normalise_value(tag["text"])),
+    def _remember_unknown(self, tag: Tag, obs: TextObservation) -> None:
+        entry = self.unknown_values.setdefault((tag.type, normalise_value(tag.text)),
                                                {"forms": Counter(), "products": set(), "examples": []})
-        entry["forms"][tag["text"]] += 1
+        entry["forms"][tag.text] += 1
         entry["products"].add(obs.product_id)
         if len(entry["examples"]) < 3 and obs.text not in entry["examples"]:
             entry["examples"].append(obs.text[:200])

@@ -12,22 +12,23 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Mapping, Protocol, Sequence
 
-from stream.tagging.spans import TaggedSpan
 from stream.service.events import (INFERENCE_FAILED, OUTPUT_TOO_LARGE, Invalid, Limits, ProductEvent, RawEvent,
-                           dead_letter_record, enriched_record, now_iso, parse_event)
-from stream.tagging.text import normalise_value
-from stream.tagging.taxonomy import Taxonomy
+                                   dead_letter_record, enriched_record, now_iso, parse_event)
+from stream.tagging.pipeline import ProductTags
+from stream.tagging.spans import Tag
 
 log = logging.getLogger(__name__)
 
 ENRICHED, DLQ = "enriched", "dlq"
 
 
-class ProductTagger(Protocol):
-    model_name: str
-    model_version: str
+class ProductPipeline(Protocol):
+    """What enrich needs of a loaded bundle (``stream.tagging.pipeline.Pipeline``)."""
 
-    def tag_products(self, products: Sequence[dict]) -> list[list[TaggedSpan]]: ...
+    model: dict
+    model_id: str
+
+    def __call__(self, products: Sequence[Mapping]) -> list[ProductTags]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,30 +46,20 @@ class BatchResult:
     state: dict[str, dict]                       # product id -> new state, to store after publishing
     counts: Counter = field(default_factory=Counter)
     texts_tagged: int = 0                        # products sent through the model
-    tagged: list[tuple[ProductEvent, list[dict]]] = field(default_factory=list)  # enriched, with their tags
+    # Products the model tagged and that were published: their kept tags and per-text token counts.
+    tagged: list[tuple[ProductEvent, ProductTags]] = field(default_factory=list)
 
 
-def tag_dicts(spans: Sequence[TaggedSpan], taxonomy: Taxonomy | None) -> list[dict]:
-    out = []
-    for s in spans:
-        node = taxonomy.lookup(s.type, s.text) if taxonomy else None
-        out.append({"tag": node.id if node else normalise_value(s.text), "type": s.type,
-                    "path": taxonomy.path(node) if node else [], "text": s.text,
-                    "field": s.field, "start": s.start, "end": s.end, "confidence": round(s.confidence, 4),
-                    "in_taxonomy": node is not None})
-    return out
-
-
-def cap_tags(tags: list[dict], per_field: int) -> tuple[list[dict], int]:
+def cap_tags(tags: Sequence[Tag], per_field: int) -> tuple[list[Tag], int]:
     """At most ``per_field`` tags per field, the most confident kept, in their reading order; and
     how many were dropped. A 20,000-character title can hold thousands of spans, and one enriched
     record must stay far below the broker's message limit."""
     by_field: dict[str, list[int]] = {}
     for i, tag in enumerate(tags):
-        by_field.setdefault(tag["field"], []).append(i)
+        by_field.setdefault(tag.field, []).append(i)
     keep: list[int] = []
     for indices in by_field.values():
-        keep += sorted(indices, key=lambda i: (-tags[i]["confidence"], i))[:per_field]
+        keep += sorted(indices, key=lambda i: (-tags[i].confidence, i))[:per_field]
     return [tags[i] for i in sorted(keep)], len(tags) - len(keep)
 
 
@@ -84,29 +75,33 @@ def parse_batch(batch: Sequence[RawEvent], limits: Limits = Limits()) -> list[Pr
     return [parse_event(raw, limits) for raw in batch]
 
 
-def _tag_isolating_failures(tagger: ProductTagger, products: list[dict]) -> list[list[TaggedSpan] | Exception]:
+def _published(found: ProductTags, per_field: int) -> tuple[list[dict], int, ProductTags]:
+    kept, dropped = cap_tags(found.tags, per_field)
+    return [t.to_json() for t in kept], dropped, ProductTags(tuple(kept), found.texts)
+
+
+def _tag_isolating_failures(pipeline: ProductPipeline, products: list[dict]) -> list[ProductTags | Exception]:
     """Tag a batch; if it raises, split it in halves until the offending products are found."""
     try:
-        return list(tagger.tag_products(products))
+        return list(pipeline(products))
     except Exception as err:  # a text that breaks tokenizer or model must not stop the stream
         if len(products) == 1:
             log.warning("inference failed for one product: %r", err)
             return [err]
         middle = len(products) // 2
-        return (_tag_isolating_failures(tagger, products[:middle])
-                + _tag_isolating_failures(tagger, products[middle:]))
+        return (_tag_isolating_failures(pipeline, products[:middle])
+                + _tag_isolating_failures(pipeline, products[middle:]))
 
 
-def enrich(batch: Sequence[RawEvent], tagger: ProductTagger, state: Mapping[str, dict], *,
-           taxonomy: Taxonomy | None = None, limits: Limits = Limits(), worker: str = "tagstream",
+def enrich(batch: Sequence[RawEvent], pipeline: ProductPipeline, state: Mapping[str, dict], *,
+           limits: Limits = Limits(), worker: str = "tagstream",
            skip_unchanged: bool = True, parsed: Sequence[ProductEvent | Invalid] | None = None) -> BatchResult:
     """Decide, per event in order: dead-letter, skip as stale, re-use unchanged tags, tombstone,
     or tag. Everything that needs the model is tagged in one call. ``state`` is keyed by the
     value's product id (``parsed``, if the caller parsed the batch already to look its state up).
     ``skip_unchanged=False`` sends unchanged content through the model too (the baseline the
     update-mix benchmark compares with)."""
-    model = {"name": tagger.model_name, "version": tagger.model_version}
-    model_id = f"{model['name']}:{model['version']}"
+    model, model_id = pipeline.model, pipeline.model_id
     counts: Counter = Counter(consumed=len(batch))
     work: dict[str, dict] = {}
     plan: list[tuple[str, RawEvent, object]] = []   # (action, raw, detail) in input order
@@ -135,7 +130,7 @@ def enrich(batch: Sequence[RawEvent], tagger: ProductTagger, state: Mapping[str,
             counts["skipped_unchanged"] += 1
             source = before.get("pending")
             work[event.product_id] = {**before, "version": event.version}
-            reused = source if source is not None else (before["tags"], before.get("tags_dropped", 0))
+            reused = source if source is not None else (before["tags"], before.get("tags_dropped", 0), None)
             plan.append(("reuse", raw, (event, reused)))
             continue
         index = len(pending)
@@ -144,11 +139,11 @@ def enrich(batch: Sequence[RawEvent], tagger: ProductTagger, state: Mapping[str,
                                   "pending": index, "deleted": False}
         plan.append(("tag", raw, (event, index)))
 
-    tagged = _tag_isolating_failures(tagger, [{"title": e.title, "description": e.description} for e in pending]) \
+    found = _tag_isolating_failures(pipeline, [{"title": e.title, "description": e.description} for e in pending]) \
         if pending else []
-    # (kept tags, how many were dropped) per product, or the exception that its tagging raised
-    tags = [err if isinstance(err, Exception) else cap_tags(tag_dicts(err, taxonomy), limits.max_tags_per_field)
-            for err in tagged]
+    # Per product sent to the model: (kept tags as published, how many were dropped, what it found),
+    # or the exception its tagging raised.
+    tags = [err if isinstance(err, Exception) else _published(err, limits.max_tags_per_field) for err in found]
     outputs, tagged_products, oversized = _outputs(plan, tags, model, limits, worker, counts)
     # Pending references are resolved now that the model has run.
     new_state = {}
@@ -158,7 +153,7 @@ def enrich(batch: Sequence[RawEvent], tagger: ProductTagger, state: Mapping[str,
         if index is not None:
             if isinstance(tags[index], Exception):
                 continue
-            entry["tags"], entry["tags_dropped"] = tags[index]
+            entry["tags"], entry["tags_dropped"], _ = tags[index]
         if oversized.get(pid) == entry["version"]:
             # Its record was dead-lettered: nothing to re-use, and tags that large must not reach the
             # changelog either. The version stays, so older events remain stale.
@@ -168,12 +163,12 @@ def enrich(batch: Sequence[RawEvent], tagger: ProductTagger, state: Mapping[str,
 
 
 def _outputs(plan, tags, model: dict, limits: Limits, worker: str,
-             counts: Counter) -> tuple[list[Output], list[tuple[ProductEvent, list[dict]]], dict[str, int]]:
+             counts: Counter) -> tuple[list[Output], list[tuple[ProductEvent, ProductTags]], dict[str, int]]:
     """The records to publish, in input order, each bounded in size by construction; and the
     version of each product whose enriched record was too large to publish."""
     enriched_at = now_iso()
     outputs: list[Output] = []
-    tagged_products: list[tuple[ProductEvent, list[dict]]] = []
+    tagged_products: list[tuple[ProductEvent, ProductTags]] = []
     oversized: dict[str, int] = {}
 
     def dead_letter(raw: RawEvent, code: str, reason: str) -> None:
@@ -193,7 +188,7 @@ def _outputs(plan, tags, model: dict, limits: Limits, worker: str,
             if isinstance(result, Exception):
                 dead_letter(raw, INFERENCE_FAILED, f"inference failed: {type(result).__name__}: {str(result)[:300]}")
                 continue
-            kept, dropped = result
+            kept, dropped, found = result
             value = enriched_record(event, kept, model, enriched_at, dropped)
             if len(value) > limits.max_output_bytes:
                 dead_letter(raw, OUTPUT_TOO_LARGE, f"the enriched record would be {len(value)} bytes, the limit "
@@ -201,6 +196,7 @@ def _outputs(plan, tags, model: dict, limits: Limits, worker: str,
                 oversized[event.product_id] = event.version
                 continue
             counts["enriched"] += 1
-            tagged_products.append((event, kept))
+            if action == "tag":
+                tagged_products.append((event, found))
             outputs.append(Output(ENRICHED, event.product_id.encode("utf-8"), value, raw))
     return outputs, tagged_products, oversized

@@ -9,7 +9,7 @@ import time
 
 from aiokafka.errors import KafkaError
 
-from stream.tagging.tagger import Tagger
+from stream.tagging.pipeline import Pipeline
 
 log = logging.getLogger("tagstream.failpoints")
 
@@ -22,7 +22,7 @@ def failpoint(name: str) -> str | None:
     ``before_publish:<n>`` SIGKILLs the worker the n-th time it is between inference and publish;
     ``slow_inference:<seconds>`` makes every batch's inference that much slower (e.g. longer than the
     consumer's session timeout); ``poison_text:<text>`` makes the model raise on any batch holding a
-    title that contains ``<text>`` (see ``PoisonedTagger``); ``stall_consumer:1`` stops the consumer's
+    title that contains ``<text>`` (see ``PoisonedPipeline``); ``stall_consumer:1`` stops the consumer's
     flow after the first batch, the state the stall watchdog repairs; ``fail_send:<n>`` makes the
     n-th output send raise, as a broker refusing a record would.
     """
@@ -43,14 +43,14 @@ def failpoint(name: str) -> str | None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-class PoisonedTagger:
-    """The serving tagger, raising like a broken tokenizer on batches with a poisoned title."""
+class PoisonedPipeline:
+    """The serving pipeline, raising like a broken tokenizer on batches with a poisoned title."""
 
-    def __init__(self, tagger: Tagger, poison: str) -> None:
-        self.tagger, self.poison = tagger, poison
-        self.model_name, self.model_version = tagger.model_name, tagger.model_version
+    def __init__(self, pipeline: Pipeline, poison: str) -> None:
+        self.pipeline, self.poison = pipeline, poison
+        self.model, self.model_id = pipeline.model, pipeline.model_id
 
-    def tag_products(self, products):
+    def __call__(self, products):
         if any(self.poison in (p.get("title") or "") for p in products):
             raise RuntimeError(f"failpoint poison_text: the tokenizer broke on {self.poison!r}")
-        return self.tagger.tag_products(products)
+        return self.pipeline(products)

@@ -13,25 +13,22 @@ import os
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import faust
 import orjson
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from stream.tagging.bundle import POINTER, BundleError, resolve
 from stream.service import metrics
 from stream.service.drift import DriftConfig, DriftWindow, TextObservation
 from stream.service.enrich import DLQ, ENRICHED, BatchResult, enrich, parse_batch
 from stream.service.events import Limits, ProductEvent, RawEvent
-from stream.service.failpoints import PoisonedTagger, failpoint
+from stream.service.failpoints import PoisonedPipeline, failpoint
 from stream.service.fixups import SeekThenDeliverTableManager, as_current_event
 from stream.service.health import Health
+from stream.service.serving import ServingPipeline
 from stream.service.settings import Settings
-from stream.tagging.tagger import Tagger
-from stream.tagging.taxonomy import Taxonomy
-from stream.service.topics import kafka_client_options, ssl_context
+from stream.service.clients import kafka_client_options, ssl_context
 
 log = logging.getLogger("tagstream.worker")
 STATE_TABLE = "product-state"
@@ -49,53 +46,6 @@ def _faust_credentials(settings: Settings):
     return None
 
 
-class ModelHolder:
-    """The tagger serving now; swapped between batches when the store's pointer changes."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.path = Path(settings.bundle)
-        self.tagger, self.taxonomy = self._load()
-        self._stamp = self._pointer_stamp()
-        self._checked = time.monotonic()
-
-    def _load(self) -> tuple[Tagger, Taxonomy]:
-        s = self.settings
-        tagger = Tagger.load(self.path, variant=s.variant, device=s.device, threads=s.threads or None,
-                             batch_size=max(s.max_batch, 1))
-        taxonomy = Taxonomy.load(tagger.bundle.file("taxonomy.json"))
-        self.reference = orjson.loads(tagger.bundle.file("reference.json").read_bytes())
-        metrics.MODEL_INFO.info({"name": tagger.model_name, "version": tagger.model_version,
-                                 "variant": tagger.variant, "provider": tagger.providers[0]})
-        log.info("serving %s (%s, %s) from %s", tagger.bundle.model_id, tagger.variant, tagger.providers[0],
-                 tagger.bundle.path)
-        return tagger, taxonomy
-
-    def _pointer_stamp(self) -> tuple:
-        pointer = self.path / POINTER
-        try:
-            return (pointer.read_text(encoding="utf-8").strip(), pointer.stat().st_mtime_ns)
-        except OSError:
-            return (str(resolve(self.path)), 0)
-
-    def maybe_reload(self) -> None:
-        """Called between batches (in the inference thread): never while a batch is tagged."""
-        if time.monotonic() - self._checked < self.settings.reload_interval:
-            return
-        self._checked = time.monotonic()
-        stamp = self._pointer_stamp()
-        if stamp == self._stamp:
-            return
-        self._stamp = stamp
-        try:
-            self.tagger, self.taxonomy = self._load()
-            metrics.MODEL_RELOADS.labels("loaded").inc()
-        except (BundleError, ValueError, OSError) as err:
-            # A bad bundle never replaces a good one: keep serving, say why.
-            metrics.MODEL_RELOADS.labels("refused").inc()
-            log.error("new bundle refused, still serving %s: %s", self.tagger.bundle.model_id, err)
-
-
 class EnrichmentWorker:
     """Wires the settings into a Faust app with one enrichment agent and a state table."""
 
@@ -104,7 +54,7 @@ class EnrichmentWorker:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
-        self.models = ModelHolder(settings)
+        self.models = ServingPipeline(settings)
         self.health = Health.from_settings(settings)     # what /healthz and /readyz answer
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self.limits = Limits(settings.max_event_bytes, settings.max_field_chars, settings.max_product_id_chars,
@@ -138,13 +88,9 @@ class EnrichmentWorker:
         self.dlq = self.app.topic(settings.dlq_topic, **raw)
         self.drift_out = self.app.topic(settings.drift_topic, **raw)
         self.candidates_out = self.app.topic(settings.candidates_topic, **raw)
-        self.drift_config = DriftConfig(
-            window_events=settings.drift_window_events, window_seconds=settings.drift_window_seconds,
-            min_texts=settings.drift_min_texts, psi_threshold=settings.drift_psi_threshold,
-            js_threshold=settings.drift_js_threshold, oot_threshold=settings.drift_oot_threshold,
-            candidate_min_count=settings.candidate_min_count, candidate_min_share=settings.candidate_min_share)
-        self.window = DriftWindow(self.drift_config, self.models.reference,
-                                  covered_types=self.models.taxonomy.covered_types)
+        self.drift_config = DriftConfig.from_settings(settings)
+        self.window = DriftWindow(self.drift_config, self.models.pipeline.reference,
+                                  covered_types=self.models.pipeline.taxonomy.covered_types)
         # Each product's state is written under the event that carried it (``as_current_event``), so
         # its changelog partition (and RocksDB database) is its input partition: a worker's state is
         # exactly that of the partitions it consumes.
@@ -268,10 +214,10 @@ class EnrichmentWorker:
         """Publish the drift window's report (and its new-tag candidates); start the next window."""
         report, candidates, self.window = self.window.close(now)
         # A reloaded bundle brings its own reference and taxonomy.
-        self.window.reference, self.window.covered_types = self.models.reference, self.models.taxonomy.covered_types
-        tagger, taxonomy = self.models.tagger, self.models.taxonomy
-        source = {"worker": self.worker_id, "model": {"name": tagger.model_name, "version": tagger.model_version},
-                  "taxonomy": {"name": taxonomy.name, "version": taxonomy.version}}
+        pipeline = self.models.pipeline
+        self.window.reference, self.window.covered_types = pipeline.reference, pipeline.taxonomy.covered_types
+        source = {"worker": self.worker_id, "model": pipeline.model,
+                  "taxonomy": {"name": pipeline.taxonomy.name, "version": pipeline.taxonomy.version}}
         report = {**report, **source}
         metrics.observe_drift(report, len(candidates))
         if report["alert"]:
@@ -376,20 +322,23 @@ class EnrichmentWorker:
 
     def _enrich(self, batch, parsed, snapshot) -> tuple[BatchResult, list[TextObservation]]:
         failpoint("slow_inference")
-        self.models.maybe_reload()
-        models = self.models
+        pipeline = self.models.maybe_reload()
         poison = failpoint("poison_text")
-        tagger = PoisonedTagger(models.tagger, poison) if poison else models.tagger
-        result = enrich(batch, tagger, snapshot, taxonomy=models.taxonomy, limits=self.limits,
-                        worker=self.worker_id, skip_unchanged=self.settings.skip_unchanged, parsed=parsed)
-        return result, observe(result, models.tagger)
+        result = enrich(batch, PoisonedPipeline(pipeline, poison) if poison else pipeline, snapshot,
+                        limits=self.limits, worker=self.worker_id, skip_unchanged=self.settings.skip_unchanged,
+                        parsed=parsed)
+        return result, observe(result)
 
 
-def observe(result: BatchResult, tagger: Tagger) -> list[TextObservation]:
-    """What the drift window needs of each enriched title: its tags and its token counts. Titles
-    only: the bundle's reference profile is made of (labelled) titles too."""
-    texts = [(event.product_id, "title", event.title, [t for t in tags if t["field"] == "title"])
-             for event, tags in result.tagged if event.title]
-    units = tagger.encoder.units([t[2] for t in texts], features=False) if texts else []
-    return [TextObservation(pid, name, text, len(u.token_ids), u.unknown_tokens, tags)
-            for (pid, name, text, tags), u in zip(texts, units)]
+def observe(result: BatchResult) -> list[TextObservation]:
+    """What the drift window needs of each newly tagged title: its tags and token counts, as the
+    pipeline found them (nothing is tokenised again). Titles only: the bundle's reference profile is
+    made of (labelled) titles too. Re-used tags (unchanged content) are not observed again."""
+    out = []
+    for event, found in result.tagged:
+        for stats in found.texts:
+            if stats.field == "title":
+                tags = [t for t in found.tags if t.field == "title"]
+                out.append(TextObservation(event.product_id, "title", event.title, stats.tokens,
+                                           stats.unknown_tokens, tags))
+    return out

@@ -184,3 +184,24 @@ class TaggedSpan:
     def to_json(self) -> dict:
         return {"field": self.field, "start": self.start, "end": self.end, "text": self.text,
                 "type": self.type, "confidence": round(self.confidence, 4)}
+
+
+@dataclass(frozen=True, slots=True)
+class Tag:
+    """A span as the service publishes it: tied to its taxonomy node (``tag`` is the node id, else
+    the normalised text; ``path`` the node's ids from the root down) and to its evidence."""
+
+    tag: str
+    type: str
+    text: str
+    field: str
+    start: int
+    end: int
+    confidence: float
+    in_taxonomy: bool
+    path: tuple[str, ...] = ()
+
+    def to_json(self) -> dict:
+        """The enriched record's tag object (key order fixed: replays give the same bytes)."""
+        return {"tag": self.tag, "type": self.type, "path": list(self.path), "text": self.text, "field": self.field,
+                "start": self.start, "end": self.end, "confidence": self.confidence, "in_taxonomy": self.in_taxonomy}

@@ -20,7 +20,7 @@ from stream.tagging.decode import tag_units
 from stream.tagging.spans import TaggedSpan
 from stream.tagging.lexicon import LEXICON_FILE, Lexicon, LexiconError, taxonomy_forms
 from stream.tagging.taxonomy import Taxonomy, TaxonomyError
-from stream.tagging.tokenization import PaddedBatch, TextEncoder, gather_units
+from stream.tagging.tokenization import PaddedBatch, TextEncoder, Units, gather_units
 
 log = logging.getLogger(__name__)
 
@@ -143,22 +143,12 @@ class Tagger:
         units = gather_units(self.emissions(batch), batch.unit_positions)
         return viterbi_decode(units, batch.unit_mask, self.crf), marginals(units, batch.unit_mask, self.crf)
 
+    def tag_units(self, units: Sequence[Units], fields: Sequence[str] | None = None,
+                  bucket: bool = True) -> list[list[TaggedSpan]]:
+        """Tag texts already split into units (the pipeline keeps the units for their token counts)."""
+        return tag_units(self.encoder, units, self.score, self.labels, batch_size=self.batch_size, fields=fields,
+                         bucket=bucket)
+
     def tag_texts(self, texts: Sequence[str], fields: Sequence[str] | None = None,
                   bucket: bool = True) -> list[list[TaggedSpan]]:
-        return tag_units(self.encoder, self.encoder.units(texts), self.score, self.labels,
-                         batch_size=self.batch_size, fields=fields, bucket=bucket)
-
-    def tag_products(self, products: Sequence[dict]) -> list[list[TaggedSpan]]:
-        """Tag the title and description of each product; one span list per product."""
-        texts, fields, owners = [], [], []
-        for index, product in enumerate(products):
-            for name in ("title", "description"):
-                value = product.get(name)
-                if value:
-                    texts.append(value)
-                    fields.append(name)
-                    owners.append(index)
-        out: list[list[TaggedSpan]] = [[] for _ in products]
-        for owner, spans in zip(owners, self.tag_texts(texts, fields)):
-            out[owner].extend(spans)
-        return out
+        return self.tag_units(self.encoder.units(texts), fields, bucket)

@@ -11,9 +11,7 @@ import orjson
 
 from stream.tagging.bundle import POINTER, promote
 from model.synth import generate, load_taxonomy_json
-from stream.service.enrich import tag_dicts
-from stream.tagging.tagger import Tagger
-from stream.tagging.taxonomy import Taxonomy
+from stream.tagging.pipeline import Pipeline
 from tests.conftest import DEMO_TAXONOMY
 from tests.streaming import WorkerProcess, consume, event, free_port, produce, scrape, values
 
@@ -49,15 +47,14 @@ def test_thousand_events_come_out_with_the_offline_tags(kafka, topics, tiny_bund
     got = {v["product_id"]: v for v in values(out)}
     assert len(out) == 1000 and set(got) == {p["id"] for p in products}
 
-    offline = Tagger.load(tiny_bundle, device="cpu")
-    taxonomy = Taxonomy.load(tiny_bundle / "taxonomy.json")
-    expected = [tag_dicts(spans, taxonomy) for spans in offline.tag_products(products)]
+    offline = Pipeline.load(tiny_bundle, device="cpu")
+    expected = [[t.to_json() for t in found.tags] for found in offline(products)]
     for product, tags in zip(products, expected):
         record = got[product["id"]]
         assert _without_confidence(record["tags"]) == _without_confidence(tags), product["id"]
         for a, b in zip(record["tags"], tags):
             assert abs(a["confidence"] - b["confidence"]) < 2e-3  # batch composition moves only rounding
-        assert record["model"] == {"name": offline.model_name, "version": offline.model_version}
+        assert record["model"] == offline.model
         assert record["version"] == 1 and len(record["content_hash"]) == 32
 
 

@@ -8,6 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from stream.tagging.spans import Tag
 from stream.service.drift import DriftConfig, DriftWindow, TextObservation, distribution, js_divergence, psi
 
 CATEGORIES = {"dress": 40, "phone": 30, "sofa": 20, "lipstick": 10}
@@ -19,18 +20,19 @@ def _observations(n: int, mix: dict[str, int], seed: int, extra_brand: str | Non
     out = []
     for i in range(n):
         category = rng.choices(names, weights)[0]
-        tags = [{"type": "category", "text": category, "confidence": 0.9, "in_taxonomy": True},
-                {"type": "model", "text": f"X{rng.randint(1, 999)}", "confidence": 0.8, "in_taxonomy": False}]
+        model = f"X{rng.randint(1, 999)}"
+        tags = [Tag(category, "category", category, "title", 0, 1, 0.9, True),
+                Tag(model.casefold(), "model", model, "title", 2, 3, 0.8, False)]
         if extra_brand and i % every == 0:
-            tags.append({"type": "brand", "text": extra_brand, "confidence": 0.7, "in_taxonomy": False})
+            tags.append(Tag(extra_brand.casefold(), "brand", extra_brand, "title", 4, 5, 0.7, False))
         title = f"{extra_brand or ''} {category} title {i}"
         out.append(TextObservation(f"p{seed}-{i}", "title", title, 8, 1 if i % 10 == 0 else 0, tags))
     return out
 
 
 def _reference(observations) -> dict:
-    types = Counter(t["type"] for o in observations for t in o.tags)
-    values = Counter(f"{t['type']}:{t['text'].casefold()}" for o in observations for t in o.tags)
+    types = Counter(t.type for o in observations for t in o.tags)
+    values = Counter(f"{t.type}:{t.text.casefold()}" for o in observations for t in o.tags)
     return {"texts": len(observations), "spans": sum(types.values()), "type_counts": dict(types),
             "top_values": dict(values.most_common(200)),
             "text_length": {"mean": float(np.mean([len(o.text) for o in observations]))},

@@ -10,27 +10,26 @@ import pytest
 
 from stream.service.enrich import DLQ, ENRICHED, Limits, enrich
 from stream.service.events import RawEvent
-from stream.tagging.tagger import Tagger
-from stream.tagging.taxonomy import Taxonomy
+from stream.tagging.pipeline import Pipeline
 
 
 @pytest.fixture(scope="module")
 def tagger(tiny_bundle):
-    return Tagger.load(tiny_bundle, device="cpu")
+    return Pipeline.load(tiny_bundle, device="cpu")
 
 
 class CountingTagger:
-    """The real tagger, counting the products it is asked to tag (and failing on demand)."""
+    """The real pipeline, counting the products it is asked to tag (and failing on demand)."""
 
     def __init__(self, inner, poison: str | None = None):
         self.inner, self.poison, self.tagged = inner, poison, 0
-        self.model_name, self.model_version = inner.model_name, inner.model_version
+        self.model, self.model_id = inner.model, inner.model_id
 
-    def tag_products(self, products):
+    def __call__(self, products):
         if self.poison and any(self.poison in p["title"] for p in products):
             raise RuntimeError("tokenizer exploded")
         self.tagged += len(products)
-        return self.inner.tag_products(products)
+        return self.inner(products)
 
 
 def raw(key, value, offset=0):
@@ -46,7 +45,7 @@ def upsert(pid, version, title, description=None):
 def test_one_model_call_per_batch_and_outputs_in_input_order(tagger):
     counting = CountingTagger(tagger)
     batch = [raw(f"p{i}", upsert(f"p{i}", 1, t)) for i, t in enumerate(["耐克黑色跑步鞋", "华为手机", "Nike shoes"])]
-    result = enrich(batch, counting, {}, taxonomy=Taxonomy.load(tagger.bundle.file("taxonomy.json")))
+    result = enrich(batch, counting, {})
     assert [o.key for o in result.outputs] == [b"p0", b"p1", b"p2"] and counting.tagged == 3
     records = [orjson.loads(o.value) for o in result.outputs]
     for record, title in zip(records, ["耐克黑色跑步鞋", "华为手机", "Nike shoes"]):

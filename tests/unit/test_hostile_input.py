@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from stream.service import events
 from stream.service.enrich import DLQ, ENRICHED, Limits, enrich
 from stream.service.events import RawEvent
-from stream.tagging.tagger import Tagger
+from stream.tagging.pipeline import Pipeline
 
 CODES = {events.INVALID_UTF8, events.INVALID_JSON, events.NOT_AN_OBJECT, events.MISSING_FIELD, events.WRONG_TYPE,
          events.INVALID_VALUE, events.TOO_LARGE, events.KEY_MISMATCH, events.INFERENCE_FAILED}
@@ -50,7 +50,7 @@ def hostile(draw):
 
 @pytest.fixture(scope="module")
 def tagger(tiny_bundle):
-    return Tagger.load(tiny_bundle, device="cpu")
+    return Pipeline.load(tiny_bundle, device="cpu")
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,

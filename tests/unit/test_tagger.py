@@ -11,6 +11,7 @@ import textwrap
 import pytest
 
 from stream.tagging.bundle import BundleError, promote, read_bundle, rollback
+from stream.tagging.pipeline import Pipeline
 from stream.tagging.tagger import Tagger, cuda_device_count
 from tests.conftest import ROOT
 
@@ -40,13 +41,24 @@ def test_long_text_is_tagged_in_windows(tiny_bundle):
     assert all(a.end <= b.start for a, b in zip(spans, spans[1:]))
 
 
-def test_products_keep_their_fields(tiny_bundle):
-    tagger = Tagger.load(tiny_bundle, device="cpu")
-    products = [{"title": "耐克黑色跑步鞋", "description": "Nike 男士 跑步鞋, 黑色"}, {"title": "华为手机"}]
-    tagged = tagger.tag_products(products)
-    for product, spans in zip(products, tagged):
-        for s in spans:
-            assert product[s.field][s.start:s.end] == s.text
+def test_the_pipeline_tags_products_with_fields_nodes_and_token_counts(tiny_bundle):
+    pipeline = Pipeline.load(tiny_bundle, device="cpu")
+    products = [{"title": "耐克黑色跑步鞋", "description": "Nike 男士 跑步鞋, 黑色"}, {"title": "华为手机"}, {"title": ""}]
+    found = pipeline(products)
+    assert [[s.field for s in f.texts] for f in found] == [["title", "description"], ["title"], []]
+    for product, f in zip(products, found):
+        for t in f.tags:
+            assert product[t.field][t.start:t.end] == t.text
+            node = pipeline.taxonomy.lookup(t.type, t.text)
+            assert t.in_taxonomy == (node is not None) and (t.tag == node.id if node else True)
+            assert list(t.path) == (pipeline.taxonomy.path(node) if node else [])
+        for stats in f.texts:
+            units = pipeline.tagger.encoder.units([product[stats.field]])[0]
+            assert (stats.tokens, stats.unknown_tokens) == (len(units.token_ids), units.unknown_tokens)
+    # The same spans as the tagger alone, only tied to the taxonomy.
+    spans = pipeline.tagger.tag_texts([products[0]["title"]], ["title"])[0]
+    assert [(s.start, s.end, s.type) for s in spans] == [(t.start, t.end, t.type) for t in found[0].tags
+                                                         if t.field == "title"]
 
 
 def test_cpu_is_what_the_session_really_got_here(tiny_bundle):
