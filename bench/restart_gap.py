@@ -33,13 +33,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import machine, produce  # noqa: E402
-from model.synth import generate, load_taxonomy_json  # noqa: E402
+from model.synth import DEMO_TAXONOMY, generate, load_taxonomy_json  # noqa: E402
 from stream.service.settings import Settings  # noqa: E402
-from stream.service.topics import ensure_topics  # noqa: E402
+from stream.service.clients import ensure_topics  # noqa: E402
 from tests.kafka_broker import ensure_broker  # noqa: E402
 from tests.streaming import Topics, WorkerProcess, group_lag  # noqa: E402
 
-TAXONOMY = ROOT / "model" / "resources" / "demo_taxonomy.json"
 SHARED_BUNDLE = ROOT / "bench" / ".cache" / "minilm-bundle"
 PARTITIONS = 4
 TARGET_MS = 5000          # the target for the static gap (from about 31 s)
@@ -241,7 +240,7 @@ def main() -> None:
     if args.repeats < 1 or args.events < 1 or args.new_events < 1:
         sys.exit("--repeats, --events and --new-events must be at least 1")
 
-    products = generate(load_taxonomy_json(TAXONOMY), args.events + args.new_events, seed=301, lang="en",
+    products = generate(load_taxonomy_json(DEMO_TAXONOMY), args.events + args.new_events, seed=301, lang="en",
                         products=True)
     first = product_events(products[:args.events], 1, "first-")
     new = product_events(products[args.events:], 1, "new-")

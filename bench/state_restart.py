@@ -37,17 +37,14 @@ sys.path.insert(0, str(ROOT))
 from bench.common import machine, produce  # noqa: E402
 from bench.restart_gap import (PARTITIONS, changelog_replay, create_topics, end_offsets, milestones,  # noqa: E402
                                wait_committed, wait_for_keys, worker_settings)
-from stream.tagging.bundle import read_bundle  # noqa: E402
-from model.synth import generate, load_taxonomy_json  # noqa: E402
-from stream.tagging.spans import TaggedSpan  # noqa: E402
-from stream.service.enrich import tag_dicts  # noqa: E402
+from model.synth import DEMO_TAXONOMY, generate, load_taxonomy_json  # noqa: E402
 from stream.service.events import ProductEvent  # noqa: E402
-from stream.tagging.taxonomy import Taxonomy  # noqa: E402
 from stream.service.worker import STATE_TABLE  # noqa: E402
+from stream.tagging.pipeline import Pipeline  # noqa: E402
+from stream.tagging.spans import TaggedSpan  # noqa: E402
 from tests.kafka_broker import ensure_broker  # noqa: E402
 from tests.streaming import Topics, WorkerProcess, free_port, scrape  # noqa: E402
 
-TAXONOMY = ROOT / "model" / "resources" / "demo_taxonomy.json"
 SHARED_BUNDLE = ROOT / "bench" / ".cache" / "minilm-bundle"
 SEEDED_VERSION = 5
 STALE = 'tagstream_events_skipped_total{reason="stale"}'
@@ -61,11 +58,12 @@ def changelog_topic(topics: Topics) -> str:
 
 class Catalogue:
     """Seeded products: ``seed-0000000`` … with title, description and the state entry the worker
-    would have stored for them (a pool of synthetic products, reused round-robin)."""
+    would have stored for them (a pool of synthetic products, reused round-robin). Their labelled
+    spans stand in for the model's (no 200,000 titles through it); the bundle's pipeline turns them
+    into published tags (taxonomy node, path) as the worker does."""
 
-    def __init__(self, products: int, tags: int, model_id: str, seed: int = 401) -> None:
-        taxonomy_json = load_taxonomy_json(TAXONOMY)
-        taxonomy = Taxonomy.load(TAXONOMY)
+    def __init__(self, products: int, tags: int, pipeline: Pipeline, seed: int = 401) -> None:
+        taxonomy_json = load_taxonomy_json(DEMO_TAXONOMY)
         self.products = products
         rng = random.Random(seed)
         self.pool = []
@@ -73,8 +71,8 @@ class Catalogue:
             spans = [TaggedSpan(s["field"], s["start"], s["end"], p[s["field"]][s["start"]:s["end"]], s["label"],
                                 rng.uniform(0.7, 0.999)) for s in p["spans"][:tags]]
             content = ProductEvent("", "upsert", SEEDED_VERSION, p["title"], p["description"]).content_hash
-            entry = {"version": SEEDED_VERSION, "content_hash": content, "model": model_id, "deleted": False,
-                     "tags": tag_dicts(spans, taxonomy)}
+            entry = {"version": SEEDED_VERSION, "content_hash": content, "model": pipeline.model_id,
+                     "deleted": False, "tags": [pipeline.tag(s).to_json() for s in spans], "tags_dropped": 0}
             self.pool.append((p, entry, orjson.dumps(entry)))
 
     def pid(self, i: int) -> str:
@@ -133,7 +131,8 @@ def seed(bootstrap: str, topics: list[str], catalogue: Catalogue) -> float:
 def _replay_rate(records: int | None, m: dict) -> float | None:
     """Changelog records per second between joining the group and the end of table recovery (None
     when there was next to nothing to replay)."""
-    if not records or records < 100 or m["joined_ms"] is None or m["recovered_ms"] is None or m["recovered_ms"] <= m["joined_ms"]:
+    if not records or records < 100 or m["joined_ms"] is None or m["recovered_ms"] is None \
+            or m["recovered_ms"] <= m["joined_ms"]:
         return None
     return round(records / ((m["recovered_ms"] - m["joined_ms"]) / 1000))
 
@@ -224,7 +223,8 @@ def main() -> None:
     if args.products < 3 or args.tags < 1:
         sys.exit("--products must be at least 3 and --tags at least 1")
 
-    catalogue = Catalogue(args.products, args.tags, read_bundle(bundle).model_id)
+    catalogue = Catalogue(args.products, args.tags, Pipeline.load(bundle, variant=args.variant, device="cpu",
+                                                                  threads=1))
     bootstrap = ensure_broker()
     work = Path(tempfile.mkdtemp(prefix="tagstream-state-restart-"))
     stores = {"memory": Topics(), "rocksdb": Topics()}

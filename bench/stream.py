@@ -32,14 +32,13 @@ sys.path.insert(0, str(ROOT))
 from bench.common import (Counters, batch_stats, events_per_second, machine, percentiles, produce,  # noqa: E402
                           py_spy, read_all, wait_for_outputs)
 from bench.profile_summary import summarise  # noqa: E402
-from model.synth import generate, load_taxonomy_json  # noqa: E402
+from model.synth import DEMO_TAXONOMY, generate, load_taxonomy_json  # noqa: E402
 from stream.service.settings import Settings  # noqa: E402
 from stream.tagging.tagger import Tagger  # noqa: E402
-from stream.service.topics import ensure_topics  # noqa: E402
+from stream.service.clients import ensure_topics  # noqa: E402
 from tests.kafka_broker import ensure_broker  # noqa: E402
 from tests.streaming import Topics, WorkerProcess, free_port  # noqa: E402
 
-TAXONOMY = ROOT / "model" / "resources" / "demo_taxonomy.json"
 SHARED_BUNDLE = ROOT / "bench" / ".cache" / "minilm-bundle"
 PROFILE_TRACE = ROOT / "bench" / ".cache" / "stream-profile.txt"   # raw py-spy stacks; the summary goes in the JSON
 PARTITIONS = 4
@@ -90,7 +89,7 @@ def main() -> None:
     if not 0 < args.load < 1:
         sys.exit(f"--load must be in (0, 1), got {args.load}")
 
-    taxonomy = load_taxonomy_json(TAXONOMY)
+    taxonomy = load_taxonomy_json(DEMO_TAXONOMY)
     products = generate(taxonomy, args.events, seed=101, lang="en", products=True)
     model_eps, batch_call, providers = model_only(bundle, products, args.batch, args.threads, args.variant)
     print(f"model-only: {model_eps:.1f} events/s; one full batch of {args.batch}: p50 {batch_call['p50_ms']} ms",

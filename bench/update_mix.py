@@ -24,13 +24,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import Counters, batch_stats, events_per_second, machine, produce, read_all, wait_for_outputs  # noqa: E402
-from model.synth import generate, load_taxonomy_json  # noqa: E402
+from model.synth import DEMO_TAXONOMY, generate, load_taxonomy_json  # noqa: E402
 from stream.service.settings import Settings  # noqa: E402
-from stream.service.topics import ensure_topics  # noqa: E402
+from stream.service.clients import ensure_topics  # noqa: E402
 from tests.kafka_broker import ensure_broker  # noqa: E402
 from tests.streaming import Topics, WorkerProcess, free_port  # noqa: E402
 
-TAXONOMY = ROOT / "model" / "resources" / "demo_taxonomy.json"
 SHARED_BUNDLE = ROOT / "bench" / ".cache" / "minilm-bundle"
 PARTITIONS = 4
 TARGET_RATIO = 3.0
@@ -45,7 +44,7 @@ def event(pid: str, version: int, product: dict, price: float, stock: int) -> tu
 def update_mix(products: int, updates: int, text_share: float, seed: int) -> tuple[list, list, int]:
     """(initial upserts, updates, how many updates change the text). Price and stock are extra
     fields of the event: the worker ignores them and they never enter the content hash."""
-    taxonomy = load_taxonomy_json(TAXONOMY)
+    taxonomy = load_taxonomy_json(DEMO_TAXONOMY)
     catalogue = generate(taxonomy, products, seed=seed, lang="en", products=True)
     rewrites = iter(generate(taxonomy, updates, seed=seed + 1, lang="en", products=True))
     rng = random.Random(seed)

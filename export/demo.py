@@ -27,7 +27,8 @@ def demo_bundle(cache: Path, say: Callable[[str], None]) -> Path:
         say(f"using the cached demo model {bundle}")
         return bundle
     try:
-        from export.onnx_export import ExportConfig, export_bundle
+        from export.bundle import export_bundle
+        from export.config import ExportConfig
         from model.train import TrainConfig, train
     except ModuleNotFoundError as err:
         raise DemoBundleError(f"the first demo run trains a model and needs the training extra ({err.name} is missing): "
@@ -40,7 +41,7 @@ def demo_bundle(cache: Path, say: Callable[[str], None]) -> Path:
     say("training the demo model (2,000 synthetic zh/en titles, once; cached for the next run)")
     train(TrainConfig(train=(str(cache / "train.jsonl"),), dev=str(cache / "dev.jsonl"),
                       out=str(cache / "checkpoint"), layers=2, hidden=64, heads=2, epochs=4, batch_size=16,
-                      vocab_size=3000, name="tagstream-demo"), log=say)
+                      vocab_size=3000, name="tagstream-demo", taxonomy=str(DEMO_TAXONOMY)), log=say)
     export_bundle(ExportConfig(checkpoint=str(cache / "checkpoint"), out=str(bundle), int8=True, version="1"),
                   log=say)
     return bundle

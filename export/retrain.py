@@ -10,24 +10,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from stream.tagging.bundle import current, promote, read_bundle
-from export.onnx_export import ExportConfig, ExportError, export_bundle
+from export.bundle import export_bundle
+from export.config import ExportConfig, ExportError, RetrainConfig
 from model.metrics import entity_scores
-from model.train import TrainConfig, load_examples, train
+from model.train import load_examples, train
+from stream.tagging.bundle import current, promote, read_bundle
 from stream.tagging.spans import Span
 from stream.tagging.tagger import Tagger
 
 PROMOTED, FAILED, REJECTED = 0, 1, 3
-
-
-@dataclass(frozen=True)
-class RetrainConfig:
-    store: str
-    held_out: tuple[str, ...]
-    training: TrainConfig          # its `out` is ignored: the job keeps checkpoints in the store
-    tolerance: float = 0.005       # allowed micro-F1 drop against the champion
-    int8: bool = False
-    taxonomy: str | None = None
 
 
 @dataclass
@@ -57,6 +48,16 @@ def _table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def challenger_taxonomy(config: RetrainConfig, champion: Tagger | None) -> str | None:
+    """The taxonomy the challenger ships: the one given (to the job or its training), else the
+    champion's, so a retrain never swaps the live taxonomy behind the curators' backs; with
+    neither, None lets the export take the checkpoint's."""
+    given = config.taxonomy or config.training.taxonomy
+    if given:
+        return given
+    return str(champion.bundle.file("taxonomy.json")) if champion is not None else None
+
+
 def retrain(config: RetrainConfig, log: Callable[[str], None] = print) -> RetrainOutcome:
     store = Path(config.store)
     store.mkdir(parents=True, exist_ok=True)
@@ -77,8 +78,9 @@ def retrain(config: RetrainConfig, log: Callable[[str], None] = print) -> Retrai
         checkpoint = work / "checkpoint"
         result = train(replace(config.training, out=str(checkpoint)), log=log)
         name = f"{config.training.name}-{stamp}"
+        report["taxonomy"] = taxonomy = challenger_taxonomy(config, champion)
         export_bundle(ExportConfig(checkpoint=str(checkpoint), out=str(store / name), held_out=config.held_out,
-                                   taxonomy=config.taxonomy, int8=config.int8, version=stamp), log=log)
+                                   taxonomy=taxonomy, int8=config.int8, version=stamp), log=log)
         challenger = Tagger.load(store / name, device="cpu")
         report["challenger"] = {"bundle": name, "version": stamp, "scores": _f1(challenger, held_out),
                                 "train_dev_f1": result.dev.micro.f1 if result.dev else None,

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from transformers import BertConfig, BertForMaskedLM
 from transformers.utils import logging as hf_logging
 
+from model.config import DEFAULT_EPOCHS, PretrainConfig
 from model.data import DataError, data_hash
 from model.texts import read_texts
 from model.train import length_batches
@@ -29,51 +30,9 @@ TOKENIZER = "tokenizer.json"
 META = "pretrain.json"
 IGNORE = -100             # label of positions the loss skips (torch cross_entropy's default)
 MASK_SHARE, RANDOM_SHARE = 0.8, 0.1   # of the chosen words; the rest are kept as they are
-DEFAULT_EPOCHS = 10       # when no budget is given at all
 ESTIMATE_AFTER = 20       # steps timed before a time budget sets the schedule's length
 REESTIMATE_EVERY = 50
 CURVE_EVERY = 50          # steps averaged into one point of the recorded loss curve
-
-
-@dataclass(frozen=True)
-class PretrainConfig:
-    texts: tuple[str, ...] = ()
-    out: str = "pretrained"
-    layers: int = 2
-    hidden: int = 128
-    heads: int = 4
-    vocab_size: int = 8000
-    max_length: int = 128
-    batch_size: int = 32
-    lr: float = 1e-3                 # peak; on the real titles it beat 5e-4 (2,000 steps) and 2e-3 (600)
-    warmup: float = 0.06             # share of the schedule spent warming up
-    weight_decay: float = 0.01
-    clip: float = 1.0
-    mask_prob: float = 0.15          # share of words chosen for prediction
-    epochs: int | None = None        # None: DEFAULT_EPOCHS if no other budget is set, else no epoch limit
-    max_steps: int | None = None
-    max_seconds: float | None = None
-    max_cpu_seconds: float | None = None   # process CPU time: the same compute on a busy machine
-    held_out: float = 0.02           # share of texts kept aside for the final masked-token accuracy
-    seed: int = 13
-    threads: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.hidden % self.heads:
-            raise ValueError(f"hidden size {self.hidden} must be a multiple of heads {self.heads}")
-        if not 0.0 < self.mask_prob < 1.0:
-            raise ValueError(f"mask_prob must be in (0, 1), got {self.mask_prob}")
-        if not 0.0 <= self.held_out < 0.5:
-            raise ValueError(f"held_out must be in [0, 0.5), got {self.held_out}")
-        if self.max_length < 8:
-            raise ValueError(f"max_length must be at least 8, got {self.max_length}")
-
-    @property
-    def epoch_limit(self) -> int | None:
-        if self.epochs is not None:
-            return self.epochs
-        budgets = (self.max_steps, self.max_seconds, self.max_cpu_seconds)
-        return DEFAULT_EPOCHS if all(b is None for b in budgets) else None
 
 
 @dataclass(frozen=True)

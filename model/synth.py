@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 LANGS = ("zh", "en", "mixed")
+DEMO_TAXONOMY = Path(__file__).resolve().parent / "resources" / "demo_taxonomy.json"
 
 # Promotional words are deliberately not entities: the tagger has to learn to skip them.
 PROMO_ZH = ("包邮", "新款", "2026新款", "正品", "特价", "爆款", "限时", "限时特惠", "热卖", "官方正品", "现货", "清仓")
@@ -657,8 +658,7 @@ def main_stats(records: list[dict]) -> dict[str, int]:
 
 
 if __name__ == "__main__":
-    _here = Path(__file__).resolve().parent
-    _recs = generate(load_taxonomy_json(_here / "resources" / "demo_taxonomy.json"), 20, seed=1)
+    _recs = generate(load_taxonomy_json(DEMO_TAXONOMY), 20, seed=1)
     for _r in _recs:
         print(_r["text"], [(_r["text"][s["start"]:s["end"]], s["label"]) for s in _r["spans"]])
-    print(main_stats(generate(load_taxonomy_json(_here / "resources" / "demo_taxonomy.json"), 2000)))
+    print(main_stats(generate(load_taxonomy_json(DEMO_TAXONOMY), 2000)))

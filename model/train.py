@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -16,56 +17,21 @@ import torch
 from tqdm import tqdm
 
 from model import bert_crf
+from model.config import TrainConfig
 from model.data import DataError, Example, data_hash, labels_in, read_conll, read_jsonl
 from model.metrics import Scores, entity_scores
+from model.schedule import BudgetSchedule
 from model.vocab import base_model_tokenizer, build_wordpiece
 from stream.tagging.decode import ScoreFn, tag_texts
 from stream.tagging.lexicon import LEXICON_FILE, Lexicon, read_specs
 from stream.tagging.spans import Span, label_list, unit_tags
+from stream.tagging.taxonomy import Taxonomy, TaxonomyError
 from stream.tagging.tokenization import PaddedBatch, TextEncoder, Window
 
 TAGGER_META = "tagger.json"
 TOKENIZER = "tokenizer.json"
 EPOCH_LOG = "metrics.jsonl"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    train: tuple[str, ...]
-    out: str
-    dev: str | None = None
-    base_model: str | None = None      # a local BERT-family folder; None trains from scratch
-    layers: int = 2                    # scratch model shape
-    hidden: int = 128
-    heads: int = 4
-    vocab_size: int = 8000
-    max_length: int = 128
-    stride: int = 32
-    epochs: int = 20
-    batch_size: int = 16
-    lr: float | None = None            # encoder; default 5e-5 pretrained, 1e-3 scratch
-    head_lr: float = 5e-3              # emission and CRF layers learn from zero, so faster
-    warmup: float = 0.1
-    weight_decay: float = 0.01
-    clip: float = 1.0
-    dropout: float = 0.1
-    patience: int = 3
-    seed: int = 13
-    max_seconds: float | None = None
-    max_cpu_seconds: float | None = None   # process CPU time: the same compute on a busy machine
-    lexicon: tuple[str, ...] = ()      # taxonomy JSON files or TYPE=FILE word lists
-    lexicon_from_train: bool = False   # add the training set's entity strings to the lexicon
-    lexicon_dim: int = 32
-    threads: int | None = None
-    repair: bool = False
-    dev_fraction: float = 0.1
-    name: str = "tagstream-tagger"
-
-    @property
-    def encoder_lr(self) -> float:
-        if self.lr is not None:
-            return self.lr
-        return 5e-5 if self.base_model else 1e-3
+TAXONOMY = "taxonomy.json"         # the taxonomy the checkpoint's bundles ship (see export/taxonomy.py)
 
 
 @dataclass
@@ -222,41 +188,22 @@ def split_dev(examples: list[Example], fraction: float, seed: int) -> tuple[list
     return [e for i, e in enumerate(examples) if i not in dev], [examples[i] for i in sorted(dev)]
 
 
-class BudgetSchedule:
-    """Linear warm-up and decay over the steps training will really take. With a time budget that
-    is not ``epochs`` full epochs: the horizon is re-estimated from the pace so far (evaluations
-    included), so the rate still decays to zero when the budget runs out instead of staying
-    in warm-up."""
-
-    def __init__(self, config: TrainConfig, steps_per_epoch: int) -> None:
-        self.config = config
-        self.cap = self.total = steps_per_epoch * config.epochs
-        self.warmup = int(config.warmup * self.total)
-        self._warmup_fixed = not (config.max_seconds or config.max_cpu_seconds)
-
-    def factor(self, step: int) -> float:
-        if step < self.warmup:
-            return step / max(1, self.warmup)
-        return max(0.0, (self.total - step) / max(1, self.total - self.warmup))
-
-    def observe(self, step: int, wall: float, cpu: float) -> None:
-        """After ``step`` steps taking ``wall`` / ``cpu`` seconds so far, re-aim the horizon."""
-        if not step:
-            return
-        reachable = [budget / (spent / step) for budget, spent in
-                ((self.config.max_seconds, wall), (self.config.max_cpu_seconds, cpu)) if budget and spent > 0]
-        if not reachable:
-            return
-        self.total = max(step + 1, min(self.cap, int(min(reachable))))
-        if not self._warmup_fixed:
-            self.warmup = int(self.config.warmup * self.total)
-            self._warmup_fixed = True
+def checkpoint_taxonomy(config: TrainConfig) -> Path | None:
+    """The taxonomy a checkpoint carries to its bundles: the one given, else the lexicon's only
+    taxonomy JSON source (``TYPE=FILE`` sources are word lists). Checked before training starts."""
+    sources = [spec for spec in config.lexicon if "=" not in spec]
+    chosen = config.taxonomy or (sources[0] if len(sources) == 1 else None)
+    if chosen is None:
+        return None
+    try:
+        Taxonomy.load(chosen)  # a checkpoint never carries a taxonomy its bundle would be refused for
+    except TaxonomyError as err:
+        raise DataError(str(err)) from None
+    return Path(chosen)
 
 
-def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    seed_everything(config.seed)
+def _split(config: TrainConfig) -> tuple[list[Example], list[Example], list[str]]:
+    """(train examples, dev examples, labels)."""
     examples = load_examples(config.train, repair=config.repair)
     if not examples:
         raise DataError(f"{', '.join(config.train)}: no training examples")
@@ -269,43 +216,99 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     unknown = set(labels_in(dev)) - set(labels_in(train_examples))
     if unknown:
         raise DataError(f"{config.dev}: labels {sorted(unknown)} appear in dev but not in training data")
+    return train_examples, dev, labels
 
+
+def _encoder(config: TrainConfig, train_examples: Sequence[Example]):
+    """(tokenizer, encoder module): the base model's, or a vocabulary and small BERT built from the data."""
     if config.base_model:
-        tokenizer = base_model_tokenizer(config.base_model)
-        encoder_module = bert_crf.pretrained_encoder(config.base_model)
-    else:
-        tokenizer = build_wordpiece([e.text for e in train_examples], vocab_size=config.vocab_size)
-        encoder_module = bert_crf.scratch_encoder(tokenizer.get_vocab_size(), config.layers, config.hidden,
-                                                  config.heads, max(512, config.max_length))
-    text_encoder = TextEncoder(tokenizer, config.max_length, config.stride)
-    samples, snapped, lexicon = training_samples(config, text_encoder, train_examples, labels)
-    text_encoder = text_encoder.with_lexicon(lexicon)
-    width = lexicon.width if lexicon else 0
-    model = bert_crf.BertCrf(encoder_module, len(labels), config.dropout, width, config.lexicon_dim)
+        return base_model_tokenizer(config.base_model), bert_crf.pretrained_encoder(config.base_model)
+    tokenizer = build_wordpiece([e.text for e in train_examples], vocab_size=config.vocab_size)
+    return tokenizer, bert_crf.scratch_encoder(tokenizer.get_vocab_size(), config.layers, config.hidden,
+                                               config.heads, max(512, config.max_length))
 
-    log(f"train: {len(train_examples)} texts -> {len(samples)} windows, {len(labels)} tags; "
-        f"dev: {len(dev)} texts; spans snapped to token edges: {snapped}"
-        + (f"; lexicon: {len(lexicon)} entries over {len(lexicon.types)} types" if lexicon else ""))
 
+def _optimizer(config: TrainConfig, model: bert_crf.BertCrf) -> torch.optim.AdamW:
     head = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
     decay = [p for n, p in model.encoder.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.encoder.named_parameters() if p.ndim <= 1]
-    optimizer = torch.optim.AdamW([
+    return torch.optim.AdamW([
         {"params": decay, "lr": config.encoder_lr, "weight_decay": config.weight_decay},
         {"params": no_decay, "lr": config.encoder_lr, "weight_decay": 0.0},
         {"params": head, "lr": config.head_lr, "weight_decay": 0.0},
     ])
-    steps_per_epoch = math.ceil(len(samples) / config.batch_size)
-    schedule = BudgetSchedule(config, steps_per_epoch)
+
+
+def _start_checkpoint(out: Path, tokenizer, lexicon: Lexicon | None, taxonomy: Path | None) -> None:
+    """What the checkpoint holds besides weights and meta; leftovers of an earlier run go."""
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(out / TOKENIZER))
+    for name in (LEXICON_FILE, TAXONOMY):
+        (out / name).unlink(missing_ok=True)
+    if lexicon:
+        lexicon.save(out / LEXICON_FILE)
+    if taxonomy:
+        shutil.copyfile(taxonomy, out / TAXONOMY)
+    (out / EPOCH_LOG).write_text("", encoding="utf-8")
+
+
+def _over_budget(config: TrainConfig, wall: float, cpu: float) -> bool:
+    return bool((config.max_seconds and wall > config.max_seconds)
+                or (config.max_cpu_seconds and cpu > config.max_cpu_seconds))
+
+
+def _meta(config: TrainConfig, labels: list[str], lexicon: Lexicon | None, taxonomy: Path | None,
+          best_epoch: int, best_scores: Scores | None, stopped: str, samples_per_second: float | None,
+          cpu_seconds: float) -> dict:
+    """The checkpoint's tagger.json: what loading, exporting and reporting need to know."""
+    return {
+        "name": config.name,
+        "labels": labels,
+        "max_length": config.max_length,
+        "stride": config.stride,
+        "dropout": config.dropout,
+        "lexicon": {"types": list(lexicon.types), "width": lexicon.width, "dim": config.lexicon_dim,
+                    "entries": len(lexicon), "sources": list(config.lexicon),
+                    "from_train": config.lexicon_from_train} if lexicon else None,
+        "taxonomy": str(taxonomy) if taxonomy else None,
+        "cpu_seconds": round(cpu_seconds, 1),
+        "base_model": str(config.base_model) if config.base_model else None,
+        "train_files": list(config.train),
+        "training_data_sha256": data_hash(config.train),
+        "best_epoch": best_epoch,
+        "dev": best_scores.to_json() if best_scores else None,
+        "train_samples_per_second": samples_per_second,
+        "stopped": stopped,
+        "config": asdict(config),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    seed_everything(config.seed)
+    taxonomy = checkpoint_taxonomy(config)
+    train_examples, dev, labels = _split(config)
+
+    tokenizer, encoder_module = _encoder(config, train_examples)
+    text_encoder = TextEncoder(tokenizer, config.max_length, config.stride)
+    samples, snapped, lexicon = training_samples(config, text_encoder, train_examples, labels)
+    text_encoder = text_encoder.with_lexicon(lexicon)
+    model = bert_crf.BertCrf(encoder_module, len(labels), config.dropout, lexicon.width if lexicon else 0,
+                             config.lexicon_dim)
+
+    log(f"train: {len(train_examples)} texts -> {len(samples)} windows, {len(labels)} tags; "
+        f"dev: {len(dev)} texts; spans snapped to token edges: {snapped}"
+        + (f"; lexicon: {len(lexicon)} entries over {len(lexicon.types)} types" if lexicon else "")
+        + (f"; taxonomy {taxonomy} goes with the checkpoint" if taxonomy else ""))
+
+    optimizer = _optimizer(config, model)
+    schedule = BudgetSchedule(config, steps_per_epoch=math.ceil(len(samples) / config.batch_size))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor)
 
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    tokenizer.save(str(out / TOKENIZER))
-    (out / LEXICON_FILE).unlink(missing_ok=True)
-    if lexicon:
-        lexicon.save(out / LEXICON_FILE)
-    (out / EPOCH_LOG).write_text("", encoding="utf-8")
+    _start_checkpoint(out, tokenizer, lexicon, taxonomy)
     rng = random.Random(config.seed)
     started, cpu_started = time.monotonic(), time.process_time()
     best_f1, best_epoch, best_scores, stale = -1.0, 0, None, 0
@@ -329,10 +332,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
             if scheduler.last_epoch == 20:
                 schedule.observe(20, time.monotonic() - started, time.process_time() - cpu_started)
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
-            if config.max_seconds and time.monotonic() - started > config.max_seconds:
-                stopped = "time budget"
-                break
-            if config.max_cpu_seconds and time.process_time() - cpu_started > config.max_cpu_seconds:
+            if _over_budget(config, time.monotonic() - started, time.process_time() - cpu_started):
                 stopped = "time budget"
                 break
         train_time += time.monotonic() - epoch_start
@@ -360,26 +360,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         if best_f1 >= 1.0 and losses and np.mean(losses) < 0.01:
             stopped = "converged"
             break
-    meta = {
-        "name": config.name,
-        "labels": labels,
-        "max_length": config.max_length,
-        "stride": config.stride,
-        "dropout": config.dropout,
-        "lexicon": {"types": list(lexicon.types), "width": lexicon.width, "dim": config.lexicon_dim,
-                    "entries": len(lexicon), "sources": list(config.lexicon),
-                    "from_train": config.lexicon_from_train} if lexicon else None,
-        "cpu_seconds": round(time.process_time() - cpu_started, 1),
-        "base_model": str(config.base_model) if config.base_model else None,
-        "train_files": list(config.train),
-        "training_data_sha256": data_hash(config.train),
-        "best_epoch": best_epoch,
-        "dev": best_scores.to_json() if best_scores else None,
-        "train_samples_per_second": round(seen / train_time, 1) if train_time else None,
-        "stopped": stopped,
-        "config": asdict(config),
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    meta = _meta(config, labels, lexicon, taxonomy, best_epoch, best_scores, stopped,
+                 round(seen / train_time, 1) if train_time else None, time.process_time() - cpu_started)
     (out / TAGGER_META).write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
     return TrainResult(out, best_epoch, best_scores, epochs, meta["train_samples_per_second"] or 0.0, stopped)
 
@@ -393,6 +375,7 @@ class Checkpoint:
     labels: list[str]
     meta: dict
     path: Path
+    taxonomy: Path | None = None      # the taxonomy its bundles ship by default; None: trained without one
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
@@ -410,4 +393,5 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     model = bert_crf.load(path, len(meta["labels"]), meta.get("dropout", 0.1),
                           lexicon.width if lexicon else 0, lexicon_meta["dim"] if lexicon_meta else 32)
     encoder = TextEncoder.from_file(path / TOKENIZER, meta["max_length"], meta["stride"], lexicon)
-    return Checkpoint(model, encoder, meta["labels"], meta, path)
+    taxonomy = path / TAXONOMY
+    return Checkpoint(model, encoder, meta["labels"], meta, path, taxonomy if taxonomy.is_file() else None)

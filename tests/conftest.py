@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from model.synth import DEMO_TAXONOMY  # noqa: F401  (re-exported: the tests take it from here)
+
 ROOT = Path(__file__).resolve().parent.parent
 REAL_DATA = ROOT.parent / "shared" / "data" / "ecommerce-ner"
-DEMO_TAXONOMY = ROOT / "model" / "resources" / "demo_taxonomy.json"
 
 SAMPLE_TEXTS = [
     "耐克 Nike Air Max 270 男士跑步鞋 黑色 42码 2026新款 包邮",
@@ -45,13 +46,15 @@ def write_synth(path: Path, n: int, seed: int, lang: str = "mixed") -> Path:
 
 def train_on_synthetic_titles(root: Path, *, titles: int, dev: int, layers: int, hidden: int, epochs: int,
                               vocab_size: int) -> Path:
-    """A from-scratch BERT-CRF trained on synthetic titles (train seed 11, dev seed 12); its checkpoint."""
+    """A from-scratch BERT-CRF trained on synthetic titles (train seed 11, dev seed 12); its checkpoint
+    carries the demo taxonomy the titles come from, so its bundles ship it."""
     from model.train import TrainConfig, train
 
     train_file = write_synth(root / "train.jsonl", titles, seed=11)
     dev_file = write_synth(root / "dev.jsonl", dev, seed=12)
     train(TrainConfig(train=(str(train_file),), dev=str(dev_file), out=str(root / "checkpoint"), layers=layers,
-                      hidden=hidden, heads=2, epochs=epochs, batch_size=16, threads=2, vocab_size=vocab_size),
+                      hidden=hidden, heads=2, epochs=epochs, batch_size=16, threads=2, vocab_size=vocab_size,
+                      taxonomy=str(DEMO_TAXONOMY)),
           log=lambda _: None)
     return root / "checkpoint"
 
@@ -67,7 +70,8 @@ def tiny_checkpoint(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_checkpoint, tmp_path_factory):
     """The tiny checkpoint exported (fp32 + int8) through the parity gate."""
-    from export.onnx_export import ExportConfig, export_bundle
+    from export.bundle import export_bundle
+    from export.config import ExportConfig
 
     out = tmp_path_factory.mktemp("bundle") / "tiny"
     export_bundle(ExportConfig(checkpoint=str(tiny_checkpoint), out=str(out), int8=True, version="1"),

@@ -23,6 +23,8 @@ from typing import Callable, Iterator
 
 import orjson
 
+from stream.service.settings import Settings, setting
+
 ROOT = Path(__file__).resolve().parents[2]
 KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"
 DEMO_TOPICS = {"input_topic": "demo.products.updates", "enriched_topic": "demo.products.enriched",
@@ -38,13 +40,18 @@ class DemoError(RuntimeError):
 
 @dataclass
 class DemoConfig:
-    events: int = 0                 # 0: replay until Ctrl-C
-    rate: float = 40.0              # events per second
-    cache: Path = Path.home() / ".cache" / "tagstream" / "demo"
-    bootstrap: str = "127.0.0.1:9092"
-    metrics_port: int = 9464
-    show_every: float = 3.0         # seconds between sample products
-    timeout: float = 180.0          # bounded runs: give up waiting for the last records after this
+    """What `tagstream demo` runs; its options are these fields (broker and port default as the worker's)."""
+
+    events: int = setting(0, "send this many events, wait for them, stop (0: replay until Ctrl-C)", minimum=0)
+    rate: float = setting(40.0, "events per second", above=0)
+    cache: Path = setting(Path.home() / ".cache" / "tagstream" / "demo", "where the demo model and worker state live")
+    kafka_bootstrap: str = setting(Settings.kafka_bootstrap, "a broker to use; the local one is started if none "
+                                                             "answers")
+    metrics_port: int = setting(Settings.metrics_port, "the worker's metrics and health port (the next free one if "
+                                                       "taken)", above=0)
+    show_every: float = setting(3.0, "seconds between sample products", above=0)
+    timeout: float = setting(180.0, "bounded runs (--events): give up waiting for the last records after this "
+                                    "many seconds", above=0)
 
 
 def _answers(bootstrap: str) -> bool:
@@ -113,11 +120,11 @@ class Demo:
 
     def _start(self) -> None:
         c = self.config
-        if _answers(c.bootstrap):
-            self.say(f"kafka: using the broker at {c.bootstrap}")
+        if _answers(c.kafka_bootstrap):
+            self.say(f"kafka: using the broker at {c.kafka_bootstrap}")
         else:
             if not KAFKA_SH.is_file():
-                raise DemoError(f"no broker at {c.bootstrap} and no {KAFKA_SH} to start one")
+                raise DemoError(f"no broker at {c.kafka_bootstrap} and no {KAFKA_SH} to start one")
             self.say("kafka: starting the local broker (Apache Kafka 4.0, KRaft; the first run downloads it)")
             self.started_kafka = True
             if subprocess.run(["bash", str(KAFKA_SH), "start"], stdout=self.out, stderr=subprocess.STDOUT).returncode:
@@ -125,7 +132,7 @@ class Demo:
         bundle = self.prepare_bundle(c.cache, self.say)
         port = _free_port(c.metrics_port)
         env = {**os.environ, **{f"TAGSTREAM_{k.upper()}": v for k, v in DEMO_TOPICS.items()},
-               "TAGSTREAM_KAFKA_BOOTSTRAP": c.bootstrap, "TAGSTREAM_BUNDLE": str(bundle),
+               "TAGSTREAM_KAFKA_BOOTSTRAP": c.kafka_bootstrap, "TAGSTREAM_BUNDLE": str(bundle),
                "TAGSTREAM_GROUP_ID": "tagstream-demo", "TAGSTREAM_METRICS_PORT": str(port),
                "TAGSTREAM_DATA_DIR": str(c.cache / "worker-state"), "TAGSTREAM_DRIFT_WINDOW_EVENTS": "100",
                "TAGSTREAM_DRIFT_WINDOW_SECONDS": "30", "TAGSTREAM_SESSION_TIMEOUT": "10",
@@ -155,9 +162,9 @@ class Demo:
         from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
         c = self.config
-        producer = AIOKafkaProducer(bootstrap_servers=c.bootstrap, acks="all")
+        producer = AIOKafkaProducer(bootstrap_servers=c.kafka_bootstrap, acks="all")
         consumer = AIOKafkaConsumer(DEMO_TOPICS["enriched_topic"], DEMO_TOPICS["drift_topic"],
-                                    bootstrap_servers=c.bootstrap, group_id=None, auto_offset_reset="latest")
+                                    bootstrap_servers=c.kafka_bootstrap, group_id=None, auto_offset_reset="latest")
         await self._wait_for_worker()
         await producer.start()
         await consumer.start()

@@ -10,7 +10,7 @@ import faust
 from stream.service.health import serve
 from stream.service.quietlog import QuietFilter, install
 from stream.service.settings import Settings
-from stream.service.topics import wait_for_kafka
+from stream.service.clients import wait_for_kafka
 from stream.service.worker import EnrichmentWorker
 
 log = logging.getLogger("tagstream.worker")

@@ -11,8 +11,10 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Mapping
 
 
-def setting(default: Any, help: str, *, secret: bool = False, choices: tuple[str, ...] | None = None):
-    return field(default=default, metadata={"help": help, "secret": secret, "choices": choices})
+def setting(default: Any, help: str, *, secret: bool = False, choices: tuple[str, ...] | None = None, **rules: Any):
+    """A field with its help; ``rules`` say what a command-line option of it accepts (``minimum``,
+    ``above``, ``below``: see stream/cli/options.py)."""
+    return field(default=default, metadata={"help": help, "secret": secret, "choices": choices, **rules})
 
 
 class SettingsError(ValueError):

@@ -8,6 +8,7 @@ import json
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from tests.conftest import DEMO_TAXONOMY
 from tests.kafka_broker import ensure_broker, unique_name
 from tests.streaming import consume, free_port
 
@@ -35,7 +36,7 @@ def test_kafka_down_is_one_line_naming_the_broker(cli, events, tmp_path, verb):
     dead = f"127.0.0.1:{free_port()}"
     args = {"produce": ["produce", str(events)],
             "tail": ["tail", "products.enriched", "--max", "1"],
-            "taxonomy-suggest": ["taxonomy", "suggest", "--taxonomy", "model/resources/demo_taxonomy.json",
+            "taxonomy-suggest": ["taxonomy", "suggest", "--taxonomy", str(DEMO_TAXONOMY),
                                  "--out", str(tmp_path / "patch.json")]}[verb]
     run = cli(*args, "--kafka-bootstrap", dead, check=False, timeout=120)
     _one_line_error(run, f"at {dead} (PLAINTEXT)", "Connect call failed")

@@ -25,7 +25,8 @@ NEW_BRAND = "Velora"
 def brand_aware(tmp_path_factory):
     """(checkpoint, bundle): 2 layers, hidden 64, 2,000 synthetic titles, about 20 s of training."""
     pytest.importorskip("torch")
-    from export.onnx_export import ExportConfig, export_bundle
+    from export.bundle import export_bundle
+    from export.config import ExportConfig
 
     root = tmp_path_factory.mktemp("brand-aware")
     checkpoint = train_on_synthetic_titles(root, titles=2000, dev=300, layers=2, hidden=64, epochs=4, vocab_size=3000)

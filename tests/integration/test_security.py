@@ -17,7 +17,7 @@ from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaConnectionError, SaslAuthenticationFailed, UnsupportedSaslMechanismError
 
 from stream.service.settings import Settings
-from stream.service.topics import kafka_client_options
+from stream.service.clients import kafka_client_options
 from tests.conftest import SAMPLE_TEXTS
 from tests.kafka_broker import SASL_PASSWORD, SASL_USER, ensure_sasl_broker, stop_sasl_broker
 from tests.streaming import ROOT, Topics, WorkerProcess, event, free_port, values

@@ -64,7 +64,8 @@ SENTENCES = [
 
 
 def test_overfit_ten_sentences_then_round_trip_through_onnx(tmp_path):
-    from export.onnx_export import ExportConfig, export_bundle
+    from export.bundle import export_bundle
+    from export.config import ExportConfig
     from stream.tagging.tagger import Tagger
 
     examples = [Example(str(i), text, tuple(Span(s, e, label) for s, e, label in spans))

@@ -2,12 +2,12 @@
 import json
 import re
 import unicodedata
-from pathlib import Path
 
 import pytest
 
 from model.synth import (
     _BRAND_CHARS,
+    DEMO_TAXONOMY,
     PROMO_EN,
     PROMO_ZH,
     generate,
@@ -17,7 +17,6 @@ from model.synth import (
     main_stats,
 )
 
-TAXONOMY_PATH = Path(__file__).resolve().parents[2] / "model" / "resources" / "demo_taxonomy.json"
 MODEL_RE = re.compile(r"[A-Z]{1,3}-?\d{2,4}[A-Z]?( (PRO|MAX|PLUS|ULTRA|LITE|SE))?")
 
 
@@ -27,7 +26,7 @@ def norm(s: str) -> str:
 
 @pytest.fixture(scope="module")
 def taxonomy() -> dict:
-    return load_taxonomy_json(TAXONOMY_PATH)
+    return load_taxonomy_json(DEMO_TAXONOMY)
 
 
 @pytest.fixture(scope="module")
@@ -256,7 +255,7 @@ def test_node_counts_per_type(taxonomy):
 
 
 def test_file_is_sorted_data():
-    raw = TAXONOMY_PATH.read_text(encoding="utf-8")
+    raw = DEMO_TAXONOMY.read_text(encoding="utf-8")
     doc = json.loads(raw)
     assert raw == json.dumps(doc, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
     assert [n["id"] for n in doc["nodes"]] == sorted(n["id"] for n in doc["nodes"])

@@ -8,7 +8,7 @@ import ssl
 import pytest
 from aiokafka.errors import KafkaConnectionError, SaslAuthenticationFailed, UnsupportedSaslMechanismError
 
-from stream.service.topics import KafkaCauses, retriable
+from stream.service.clients import KafkaCauses, retriable
 
 BOOTSTRAP_FAILED = KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 9092)]")
 

@@ -1,5 +1,5 @@
-"""Kafka at the edge of the worker and the CLI: client options, the worker's topics, and waiting
-for a broker that is not up yet."""
+"""Kafka at the edge of the worker and the CLI: client options, the worker's topics, waiting for a
+broker that is not up yet, and the plain clients the CLI runs (produce, tail, read a topic)."""
 
 from __future__ import annotations
 
@@ -7,24 +7,41 @@ import asyncio
 import logging
 import ssl
 import time
-from typing import Callable
+from typing import Awaitable, Callable, Iterable
 
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (AuthenticationFailedError, AuthenticationMethodNotSupported, BrokerResponseError,
-                             KafkaConnectionError, KafkaError, KafkaTimeoutError, TopicAlreadyExistsError)
+                             KafkaConnectionError, KafkaError, KafkaTimeoutError, MessageSizeTooLargeError,
+                             TopicAlreadyExistsError)
 
 from stream.service.quietlog import NEVER_HOLD
 from stream.service.settings import Settings
 
 log = logging.getLogger("tagstream.topics")
+MAX_RECORD_BYTES = 1_048_576   # aiokafka's default request limit, just under the broker's default record limit
 ATTEMPT_SECONDS = 15.0      # one start attempt against a host that drops packets gives up after this
 MAX_BACKOFF_SECONDS = 10.0
 # Causes that waiting does not cure: wrong credentials, a TLS mismatch, a refused mechanism.
 _PERMANENT = (AuthenticationFailedError, AuthenticationMethodNotSupported, BrokerResponseError, ssl.SSLError)
 
 
+# The settings a plain client reads (kafka_client_options): the CLI offers them on every Kafka verb.
+CLIENT_SETTINGS = ("kafka_bootstrap", "security_protocol", "sasl_mechanism", "sasl_username", "sasl_password",
+                   "ssl_cafile", "ssl_certfile", "ssl_keyfile")
+
+
 class TopicError(ValueError):
     """The topics exist in a shape the worker refuses to run on."""
+
+
+class ClientError(ConnectionError):
+    """A produce, tail or read that could not use the broker; one line naming the broker and why."""
+
+
+class RecordTooLarge(ValueError):
+    """A record over the limit: it and every record after it are left unsent."""
 
 
 def kafka_client_options(settings: Settings) -> dict:
@@ -157,3 +174,118 @@ async def wait_for_kafka(settings: Settings, alive: Callable[[], None] = lambda:
                     extra=NEVER_HOLD)
         await asyncio.sleep(pause)
         delay, attempt = min(delay * 2, MAX_BACKOFF_SECONDS), attempt + 1
+
+
+# ----------------------------------------------------------------------------- the CLI's clients
+
+def run_client(settings: Settings, what: str, run: Callable[[], Awaitable]):
+    """``asyncio.run(run())`` for a client: a broker that is down, refuses or rejects ends in one
+    ClientError naming the broker and why (aiokafka's own log of it is held back)."""
+    with KafkaCauses(swallow=True) as causes:
+        try:
+            return asyncio.run(run())
+        except KafkaError as err:
+            raise ClientError(f"cannot {what} at {settings.kafka_bootstrap} ({settings.security_protocol}): "
+                              f"{causes.why(err)}") from None
+
+
+def produce(settings: Settings, topic: str, records: Iterable[tuple[bytes | None, bytes]],
+            rate: float | None = None) -> int:
+    """Send (key, value) records, acknowledged by all replicas, at ``rate`` per second (else as fast
+    as possible); returns how many were sent. A record over MAX_RECORD_BYTES stops the run."""
+    async def run() -> int:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
+                                    max_request_size=MAX_RECORD_BYTES, **kafka_client_options(settings))
+        sent, started = 0, time.monotonic()
+        try:
+            await producer.start()
+            pending = []
+            for key, value in records:
+                try:
+                    pending.append(await producer.send(topic, value=value, key=key))
+                except MessageSizeTooLargeError:
+                    raise RecordTooLarge(f"record {sent + 1} is {len(value):,} bytes, over the {MAX_RECORD_BYTES:,} "
+                                         f"a record may have ({sent} earlier record{'s' * (sent != 1)} sent, "
+                                         f"none after)") from None
+                sent += 1
+                if rate:
+                    delay = sent / rate - (time.monotonic() - started)
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+            await asyncio.gather(*pending)
+        finally:
+            await producer.stop()
+        return sent
+
+    return run_client(settings, f"send to {topic}", run)
+
+
+def tail(settings: Settings, topic: str, show: Callable[[dict], None], *, limit: int | None = None,
+         idle: float | None = None, from_end: bool = False) -> int:
+    """Pass each record of ``topic`` to ``show`` as {partition, offset, key, value (JSON if it is)},
+    until ``limit`` records or ``idle`` seconds without one; returns how many were shown."""
+    async def run() -> int:
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap, group_id=None,
+                                    auto_offset_reset="latest" if from_end else "earliest",
+                                    enable_auto_commit=False, **kafka_client_options(settings))
+        shown = 0
+        try:
+            await consumer.start()
+            while limit is None or shown < limit:
+                batch = await consumer.getmany(timeout_ms=int(idle * 1000) if idle else 1000)
+                if not batch and idle:
+                    break
+                records = sorted((r for rs in batch.values() for r in rs), key=lambda r: (r.timestamp, r.partition))
+                for r in records[:None if limit is None else limit - shown]:
+                    show({"partition": r.partition, "offset": r.offset,
+                          "key": r.key.decode("utf-8", "replace") if r.key is not None else None,
+                          "value": _json_or_text(r.value)})
+                    shown += 1
+        finally:
+            await consumer.stop()
+        return shown
+
+    return run_client(settings, f"read {topic}", run)
+
+
+def _json_or_text(value: bytes | None):
+    try:
+        return orjson.loads(value) if value is not None else None
+    except orjson.JSONDecodeError:
+        return value.decode("utf-8", "replace")
+
+
+def read_topic(settings: Settings, topic: str) -> list[dict]:
+    """Every JSON record of ``topic`` up to its end offsets at the time of the call."""
+    async def run() -> list[dict]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
+                                    enable_auto_commit=False, auto_offset_reset="earliest",
+                                    **kafka_client_options(settings))
+        try:
+            await consumer.start()
+            tps = [TopicPartition(topic, p) for p in await _partitions(settings, topic)]
+            consumer.assign(tps)
+            ends = await consumer.end_offsets(tps)
+            await consumer.seek_to_beginning(*tps)
+            out = []
+            while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+                for records in (await consumer.getmany(timeout_ms=1000)).values():
+                    out.extend(orjson.loads(r.value) for r in records if r.value is not None)
+            return out
+        finally:
+            await consumer.stop()
+
+    return run_client(settings, f"read {topic}", run)
+
+
+async def _partitions(settings: Settings, topic: str) -> list[int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, **kafka_client_options(settings))
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    numbers = [p["partition"] for d in described if d.get("error_code") == 0 for p in d["partitions"]]
+    if not numbers:
+        raise ClientError(f"topic {topic!r} does not exist at {settings.kafka_bootstrap}")
+    return sorted(numbers)

@@ -1,0 +1,42 @@
+"""Export and retrain settings, and how an export refuses; importable without PyTorch, so the CLI
+derives its options from these fields (help in ``metadata["help"]``; no default: required)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from model.config import TrainConfig, option, required
+
+MIN_PARITY_TEXTS = 200
+
+
+class ExportError(RuntimeError):
+    """The export did not pass its gate; nothing was written."""
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    checkpoint: str = required("checkpoint directory to export")
+    out: str = required("bundle directory to create")
+    held_out: tuple[str, ...] = option((), "labelled texts for parity and F1 (default: the checkpoint's dev file)")
+    taxonomy: str | None = option(None, "taxonomy JSON shipped in the bundle (default: the checkpoint's; "
+                                        "without one, an empty taxonomy of the label types)")
+    int8: bool = option(False, "also write a dynamically quantised int8 model")
+    fp16: bool = option(False, "also write an fp16 model (for GPUs)")
+    opset: int = option(17, "ONNX opset", above=0)
+    atol: float = option(1e-4, "emission parity tolerance", above=0)
+    max_parity_texts: int = option(1000, "most held-out texts the parity gate runs on", minimum=MIN_PARITY_TEXTS)
+    version: str | None = option(None, "model version (default: UTC timestamp)")
+    force: bool = option(False, "replace an existing bundle directory")
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    store: str = required("model store: bundles plus the CURRENT pointer workers watch")
+    held_out: tuple[str, ...] = required("labelled texts both models are judged on")
+    training: TrainConfig = required("how the challenger is trained (its out is ignored: the job keeps "
+                                     "checkpoints in the store)")
+    tolerance: float = option(0.005, "allowed micro-F1 drop against the champion", minimum=0, below=1)
+    int8: bool = option(False, "also write a dynamically quantised int8 model into the challenger bundle")
+    taxonomy: str | None = option(None, "taxonomy JSON the challenger ships (default: the champion's; with no "
+                                        "champion, the checkpoint's)")

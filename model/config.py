@@ -1,0 +1,114 @@
+"""Training and pretraining settings, importable without PyTorch: the CLI derives its options from
+these fields (stream/cli/options.py).
+
+Field metadata: ``help``, and where a value has bounds ``minimum`` (inclusive), ``above`` or
+``below`` (exclusive); ``metavar``. A field without a default is a required input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_EPOCHS = 10       # pretraining epochs when no budget is given at all
+
+
+def option(default: Any, help: str, **meta: Any) -> Any:
+    return field(default=default, metadata={"help": help, **meta})
+
+
+def required(help: str, **meta: Any) -> Any:
+    return field(metadata={"help": help, **meta})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    train: tuple[str, ...] = required("labelled JSONL or CoNLL files")
+    out: str = required("checkpoint directory")
+    dev: str | None = option(None, "dev file for early stopping (default: dev_fraction of the training data)")
+    base_model: str | None = option(None, "local folder of a BERT-family checkpoint (default: a small BERT "
+                                          "trained from scratch)")
+    layers: int = option(2, "encoder layers of a from-scratch model", above=0)
+    hidden: int = option(128, "hidden size of a from-scratch model (a multiple of heads)", above=0)
+    heads: int = option(4, "attention heads of a from-scratch model", above=0)
+    vocab_size: int = option(8000, "WordPiece vocabulary size of a from-scratch model", above=0)
+    max_length: int = option(128, "sub-tokens per window", above=0)
+    stride: int = option(32, "sub-tokens shared by overlapping windows", minimum=0)
+    epochs: int = option(20, "most passes over the training data", above=0)
+    batch_size: int = option(16, "windows per training step", above=0)
+    lr: float | None = option(None, "encoder learning rate (default 5e-5 pretrained, 1e-3 scratch)", above=0)
+    # The emission and CRF layers learn from zero, so faster than the encoder.
+    head_lr: float = option(5e-3, "emission and CRF learning rate", above=0)
+    warmup: float = option(0.1, "share of steps spent warming up", minimum=0, below=1)
+    weight_decay: float = option(0.01, "AdamW weight decay of the encoder's matrices", minimum=0)
+    clip: float = option(1.0, "gradient norm clip", above=0)
+    dropout: float = option(0.1, "dropout before the emission layer", minimum=0, below=1)
+    patience: int = option(3, "epochs without dev improvement before stopping", above=0)
+    seed: int = option(13, "random seed")
+    max_seconds: float | None = option(None, "training time budget (wall clock)", above=0)
+    max_cpu_seconds: float | None = option(None, "training budget in process CPU time (the same compute on a "
+                                                 "busy machine)", above=0)
+    lexicon: tuple[str, ...] = option((), "lexicon features from taxonomy JSON files or TYPE=FILE word lists",
+                                      metavar="SOURCE")
+    lexicon_from_train: bool = option(False, "add the training set's entity strings to the lexicon")
+    lexicon_dim: int = option(32, "size of the lexicon feature embedding", above=0)
+    taxonomy: str | None = option(None, "taxonomy JSON saved with the checkpoint, which its bundles ship "
+                                        "(default: the lexicon's taxonomy JSON when exactly one is given)")
+    threads: int | None = option(None, "CPU threads for PyTorch", above=0)
+    repair: bool = option(False, "repair I- without B- in CoNLL input")
+    dev_fraction: float = option(0.1, "share of the training data held out as dev when no dev file is given",
+                                 above=0, below=1)
+    name: str = option("tagstream-tagger", "model name recorded in the checkpoint")
+
+    @property
+    def encoder_lr(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return 5e-5 if self.base_model else 1e-3
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    texts: tuple[str, ...] = option((), "plain text (one per line), product events or `tail` dumps of the input "
+                                        "topic (JSONL), labelled JSONL or CoNLL")
+    out: str = option("pretrained", "base model directory to write")
+    layers: int = option(2, "encoder layers", above=0)
+    hidden: int = option(128, "hidden size (a multiple of heads)", above=0)
+    heads: int = option(4, "attention heads", above=0)
+    vocab_size: int = option(8000, "WordPiece vocabulary size", above=0)
+    max_length: int = option(128, "sub-tokens per text; longer texts are cut", minimum=8)
+    batch_size: int = option(32, "texts per step", above=0)
+    # On the real titles 1e-3 beat 5e-4 (2,000 steps) and 2e-3 (600).
+    lr: float = option(1e-3, "peak learning rate", above=0)
+    warmup: float = option(0.06, "share of the schedule spent warming up", minimum=0, below=1)
+    weight_decay: float = option(0.01, "AdamW weight decay", minimum=0)
+    clip: float = option(1.0, "gradient norm clip", above=0)
+    mask_prob: float = option(0.15, "share of words predicted (all sub-tokens of a word; each CJK character is "
+                                    "a word)", above=0, below=1)
+    epochs: int | None = option(None, f"passes over the texts (default {DEFAULT_EPOCHS} when no budget is given)",
+                                above=0)
+    max_steps: int | None = option(None, "step budget", above=0)
+    max_seconds: float | None = option(None, "wall-clock budget", above=0)
+    max_cpu_seconds: float | None = option(None, "process CPU-time budget: the same compute on a busy machine",
+                                           above=0)
+    held_out: float = option(0.02, "share of texts kept aside for the final masked-token accuracy",
+                             minimum=0, below=0.5)
+    seed: int = option(13, "random seed")
+    threads: int | None = option(None, "CPU threads for PyTorch", above=0)
+
+    def __post_init__(self) -> None:
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden size {self.hidden} must be a multiple of heads {self.heads}")
+        if not 0.0 < self.mask_prob < 1.0:
+            raise ValueError(f"mask_prob must be in (0, 1), got {self.mask_prob}")
+        if not 0.0 <= self.held_out < 0.5:
+            raise ValueError(f"held_out must be in [0, 0.5), got {self.held_out}")
+        if self.max_length < 8:
+            raise ValueError(f"max_length must be at least 8, got {self.max_length}")
+
+    @property
+    def epoch_limit(self) -> int | None:
+        if self.epochs is not None:
+            return self.epochs
+        budgets = (self.max_steps, self.max_seconds, self.max_cpu_seconds)
+        return DEFAULT_EPOCHS if all(b is None for b in budgets) else None
