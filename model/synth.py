@@ -4,292 +4,16 @@ Titles carry the noise of real listings: shuffled attributes, promo words, model
 """
 from __future__ import annotations
 
-import json
 import random
-import unicodedata
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from model.catalogue import (DESC_EN, DESC_ZH, GENERIC, MODEL_SUFFIXES, PROFILES, PROMO_EN, PROMO_ZH, SEPARATORS_EN,
+                             SEPARATORS_ZH, UPPER, Piece, Profile, Surface, capitalize, is_latin_word_char,
+                             load_taxonomy_json, surfaces, to_fullwidth)
+
+__all__ = ["DEMO_TAXONOMY", "LANGS", "generate", "load_taxonomy_json", "main_stats"]
 LANGS = ("zh", "en", "mixed")
 DEMO_TAXONOMY = Path(__file__).resolve().parent / "resources" / "demo_taxonomy.json"
-
-# Promotional words are deliberately not entities: the tagger has to learn to skip them.
-PROMO_ZH = ("包邮", "新款", "2026新款", "正品", "特价", "爆款", "限时", "限时特惠", "热卖", "官方正品", "现货", "清仓")
-PROMO_EN = ("hot sale", "free shipping", "NEW", "2026", "new arrival", "limited offer", "best seller", "genuine")
-MODEL_SUFFIXES = ("Pro", "Max", "Plus", "Ultra", "Lite", "SE")
-SEPARATORS_ZH = (" ", " ", " ", "/", "·", "|", "-", " ")
-SEPARATORS_EN = (" ", " ", " ", " ", " ", " | ", " - ", " / ", ", ")
-
-_UPPER = "ABCDEFGHJKLMNPRSTUVWXYZ"  # no I/O: real model numbers avoid them next to digits
-_DIGITS = "0123456789"
-
-
-@dataclass(frozen=True)
-class Surface:
-    """One node's surface forms, split by script so a zh or en title can prefer its own."""
-    node_id: str
-    label: str
-    zh: str
-    en: str
-    cjk: tuple[str, ...]
-    latin: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class _Profile:
-    """What a product of one top-level category plausibly says about itself."""
-    brands: tuple[str, ...]
-    presence: dict[str, float]
-    pools: dict[str, tuple[str, ...]] = field(default_factory=dict)
-
-
-@dataclass
-class _Piece:
-    text: str
-    label: str | None = None
-    glue: bool = False  # a separator of its own: join() adds nothing on either side
-
-
-_CLOTHES_SIZES = ("size.xs", "size.s", "size.m", "size.l", "size.xl", "size.xxl", "size.xxxl",
-                  "size.one", "size.plus")
-_SHOE_SIZES = ("size.eu36", "size.eu38", "size.eu40", "size.eu42", "size.eu44")
-_FABRICS = ("material.cotton", "material.polyester", "material.silk", "material.wool", "material.cashmere",
-            "material.linen", "material.denim", "material.chiffon", "material.knit", "material.modal",
-            "material.lyocell", "material.nylon", "material.spandex", "material.corduroy", "material.down",
-            "material.fleece", "material.lace", "material.bamboo")
-_FASHION_STYLES = ("style.korean", "style.japanese", "style.vintage", "style.minimalist", "style.casual",
-                   "style.business", "style.sporty", "style.loose", "style.slim", "style.street",
-                   "style.guochao", "style.chinese", "style.french", "style.british", "style.elegant",
-                   "style.sweet", "style.versatile", "style.preppy", "style.workwear", "style.highwaist",
-                   "style.straight", "style.thick", "style.light", "style.breathable")
-_GADGET_COLORS = ("color.black", "color.white", "color.silver", "color.gold", "color.spacegray",
-                  "color.midnight", "color.blue", "color.green", "color.purple", "color.pink",
-                  "color.rosegold", "color.transparent", "color.darkgreen", "color.skyblue")
-_GADGET_STYLES = ("style.wireless", "style.portable", "style.waterproof", "style.smart", "style.light",
-                  "style.minimalist", "style.business", "style.capacity")
-
-# Keyed by top-level category id; a taxonomy without these ids falls back to _GENERIC.
-_PROFILES: dict[str, _Profile] = {
-    "category.apparel": _Profile(
-        brands=("brand.uniqlo", "brand.zara", "brand.hm", "brand.gap", "brand.cos", "brand.peacebird",
-                "brand.semir", "brand.bosideng", "brand.hla", "brand.nanjiren", "brand.muji", "brand.mlb",
-                "brand.nike", "brand.adidas", "brand.lining", "brand.anta"),
-        presence={"color": .7, "material": .5, "style": .6, "size": .45, "audience": .5, "season": .45,
-                  "pattern": .35, "model": .12},
-        pools={"size": _CLOTHES_SIZES, "material": _FABRICS, "style": _FASHION_STYLES}),
-    "category.footwear": _Profile(
-        brands=("brand.nike", "brand.adidas", "brand.lining", "brand.anta", "brand.xtep", "brand.puma",
-                "brand.newbalance", "brand.skechers", "brand.converse", "brand.vans", "brand.mlb"),
-        presence={"color": .7, "material": .45, "style": .6, "size": .5, "audience": .6, "season": .4,
-                  "pattern": .2, "model": .35},
-        pools={"size": _SHOE_SIZES,
-               "material": ("material.leather", "material.pu", "material.canvas", "material.mesh",
-                            "material.knit", "material.fleece"),
-               "style": ("style.casual", "style.sporty", "style.business", "style.breathable",
-                         "style.waterproof", "style.vintage", "style.korean", "style.minimalist",
-                         "style.street", "style.light", "style.thick", "style.versatile", "style.british"),
-               "pattern": ("pattern.solid", "pattern.colorblock", "pattern.letter", "pattern.camo",
-                           "pattern.leopard", "pattern.snake")}),
-    "category.bags": _Profile(
-        brands=("brand.samsonite", "brand.mlb", "brand.zara", "brand.nike", "brand.adidas",
-                "brand.northface", "brand.decathlon", "brand.muji", "brand.cos"),
-        presence={"color": .65, "material": .55, "style": .65, "size": .2, "audience": .5, "season": .15,
-                  "pattern": .3, "model": .15},
-        pools={"size": ("size.s", "size.m", "size.l"),
-               "material": ("material.leather", "material.pu", "material.canvas", "material.nylon",
-                            "material.polyester"),
-               "style": ("style.korean", "style.vintage", "style.minimalist", "style.casual",
-                         "style.business", "style.capacity", "style.waterproof", "style.luxury",
-                         "style.portable", "style.light", "style.french", "style.preppy"),
-               "pattern": ("pattern.solid", "pattern.plaid", "pattern.letter", "pattern.colorblock",
-                           "pattern.embroidery", "pattern.snake", "pattern.leopard"),
-               "audience": ("audience.men", "audience.women", "audience.students", "audience.office",
-                            "audience.unisex", "audience.couples")}),
-    "category.digital": _Profile(
-        brands=("brand.huawei", "brand.xiaomi", "brand.apple", "brand.samsung", "brand.honor",
-                "brand.lenovo", "brand.dell", "brand.sony", "brand.canon", "brand.nikon", "brand.edifier",
-                "brand.logitech", "brand.dji", "brand.oneplus", "brand.anker", "brand.oppo", "brand.vivo",
-                "brand.realme", "brand.iqoo"),
-        presence={"color": .65, "material": .25, "style": .55, "size": .45, "audience": .25,
-                  "season": .03, "pattern": .08, "model": .7},
-        pools={"size": ("size.gb128", "size.gb256", "size.gb512", "size.tb1"),
-               "material": ("material.aluminum", "material.glass", "material.silicone", "material.plastic",
-                            "material.titanium", "material.carbon", "material.leather"),
-               "style": _GADGET_STYLES, "color": _GADGET_COLORS,
-               "audience": ("audience.students", "audience.office", "audience.kids", "audience.seniors",
-                            "audience.men", "audience.women"),
-               "pattern": ("pattern.cartoon", "pattern.gradient", "pattern.solid")}),
-    "category.home": _Profile(
-        brands=("brand.ikea", "brand.muji", "brand.nanjiren", "brand.lock", "brand.thermos",
-                "brand.supor", "brand.xiaomi"),
-        presence={"color": .55, "material": .6, "style": .55, "size": .15, "audience": .3, "season": .3,
-                  "pattern": .35, "model": .1},
-        pools={"size": ("size.ml500", "size.l1"),
-               "material": ("material.cotton", "material.linen", "material.silk", "material.bamboo",
-                            "material.latex", "material.ceramic", "material.glass", "material.steel",
-                            "material.wood", "material.plastic", "material.silicone", "material.polyester",
-                            "material.fleece", "material.down"),
-               "style": ("style.nordic", "style.minimalist", "style.japanese", "style.chinese",
-                         "style.luxury", "style.vintage", "style.capacity", "style.portable",
-                         "style.thick", "style.french"),
-               "audience": ("audience.kids", "audience.students", "audience.couples", "audience.seniors",
-                            "audience.baby", "audience.office"),
-               "pattern": ("pattern.solid", "pattern.plaid", "pattern.stripe", "pattern.floral",
-                           "pattern.cartoon", "pattern.geometric", "pattern.inkwash", "pattern.print",
-                           "pattern.jacquard")}),
-    "category.beauty": _Profile(
-        brands=("brand.loreal", "brand.lancome", "brand.esteelauder", "brand.shiseido",
-                "brand.perfectdiary", "brand.florasis", "brand.pechoin", "brand.muji"),
-        presence={"color": .4, "material": 0.0, "style": .3, "size": .35, "audience": .5, "season": .3,
-                  "pattern": 0.0, "model": .15},
-        pools={"size": ("size.ml500",),
-               "style": ("style.portable", "style.waterproof", "style.light", "style.french",
-                         "style.chinese", "style.luxury"),
-               "color": ("color.red", "color.pink", "color.coral", "color.burgundy", "color.orange",
-                         "color.nude", "color.caramel", "color.champagne", "color.brown"),
-               "audience": ("audience.women", "audience.men", "audience.students", "audience.maternity",
-                            "audience.teens", "audience.unisex")}),
-    "category.sports": _Profile(
-        brands=("brand.decathlon", "brand.northface", "brand.columbia", "brand.nike", "brand.adidas",
-                "brand.lining", "brand.anta", "brand.xtep", "brand.puma", "brand.xiaomi"),
-        presence={"color": .6, "material": .45, "style": .65, "size": .35, "audience": .5, "season": .4,
-                  "pattern": .2, "model": .25},
-        pools={"size": _CLOTHES_SIZES,
-               "material": ("material.nylon", "material.polyester", "material.spandex", "material.aluminum",
-                            "material.carbon", "material.steel", "material.fleece", "material.down",
-                            "material.latex"),
-               "style": ("style.breathable", "style.waterproof", "style.light", "style.portable",
-                         "style.sporty", "style.thick", "style.capacity", "style.casual"),
-               "pattern": ("pattern.camo", "pattern.solid", "pattern.colorblock", "pattern.stripe",
-                           "pattern.letter", "pattern.gradient")}),
-    "category.food": _Profile(
-        brands=("brand.threesquirrels", "brand.bestore", "brand.nongfu", "brand.yili", "brand.nestle",
-                "brand.starbucks"),
-        presence={"color": 0.0, "material": 0.0, "style": .25, "size": .6, "audience": .45, "season": .15,
-                  "pattern": 0.0, "model": 0.0},
-        pools={"size": ("size.ml500", "size.l1"),
-               "style": ("style.portable", "style.capacity", "style.chinese"),
-               "audience": ("audience.kids", "audience.seniors", "audience.students", "audience.maternity",
-                            "audience.office", "audience.baby")}),
-    "category.baby": _Profile(
-        brands=("brand.pampers", "brand.goodbaby", "brand.lego", "brand.nanjiren"),
-        presence={"color": .45, "material": .4, "style": .35, "size": .4, "audience": .6, "season": .3,
-                  "pattern": .35, "model": .15},
-        pools={"size": ("size.s", "size.m", "size.l", "size.xl", "size.xxl", "size.one"),
-               "material": ("material.cotton", "material.silicone", "material.bamboo", "material.plastic",
-                            "material.glass", "material.aluminum"),
-               "style": ("style.portable", "style.light", "style.breathable", "style.capacity",
-                         "style.thick"),
-               "audience": ("audience.baby", "audience.kids", "audience.boys", "audience.girls",
-                            "audience.maternity"),
-               "pattern": ("pattern.cartoon", "pattern.solid", "pattern.stripe", "pattern.polkadot",
-                           "pattern.heart")}),
-    "category.appliances": _Profile(
-        brands=("brand.midea", "brand.gree", "brand.haier", "brand.joyoung", "brand.supor",
-                "brand.dyson", "brand.philips", "brand.panasonic", "brand.ecovacs", "brand.xiaomi"),
-        presence={"color": .5, "material": .3, "style": .6, "size": .2, "audience": .25, "season": .05,
-                  "pattern": 0.0, "model": .65},
-        pools={"size": ("size.l1", "size.ml500"),
-               "material": ("material.steel", "material.ceramic", "material.plastic", "material.glass"),
-               "style": ("style.smart", "style.portable", "style.wireless", "style.capacity",
-                         "style.minimalist", "style.nordic", "style.luxury", "style.light"),
-               "color": ("color.white", "color.black", "color.silver", "color.gray", "color.pink",
-                         "color.mint", "color.cream", "color.champagne", "color.gold"),
-               "audience": ("audience.seniors", "audience.students", "audience.couples", "audience.office",
-                            "audience.men", "audience.women")}),
-}
-_GENERIC = _Profile(brands=(), presence={"color": .5, "material": .4, "style": .45, "size": .35,
-                                         "audience": .4, "season": .3, "pattern": .3, "model": .2})
-
-# Description sentences: {type} slots become entities, everything else is plain text.
-# The plain text avoids every taxonomy surface form so that unlabeled text never holds an entity.
-DESC_ZH = (
-    "这款{category}采用{material}打造，手感舒适。",
-    "{brand}出品，{style}设计，做工精致。",
-    "有{color}和{color}可选，满足不同喜好。",
-    "适合{audience}日常使用，{season}必备。",
-    "{pattern}元素点缀，整体更显{style}。",
-    "型号{model}，尺码可选{size}。",
-    "{brand}{model}，{color}配色，经典耐看。",
-    "精选{material}，细节处理到位，适合{season}。",
-    "本店{category}支持七天无理由退换。",
-    "{audience}也能轻松驾驭这款{category}。",
-)
-DESC_EN = (
-    "This {category} is made of {material} and feels great every day.",
-    "Designed by {brand} with a {style} look.",
-    "Available in {color} and {color}.",
-    "A great pick for {audience} in {season}.",
-    "Features a {pattern} design with {style} details.",
-    "Model {model}, size {size} in stock.",
-    "The {brand} {model} comes in {color}.",
-    "Crafted from {material}, ideal for {season}.",
-    "Ships within 48 hours with easy returns.",
-    "A {category} for {audience} who want comfort.",
-)
-
-
-def load_taxonomy_json(path: str | Path) -> dict:
-    """Load a taxonomy file, checking only what generate() relies on."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(doc, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(doc).__name__}")
-    types = doc.get("types")
-    if not isinstance(types, list) or not all(isinstance(t, dict) and isinstance(t.get("name"), str)
-                                              for t in types):
-        raise ValueError(f"{path}: 'types' must be a list of objects with a 'name'")
-    nodes = doc.get("nodes")
-    if not isinstance(nodes, list):
-        raise ValueError(f"{path}: 'nodes' must be a list")
-    known = {t["name"] for t in types}
-    for i, node in enumerate(nodes):
-        if not isinstance(node, dict) or not isinstance(node.get("id"), str):
-            raise ValueError(f"{path}: nodes[{i}] must be an object with a string 'id'")
-        if node.get("type") not in known:
-            raise ValueError(f"{path}: node {node['id']!r} has unknown type {node.get('type')!r}; "
-                             f"expected one of {sorted(known)}")
-    return doc
-
-
-def is_cjk(ch: str) -> bool:
-    o = ord(ch)
-    return 0x3400 <= o <= 0x9FFF or 0xF900 <= o <= 0xFAFF or 0x20000 <= o <= 0x2FFFF
-
-
-def is_latin_word_char(ch: str) -> bool:
-    """A letter or digit a whitespace/punctuation tokenizer would glue to its neighbours (full-width too)."""
-    return ch.isalnum() and not is_cjk(ch) and unicodedata.normalize("NFKC", ch).isascii()
-
-
-def _capitalize(word: str) -> str:
-    """Upper-case the first letter even behind a bracket: "[new" -> "[New"."""
-    for i, c in enumerate(word):
-        if c.isalpha():
-            return word[:i] + c.upper() + word[i + 1:]
-    return word
-
-
-def to_fullwidth(text: str) -> str:
-    return "".join(chr(ord(c) + 0xFEE0) if 0x21 <= ord(c) <= 0x7E else c for c in text)
-
-
-def surfaces(taxonomy: dict) -> dict[str, Surface]:
-    """Surface forms per node id, deduplicated in file order (zh, en, then synonyms)."""
-    out: dict[str, Surface] = {}
-    for node in sorted(taxonomy["nodes"], key=lambda n: n["id"]):
-        forms: list[str] = []
-        for form in (node.get("zh"), node.get("en"), *node.get("synonyms", ())):
-            if form and form not in forms:
-                forms.append(form)
-        cjk = tuple(f for f in forms if any(is_cjk(c) for c in f))
-        latin = tuple(f for f in forms if f not in cjk)
-        out[node["id"]] = Surface(node["id"], node["type"], node.get("zh") or forms[0],
-                                  node.get("en") or forms[0], cjk, latin)
-    return out
 
 
 LONG_TAIL_BRANDS = 300     # invented brand names per generator (per seed)
@@ -335,7 +59,7 @@ class _Generator:
             return self.rng.choice(leaves)
         return self.rng.choice(cats)
 
-    def pool(self, profile: _Profile, label: str) -> list[str]:
+    def pool(self, profile: Profile, label: str) -> list[str]:
         ids = [i for i in profile.pools.get(label, ()) if i in self.surf]
         return ids or self.by_type.get(label, [])
 
@@ -346,7 +70,7 @@ class _Generator:
         zh = "".join(r.choice(_BRAND_CHARS) for _ in range(r.choice((2, 2, 3))))
         return Surface(f"brand.~long-tail-{index}", "brand", zh, latin, (zh,), (latin,))
 
-    def pick_node(self, profile: _Profile, label: str, exclude: tuple[str, ...] = ()) -> str | None:
+    def pick_node(self, profile: Profile, label: str, exclude: tuple[str, ...] = ()) -> str | None:
         if label == "brand" and self.long_tail and self.rng.random() < LONG_TAIL_SHARE:
             return self.rng.choice(self.long_tail).node_id
         if label == "brand":
@@ -374,7 +98,7 @@ class _Generator:
 
     def model_number(self) -> str:
         r = self.rng
-        letters = "".join(r.choice(_UPPER) for _ in range(r.randint(1, 2)))
+        letters = "".join(r.choice(UPPER) for _ in range(r.randint(1, 2)))
         kind = r.randrange(5)
         if kind == 0:
             return f"{letters}-{r.randint(1000, 9999)}"
@@ -383,16 +107,16 @@ class _Generator:
         if kind == 2:
             return f"{letters[0]}{r.randint(1000, 9999)}"
         if kind == 3:
-            return f"{letters}{r.randint(100, 999)}{r.choice(_UPPER)}"
-        return f"{letters[0]}-{r.randint(2020, 2026)}{r.choice(_UPPER)}"
+            return f"{letters}{r.randint(100, 999)}{r.choice(UPPER)}"
+        return f"{letters[0]}-{r.randint(2020, 2026)}{r.choice(UPPER)}"
 
     # -- attributes ---------------------------------------------------------------------------
 
-    def attributes(self) -> tuple[_Profile, str, list[tuple[str, str | None]]]:
+    def attributes(self) -> tuple[Profile, str, list[tuple[str, str | None]]]:
         """The product's profile, its category, and 3-8 (label, node id or None for model) attributes."""
         r = self.rng
         cat = self.pick_category()
-        profile = _PROFILES.get(self.root(cat), _GENERIC)
+        profile = PROFILES.get(self.root(cat), GENERIC)
         attrs: list[tuple[str, str | None]] = []
         if "brand" in self.types and r.random() < 0.85:
             if (b := self.pick_node(profile, "brand")) is not None:
@@ -417,7 +141,7 @@ class _Generator:
             attrs.pop(r.choice(droppable))
         return profile, cat, attrs
 
-    def _one(self, profile: _Profile, label: str, have: list[tuple[str, str | None]]) -> list:
+    def _one(self, profile: Profile, label: str, have: list[tuple[str, str | None]]) -> list:
         if label == "model":
             return [] if any(lb == "model" for lb, _ in have) else [("model", None)]
         taken = tuple(i for lb, i in have if lb == label)
@@ -429,8 +153,8 @@ class _Generator:
 
     # -- titles -------------------------------------------------------------------------------
 
-    def entity(self, label: str, node: str | None, zh: bool, model: str) -> _Piece:
-        return _Piece(model if label == "model" else self.surface(node, zh), label)
+    def entity(self, label: str, node: str | None, zh: bool, model: str) -> Piece:
+        return Piece(model if label == "model" else self.surface(node, zh), label)
 
     def order(self, attrs: list[tuple[str, str | None]]) -> list[tuple[str, str | None]]:
         """Listing order: brand (+model) up front, modifiers shuffled, category late, size last-ish."""
@@ -453,16 +177,16 @@ class _Generator:
             seq.insert(r.randint(0, len(seq)), head[0])
         return seq
 
-    def title_pieces(self, attrs: list[tuple[str, str | None]], zh: bool, model: str) -> list[_Piece]:
+    def title_pieces(self, attrs: list[tuple[str, str | None]], zh: bool, model: str) -> list[Piece]:
         r = self.rng
-        pieces: list[_Piece] = []
+        pieces: list[Piece] = []
         for label, node in self.order(attrs):
             piece = self.entity(label, node, zh, model)
             s = self.surf.get(node) if node else None
             if zh and label == "brand" and s and s.cjk and s.latin and len(attrs) < 8 and r.random() < 0.12:
                 # "耐克/Nike": both names, as two brand mentions.
                 other = s.cjk[0] if piece.text in s.latin else s.latin[0]
-                pieces += [piece, _Piece(r.choice(("/", "", " ")), glue=True), _Piece(other, "brand")]
+                pieces += [piece, Piece(r.choice(("/", "", " ")), glue=True), Piece(other, "brand")]
                 continue
             pieces.append(piece)
         n_promo = r.choice((0, 1, 1, 1, 2, 2, 3))
@@ -473,17 +197,17 @@ class _Generator:
             elif not zh and wrap < 0.25:
                 word = r.choice(("[{}]", "({})", "{}!")).format(word)
             at = 0 if r.random() < 0.55 else r.randint(0, len(pieces))
-            pieces.insert(at, _Piece(word))
+            pieces.insert(at, Piece(word))
         return pieces
 
-    def style_pieces(self, pieces: list[_Piece], zh: bool) -> None:
+    def style_pieces(self, pieces: list[Piece], zh: bool) -> None:
         """In place: casing for English, full-width Latin now and then (more often in zh listings)."""
         r = self.rng
         if not zh:
             case = r.choices(("asis", "title", "upper"), weights=(45, 40, 15))[0]
             for p in pieces:
                 if case == "title":
-                    p.text = " ".join(_capitalize(w) for w in p.text.split(" "))
+                    p.text = " ".join(capitalize(w) for w in p.text.split(" "))
                 elif case == "upper":
                     p.text = p.text.upper()
         p_full = 0.25 if zh else 0.03
@@ -492,7 +216,7 @@ class _Generator:
                 if any(is_latin_word_char(c) for c in p.text) and r.random() < 0.6:
                     p.text = to_fullwidth(p.text)
 
-    def join(self, pieces: list[_Piece], zh: bool) -> tuple[str, list[tuple[int, int, str]]]:
+    def join(self, pieces: list[Piece], zh: bool) -> tuple[str, list[tuple[int, int, str]]]:
         """Concatenate with separators; never lets two Latin words touch."""
         r = self.rng
         text = ""
@@ -533,7 +257,7 @@ class _Generator:
 
     # -- descriptions -------------------------------------------------------------------------
 
-    def description(self, profile: _Profile, cat: str, attrs, zh: bool, model: str):
+    def description(self, profile: Profile, cat: str, attrs, zh: bool, model: str):
         """1-3 sentences, 40-200 chars, reusing some title attributes and adding others."""
         r = self.rng
         have: dict[str, list[str | None]] = {}
@@ -550,10 +274,10 @@ class _Generator:
         best = None
         for _ in range(30):
             chosen = r.sample(range(len(templates)), min(len(templates), r.randint(1, 3)))
-            pieces: list[_Piece] = []
+            pieces: list[Piece] = []
             for k, idx in enumerate(chosen):
                 if k:
-                    pieces.append(_Piece("" if zh else " "))
+                    pieces.append(Piece("" if zh else " "))
                 pieces += self._fill(templates[idx], profile, have, lineage, zh, model)
             text, spans = self._concat(pieces)
             if 40 <= len(text) <= 200:
@@ -562,22 +286,22 @@ class _Generator:
                 best = (text, spans)
         return best
 
-    def _fill(self, template: str, profile: _Profile, have, lineage: list[str], zh: bool,
-              model: str) -> list[_Piece]:
+    def _fill(self, template: str, profile: Profile, have, lineage: list[str], zh: bool,
+              model: str) -> list[Piece]:
         r = self.rng
-        out: list[_Piece] = []
+        out: list[Piece] = []
         rest = template
         used: list[str] = []
         while "{" in rest:
             pre, _, tail = rest.partition("{")
             label, _, rest = tail.partition("}")
-            out.append(_Piece(pre))
+            out.append(Piece(pre))
             if label == "model":
-                out.append(_Piece(model, "model"))
+                out.append(Piece(model, "model"))
                 continue
             if label == "category":
                 node = lineage[0] if r.random() < 0.7 else r.choice(lineage)
-                out.append(_Piece(self.surface(node, zh), label))
+                out.append(Piece(self.surface(node, zh), label))
                 continue
             known = [n for n in have.get(label, []) if n and n not in used]
             # A listing names one brand; other attributes may add values the title left out.
@@ -585,11 +309,11 @@ class _Generator:
             if node is None:
                 node = self.pick_node(profile, label, exclude=tuple(used))
             if node is None:
-                out.append(_Piece(self.surf[self.by_type[label][0]].zh if zh else label))
+                out.append(Piece(self.surf[self.by_type[label][0]].zh if zh else label))
                 continue
             used.append(node)
-            out.append(_Piece(self.surface(node, zh), label))
-        out.append(_Piece(rest))
+            out.append(Piece(self.surface(node, zh), label))
+        out.append(Piece(rest))
         if not zh:
             # Sentence-initial capital, as written prose has it.
             first = next(p for p in out if p.text)
@@ -597,7 +321,7 @@ class _Generator:
         return out
 
     @staticmethod
-    def _concat(pieces: list[_Piece]) -> tuple[str, list[tuple[int, int, str]]]:
+    def _concat(pieces: list[Piece]) -> tuple[str, list[tuple[int, int, str]]]:
         text = ""
         spans = []
         for p in pieces:
@@ -656,9 +380,3 @@ def main_stats(records: list[dict]) -> dict[str, int]:
             counts[span["label"]] = counts.get(span["label"], 0) + 1
     return dict(sorted(counts.items()))
 
-
-if __name__ == "__main__":
-    _recs = generate(load_taxonomy_json(DEMO_TAXONOMY), 20, seed=1)
-    for _r in _recs:
-        print(_r["text"], [(_r["text"][s["start"]:s["end"]], s["label"]) for s in _r["spans"]])
-    print(main_stats(generate(load_taxonomy_json(DEMO_TAXONOMY), 2000)))

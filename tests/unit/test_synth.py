@@ -5,17 +5,8 @@ import unicodedata
 
 import pytest
 
-from model.synth import (
-    _BRAND_CHARS,
-    DEMO_TAXONOMY,
-    PROMO_EN,
-    PROMO_ZH,
-    generate,
-    is_cjk,
-    is_latin_word_char,
-    load_taxonomy_json,
-    main_stats,
-)
+from model.catalogue import PROMO_EN, PROMO_ZH, is_cjk, is_latin_word_char, load_taxonomy_json
+from model.synth import _BRAND_CHARS, DEMO_TAXONOMY, generate, main_stats
 
 MODEL_RE = re.compile(r"[A-Z]{1,3}-?\d{2,4}[A-Z]?( (PRO|MAX|PLUS|ULTRA|LITE|SE))?")
 
