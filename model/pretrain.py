@@ -21,6 +21,7 @@ from transformers.utils import logging as hf_logging
 
 from model.config import DEFAULT_EPOCHS, PretrainConfig
 from model.data import DataError, data_hash
+from model.schedule import ESTIMATE_AFTER, PretrainSchedule, budget_spent, pretrain_horizon
 from model.texts import read_texts
 from model.train import length_batches
 from model.vocab import build_wordpiece
@@ -30,7 +31,6 @@ TOKENIZER = "tokenizer.json"
 META = "pretrain.json"
 IGNORE = -100             # label of positions the loss skips (torch cross_entropy's default)
 MASK_SHARE, RANDOM_SHARE = 0.8, 0.1   # of the chosen words; the rest are kept as they are
-ESTIMATE_AFTER = 20       # steps timed before a time budget sets the schedule's length
 REESTIMATE_EVERY = 50
 CURVE_EVERY = 50          # steps averaged into one point of the recorded loss curve
 
@@ -205,47 +205,6 @@ def fixed_batches(texts: Sequence[Encoded], masker: Masker, batch_size: int,
     return [masker.batch(texts[i:i + batch_size], rng) for i in range(0, len(texts), batch_size)]
 
 
-@dataclass
-class _Schedule:
-    """Linear warm-up and decay over ``total`` steps; ``total`` is re-estimated under a time budget."""
-
-    total: int
-    warmup: float
-
-    def factor(self, step: int) -> float:
-        warm = max(1, round(self.warmup * self.total))
-        if step < warm:
-            return (step + 1) / warm
-        return max(0.0, (self.total - step) / max(1, self.total - warm))
-
-
-def _horizon(config: PretrainConfig, steps: int, steps_per_epoch: int, wall: float, cpu: float,
-             loop_wall: float, loop_cpu: float) -> int | None:
-    """Steps the run will take: the nearest of the step and epoch limits and, once ``steps`` have been
-    timed, of the time budgets at the rate so far. None when only time budgets apply and nothing is timed."""
-    limits = []
-    if config.max_steps is not None:
-        limits.append(config.max_steps)
-    if config.epoch_limit is not None:
-        limits.append(config.epoch_limit * steps_per_epoch)
-    if steps >= ESTIMATE_AFTER:
-        if config.max_seconds is not None and loop_wall > 0:
-            limits.append(steps + math.floor((config.max_seconds - wall) * steps / loop_wall))
-        if config.max_cpu_seconds is not None and loop_cpu > 0:
-            limits.append(steps + math.floor((config.max_cpu_seconds - cpu) * steps / loop_cpu))
-    return max(steps + 1, min(limits)) if limits else None
-
-
-def _spent(config: PretrainConfig, steps: int, wall: float, cpu: float) -> str | None:
-    if config.max_steps is not None and steps >= config.max_steps:
-        return "max steps"
-    if config.max_seconds is not None and wall >= config.max_seconds:
-        return "time budget"
-    if config.max_cpu_seconds is not None and cpu >= config.max_cpu_seconds:
-        return "CPU budget"
-    return None
-
-
 def split_held_out(texts: Sequence[str], share: float, seed: int) -> tuple[list[str], list[str]]:
     if share <= 0 or len(texts) < 2:
         return list(texts), []
@@ -264,6 +223,77 @@ def save_quietly(model: BertForMaskedLM, out: Path) -> None:
     finally:
         if shown:
             hf_logging.enable_progress_bar()
+
+
+@dataclass
+class _Run:
+    """What the training loop leaves behind."""
+
+    steps: int = 0
+    stopped: str | None = None
+    losses: list[float] = field(default_factory=list)
+    curve: list[dict] = field(default_factory=list)
+
+
+def _optimizer(model, config: PretrainConfig):
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+
+
+def _train(model, train_set, masker: "Masker", config: PretrainConfig, started: tuple[float, float]) -> _Run:
+    """Masked-word steps until the first budget (steps, seconds, CPU-seconds, epochs) is spent."""
+    started_wall, started_cpu = started
+    optimizer = _optimizer(model, config)
+    steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
+    # Until a time budget has been timed, the schedule assumes DEFAULT_EPOCHS.
+    schedule = PretrainSchedule(pretrain_horizon(config, 0, steps_per_epoch, 0, 0, 0, 0) or DEFAULT_EPOCHS * steps_per_epoch,
+                         config.warmup)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor)
+    rng = random.Random(config.seed)
+    lengths = [len(t.ids) for t in train_set]
+    run, epoch = _Run(), 0
+    loop_wall, loop_cpu = time.monotonic(), time.process_time()
+    bar = tqdm(total=schedule.total, desc="pretrain", unit="step", leave=False, disable=None)
+    model.train()
+    while run.stopped is None:
+        epoch_steps = run.steps
+        for batch_ids in length_batches(lengths, config.batch_size, rng):
+            batch = masker.batch([train_set[i] for i in batch_ids], rng)
+            if not (batch["labels"] != IGNORE).any():
+                continue
+            loss, _, _ = mlm_loss(model, batch)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+            optimizer.step()
+            scheduler.step()
+            run.steps += 1
+            run.losses.append(loss.item())
+            wall, cpu = time.monotonic() - started_wall, time.process_time() - started_cpu
+            if run.steps % CURVE_EVERY == 0:
+                run.curve.append({"step": run.steps, "loss": round(sum(run.losses[-CURVE_EVERY:]) / CURVE_EVERY, 4),
+                                  "seconds": round(wall, 1), "cpu_seconds": round(cpu, 1)})
+            if run.steps == ESTIMATE_AFTER or run.steps % REESTIMATE_EVERY == 0:
+                estimate = pretrain_horizon(config, run.steps, steps_per_epoch, wall, cpu,
+                                    time.monotonic() - loop_wall, time.process_time() - loop_cpu)
+                if estimate is not None and estimate != schedule.total:
+                    schedule.total = bar.total = estimate
+                    bar.refresh()
+            bar.update(1)
+            bar.set_postfix(loss=f"{run.losses[-1]:.3f}", lr=f"{scheduler.get_last_lr()[0]:.1e}")
+            run.stopped = budget_spent(config, run.steps, wall, cpu)
+            if run.stopped:
+                break
+        else:
+            epoch += 1
+            if config.epoch_limit is not None and epoch >= config.epoch_limit:
+                run.stopped = "epochs"
+            elif run.steps == epoch_steps:
+                raise DataError(f"{', '.join(config.texts)}: no word to mask (every text is [UNK] only)")
+    bar.close()
+    return run
 
 
 def pretrain(config: PretrainConfig, log: Callable[[str], None] = print) -> PretrainResult:
@@ -294,95 +324,46 @@ def pretrain(config: PretrainConfig, log: Callable[[str], None] = print) -> Pret
     log(f"vocabulary {tokenizer.get_vocab_size()}; model {config.layers} layers x {config.hidden} "
         f"({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters)")
 
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
-    steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
-    # Until a time budget has been timed, the schedule assumes DEFAULT_EPOCHS.
-    schedule = _Schedule(_horizon(config, 0, steps_per_epoch, 0, 0, 0, 0) or DEFAULT_EPOCHS * steps_per_epoch,
-                         config.warmup)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor)
-
     held_batches = fixed_batches(held_set, masker, config.batch_size, config.seed + 1)
     before = evaluate_mlm(model, held_batches) if held_set else None
-    rng = random.Random(config.seed)
-    lengths = [len(t.ids) for t in train_set]
-    losses: list[float] = []
-    curve: list[dict] = []
-    steps, stopped, epoch = 0, None, 0
-    loop_wall, loop_cpu = time.monotonic(), time.process_time()
-    bar = tqdm(total=schedule.total, desc="pretrain", unit="step", leave=False, disable=None)
-    model.train()
-    while stopped is None:
-        epoch_steps = steps
-        for batch_ids in length_batches(lengths, config.batch_size, rng):
-            batch = masker.batch([train_set[i] for i in batch_ids], rng)
-            if not (batch["labels"] != IGNORE).any():
-                continue
-            loss, _, _ = mlm_loss(model, batch)
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
-            optimizer.step()
-            scheduler.step()
-            steps += 1
-            losses.append(loss.item())
-            wall, cpu = time.monotonic() - started_wall, time.process_time() - started_cpu
-            if steps % CURVE_EVERY == 0:
-                curve.append({"step": steps, "loss": round(sum(losses[-CURVE_EVERY:]) / CURVE_EVERY, 4),
-                              "seconds": round(wall, 1), "cpu_seconds": round(cpu, 1)})
-            if steps == ESTIMATE_AFTER or steps % REESTIMATE_EVERY == 0:
-                estimate = _horizon(config, steps, steps_per_epoch, wall, cpu,
-                                    time.monotonic() - loop_wall, time.process_time() - loop_cpu)
-                if estimate is not None and estimate != schedule.total:
-                    schedule.total = bar.total = estimate
-                    bar.refresh()
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{scheduler.get_last_lr()[0]:.1e}")
-            stopped = _spent(config, steps, wall, cpu)
-            if stopped:
-                break
-        else:
-            epoch += 1
-            if config.epoch_limit is not None and epoch >= config.epoch_limit:
-                stopped = "epochs"
-            elif steps == epoch_steps:
-                raise DataError(f"{', '.join(config.texts)}: no word to mask (every text is [UNK] only)")
-    bar.close()
-
+    run = _train(model, train_set, masker, config, (started_wall, started_cpu))
     after = evaluate_mlm(model, held_batches) if held_set else None
     wall, cpu = time.monotonic() - started_wall, time.process_time() - started_cpu
+    losses = run.losses
     final_loss = sum(losses[-CURVE_EVERY:]) / len(losses[-CURVE_EVERY:]) if losses else float("nan")
     save_quietly(model, out)
     tokenizer.save(str(out / TOKENIZER))
-    result = PretrainResult(out, steps, round(steps / steps_per_epoch, 2), stopped, round(wall, 1), round(cpu, 1),
-                            losses[0] if losses else float("nan"), final_loss, before, after, curve)
+    steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
+    result = PretrainResult(out, run.steps, round(run.steps / steps_per_epoch, 2), run.stopped, round(wall, 1),
+                            round(cpu, 1), losses[0] if losses else float("nan"), final_loss, before, after, run.curve)
+    counts = {"texts": len(texts), "unique_texts": len(unique), "held_out_texts": len(held_texts),
+              "vocab_size": tokenizer.get_vocab_size()}
+    _write_meta(out, config, result, counts)
+    held = (f"; held-out masked-token accuracy {before.accuracy:.1%} -> {after.accuracy:.1%} "
+            f"(loss {before.loss:.3f} -> {after.loss:.3f}, {after.tokens} tokens)" if before and after else "")
+    log(f"{run.steps} steps, {result.epochs} epochs ({run.stopped}), {result.cpu_seconds} CPU-s; "
+        f"MLM loss {result.first_loss:.3f} -> {final_loss:.3f}{held}")
+    return result
+
+
+def _write_meta(out: Path, config: PretrainConfig, result: PretrainResult, counts: dict) -> None:
     meta = {
-        "steps": steps,
+        "steps": result.steps,
         "epochs": result.epochs,
-        "stopped": stopped,
+        "stopped": result.stopped,
         "seconds": result.seconds,
         "cpu_seconds": result.cpu_seconds,
-        "texts": len(texts),
-        "unique_texts": len(unique),
-        "held_out_texts": len(held_texts),
-        "vocab_size": tokenizer.get_vocab_size(),
+        **counts,
         "first_loss": round(result.first_loss, 4),
-        "final_loss": round(final_loss, 4),
-        "held_out_before": before.to_json() if before else None,
-        "held_out_after": after.to_json() if after else None,
-        "curve": curve,
+        "final_loss": round(result.final_loss, 4),
+        "held_out_before": result.held_out_before.to_json() if result.held_out_before else None,
+        "held_out_after": result.held_out_after.to_json() if result.held_out_after else None,
+        "curve": result.curve,
         "texts_sha256": data_hash(config.texts),
         "config": asdict(config),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     (out / META).write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
-    held = (f"; held-out masked-token accuracy {before.accuracy:.1%} -> {after.accuracy:.1%} "
-            f"(loss {before.loss:.3f} -> {after.loss:.3f}, {after.tokens} tokens)" if before and after else "")
-    log(f"{steps} steps, {result.epochs} epochs ({stopped}), {result.cpu_seconds} CPU-s; "
-        f"MLM loss {result.first_loss:.3f} -> {final_loss:.3f}{held}")
-    return result
 
 
 __all__ = ["PretrainConfig", "PretrainResult", "MlmScores", "Encoded", "Masker", "read_texts", "encode_texts",

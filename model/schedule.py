@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from model.config import TrainConfig
+import math
+from dataclasses import dataclass
+
+from model.config import PretrainConfig, TrainConfig
+
+ESTIMATE_AFTER = 20       # pretraining steps timed before a time budget sets the schedule's length
 
 
 class BudgetSchedule:
@@ -34,3 +39,44 @@ class BudgetSchedule:
         if not self._warmup_fixed:
             self.warmup = int(self.config.warmup * self.total)
             self._warmup_fixed = True
+
+
+@dataclass
+class PretrainSchedule:
+    """Linear warm-up and decay over ``total`` steps; ``total`` is re-estimated under a time budget."""
+
+    total: int
+    warmup: float
+
+    def factor(self, step: int) -> float:
+        warm = max(1, round(self.warmup * self.total))
+        if step < warm:
+            return (step + 1) / warm
+        return max(0.0, (self.total - step) / max(1, self.total - warm))
+
+
+def pretrain_horizon(config: PretrainConfig, steps: int, steps_per_epoch: int, wall: float, cpu: float,
+             loop_wall: float, loop_cpu: float) -> int | None:
+    """Steps the run will take: the nearest of the step and epoch limits and, once ``steps`` have been
+    timed, of the time budgets at the rate so far. None when only time budgets apply and nothing is timed."""
+    limits = []
+    if config.max_steps is not None:
+        limits.append(config.max_steps)
+    if config.epoch_limit is not None:
+        limits.append(config.epoch_limit * steps_per_epoch)
+    if steps >= ESTIMATE_AFTER:
+        if config.max_seconds is not None and loop_wall > 0:
+            limits.append(steps + math.floor((config.max_seconds - wall) * steps / loop_wall))
+        if config.max_cpu_seconds is not None and loop_cpu > 0:
+            limits.append(steps + math.floor((config.max_cpu_seconds - cpu) * steps / loop_cpu))
+    return max(steps + 1, min(limits)) if limits else None
+
+
+def budget_spent(config: PretrainConfig, steps: int, wall: float, cpu: float) -> str | None:
+    if config.max_steps is not None and steps >= config.max_steps:
+        return "max steps"
+    if config.max_seconds is not None and wall >= config.max_seconds:
+        return "time budget"
+    if config.max_cpu_seconds is not None and cpu >= config.max_cpu_seconds:
+        return "CPU budget"
+    return None
