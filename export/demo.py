@@ -11,9 +11,8 @@ from typing import Callable, Iterator
 
 import orjson
 
-from model.synth import generate, load_taxonomy_json
+from model.synth import DEMO_TAXONOMY, generate, load_taxonomy_json
 
-DEMO_TAXONOMY = Path(__file__).resolve().parent.parent / "model" / "resources" / "demo_taxonomy.json"
 
 
 class DemoBundleError(RuntimeError):

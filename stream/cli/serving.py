@@ -13,7 +13,7 @@ from stream.cli.options import add_options, from_args, positive_float, positive_
 
 
 def add_verbs(verbs) -> None:
-    verb(verbs, "tag", "tag texts with a bundle, no Kafka (texts as arguments or one per stdin line)",
+    verb(verbs, "tag", "tag texts with a bundle, no Kafka (titles as arguments, or one per stdin line: a title or a JSON product)",
          _tag_options, cmd_tag)
     verb(verbs, "worker", "run a streaming worker: products.updates -> products.enriched", settings_options,
          cmd_worker)
@@ -32,14 +32,38 @@ def _tag_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
-    from stream.tagging.tagger import Tagger
+    """Print, per text (or per product, for JSON lines with a title), the same tag objects that the
+    worker publishes on products.enriched: one pipeline, one tag shape."""
+    import orjson
 
-    tagger = Tagger.load(args.bundle, variant=args.variant, device=args.device, threads=args.threads)
-    texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    for text, spans in zip(texts, tagger.tag_texts(texts)):
-        print(json.dumps({"text": text, "tags": [s.to_json() for s in spans],
-                          "model": {"name": tagger.model_name, "version": tagger.model_version}}, ensure_ascii=False))
+    from stream.service.enrich import cap_tags
+    from stream.service.settings import Settings
+    from stream.tagging.pipeline import Pipeline
+
+    pipeline = Pipeline.load(args.bundle, variant=args.variant, device=args.device, threads=args.threads)
+    lines = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    products = [_product(line) for line in lines]
+    for product, found in zip(products, pipeline(products)):
+        kept, dropped = cap_tags(found.tags, Settings.max_tags_per_field)
+        record = {k: product[k] for k in ("product_id", "title", "description") if product.get(k) is not None}
+        if set(record) == {"title"}:
+            record = {"text": product["title"]}
+        record.update(tags=[t.to_json() for t in kept], tags_dropped=dropped, model=pipeline.model)
+        print(orjson.dumps(record).decode("utf-8"), flush=True)
     return 0
+
+
+def _product(line: str) -> dict:
+    """A text is a title; a JSON object with a title (an input event, a synth product) is a product."""
+    if line.lstrip().startswith("{"):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            return {"title": line}
+        if isinstance(record, dict) and isinstance(record.get("title"), str):
+            return {"product_id": record.get("product_id", record.get("id")), "title": record["title"],
+                    "description": record.get("description") if isinstance(record.get("description"), str) else None}
+    return {"title": line}
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

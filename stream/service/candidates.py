@@ -23,7 +23,8 @@ def suggest(records: Iterable[Mapping], taxonomy: Taxonomy, *, min_count: int = 
     """Merge candidate records (one per value per window) into a patch of proposed nodes, most
     frequent first; values the taxonomy already knows (added since) are left out."""
     merged: dict[tuple[str, str], dict] = {}
-    for record in records:
+    for i, record in enumerate(records):
+        _check_candidate(record, i)
         key = (record["type"], record["key"])
         entry = merged.setdefault(key, {"type": record["type"], "texts": {}, "count": 0, "products": 0,
                                         "windows": 0, "examples": []})
@@ -54,6 +55,20 @@ def suggest(records: Iterable[Mapping], taxonomy: Taxonomy, *, min_count: int = 
             "review": "set accept to false to drop an entry; give synonym_of: <node id> to add the text "
                       "as a synonym of an existing node instead; edit names, synonyms and parent freely",
             "add": add}
+
+
+_CANDIDATE_FIELDS = {"type": str, "key": str, "text": str, "count": int, "products": int}
+
+
+def _check_candidate(record: object, i: int) -> None:
+    """A record that is not a candidate (a drift report, an enriched product) is refused by name."""
+    if not isinstance(record, Mapping):
+        raise ValueError(f"record {i + 1} is not a JSON object, so not a taxonomy candidate")
+    for name, kind in _CANDIDATE_FIELDS.items():
+        if not isinstance(record.get(name), kind):
+            got = "missing" if name not in record else f"a {type(record[name]).__name__}"
+            raise ValueError(f"record {i + 1} is not a taxonomy candidate: {name!r} is {got}, expected a "
+                             f"{kind.__name__} (candidates come from the tagstream.taxonomy-candidates topic)")
 
 
 def apply(taxonomy: Taxonomy, patch: Mapping, *, version: str | None = None) -> tuple[Taxonomy, dict]:

@@ -13,12 +13,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def tagstream(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+def tagstream(*args: str, check: bool = True, timeout: float = 600, input: str | None = None) -> subprocess.CompletedProcess:
     exe = shutil.which("tagstream", path=str(Path(sys.executable).parent)) or shutil.which("tagstream")
     command = [exe, *args] if exe else [sys.executable, "-m", "stream.cli", *args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("TAGSTREAM_DEBUG", None)
-    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env, input=input)
     if check and run.returncode != 0:
         raise AssertionError(f"tagstream {' '.join(args)} exited {run.returncode}\n{run.stdout}\n{run.stderr}")
     return run

@@ -68,3 +68,12 @@ def test_suggest_and_apply_from_files_and_a_drift_chart(tmp_path):
     drawn = _run("drift", "report", "--file", str(reports), "--out", str(chart))
     assert drawn.returncode == 0 and "3 windows, 1 with an alert" in drawn.stderr
     assert chart.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_suggest_refuses_records_that_are_not_candidates_in_one_line(tmp_path):
+    enriched = tmp_path / "enriched.jsonl"
+    enriched.write_text(json.dumps({"product_id": "p1", "version": 1, "tags": []}) + "\n", encoding="utf-8")
+    done = _run("taxonomy", "suggest", "--taxonomy", str(DEMO_TAXONOMY), "--file", str(enriched),
+                "--out", str(tmp_path / "patch.json"))
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.strip().count("\n") == 0 and "not a taxonomy candidate" in done.stderr

@@ -129,3 +129,19 @@ def test_the_walk_sees_a_circle_and_a_wrong_direction(tmp_path, monkeypatch):
     assert top_a == {"b"} and "a" in top_b
     assert _layer("stream.service.worker") == "service" and _layer("stream.tagging.tagger") == "core"
     assert _layer("stream.cli") == "cli" and _layer("model.train") == "model"
+
+
+def test_no_module_over_400_lines_and_no_function_over_80():
+    """Split by concern before a reader has to hold too much at once (outside tests and bench)."""
+    too_long = []
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            source = path.read_text(encoding="utf-8")
+            lines = len(source.splitlines())
+            if lines > 400:
+                too_long.append(f"{path.relative_to(ROOT)}: {lines} lines")
+            for node in ast.walk(ast.parse(source)):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+                    too_long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: "
+                                    f"{node.end_lineno - node.lineno + 1} lines")
+    assert not too_long, "\n".join(too_long)
