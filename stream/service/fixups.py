@@ -6,6 +6,7 @@ points (``App(TableManager=...)``) or wraps the one call that needs them.
 
 from __future__ import annotations
 
+import logging
 import weakref
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -13,6 +14,8 @@ from typing import Any, Iterator
 from faust.streams import _current_event
 from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
+
+log = logging.getLogger("tagstream.worker")
 
 
 class SeekThenDeliverRecovery(Recovery):
@@ -55,3 +58,23 @@ def as_current_event(event: Any | None) -> Iterator[None]:
         yield
     finally:
         _current_event.reset(token)
+
+
+async def reseek_stalled_consumer(app: Any, topic: str, idle: float, lags: dict[int, int]) -> None:
+    """The stall watchdog's repair: log the consumer's state (for the record), then redo what
+    recovery ends with: stop the flow, seek to the committed offsets, clear the stream queues
+    (``flow_control.resume`` empties them: anything stale goes), resume.
+
+    Seen rarely after a restart with faust-streaming 0.15.3: the consumer ready, lag on its
+    partitions, and nothing delivered; the cause is not known, so the state is logged in full.
+    """
+    consumer = app.consumer
+    log.warning("no batch for %.0f s with %d events waiting (lag %s); consumer flow=%s, paused=%s, read=%s; "
+                "seeking to the committed offsets and resuming", idle, sum(lags.values()), lags,
+                consumer.flow_active, sorted(tp.partition for tp in consumer._paused_partitions if tp.topic == topic),
+                {tp.partition: o for tp, o in consumer._read_offset.items() if tp.topic == topic})
+    consumer.stop_flow()
+    await consumer.perform_seek()
+    app.flow_control.resume()
+    consumer.resume_flow()
+    consumer.resume_partitions({tp for tp in consumer.assignment() if tp.topic == topic})

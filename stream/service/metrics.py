@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import Counter, Gauge, Histogram, Info
+
+from stream.service.enrich import DLQ, BatchResult
 
 EVENTS_CONSUMED = Counter("tagstream_events_consumed_total", "Input events taken from Kafka")
 EVENTS_ENRICHED = Counter("tagstream_events_enriched_total", "Enriched records (and tombstones) acknowledged by the broker")
@@ -51,3 +55,20 @@ def observe_drift(report: dict, candidates: int) -> None:
     DRIFT_ALERT.set(1 if report["alert"] else 0)
     DRIFT_WINDOWS.labels("true" if report["alert"] else "false").inc()
     TAXONOMY_CANDIDATES.inc(candidates)
+
+
+def count_batch(result: BatchResult) -> None:
+    """Every metric of a batch whose outputs the broker has acknowledged, in one call."""
+    now = time.time()
+    for out in result.outputs:
+        if out.source.timestamp_ms:
+            END_TO_END_SECONDS.observe(max(0.0, now - out.source.timestamp_ms / 1000))
+        if out.kind == DLQ:
+            EVENTS_DEAD_LETTERED.labels(out.code).inc()
+    counts = result.counts
+    EVENTS_ENRICHED.inc(counts["enriched"] + counts["deleted"])
+    MODEL_TEXTS.inc(result.texts_tagged)
+    for reason in ("stale", "unchanged"):
+        if counts[f"skipped_{reason}"]:
+            EVENTS_SKIPPED.labels(reason).inc(counts[f"skipped_{reason}"])
+    LAST_BATCH_UNIX.set(now)

@@ -24,7 +24,7 @@ from stream.service.drift import DriftConfig, DriftWindow, TextObservation
 from stream.service.enrich import DLQ, ENRICHED, BatchResult, enrich, parse_batch
 from stream.service.events import Limits, ProductEvent, RawEvent
 from stream.service.failpoints import PoisonedPipeline, failpoint
-from stream.service.fixups import SeekThenDeliverTableManager, as_current_event
+from stream.service.fixups import SeekThenDeliverTableManager, as_current_event, reseek_stalled_consumer
 from stream.service.health import Health
 from stream.service.serving import ServingPipeline
 from stream.service.settings import Settings
@@ -153,7 +153,7 @@ class EnrichmentWorker:
         for pid, entry in result.state.items():
             with as_current_event(carrier[pid]):
                 self.state[pid.encode("utf-8")] = entry
-        self.count(result)
+        metrics.count_batch(result)
         await self.observe_drift(observations)
 
     async def publish(self, result: BatchResult) -> None:
@@ -177,22 +177,6 @@ class EnrichmentWorker:
                          "offsets, a restart consumes it again", len(result.outputs), type(err).__name__, err)
             logging.shutdown()
             os._exit(EXIT_PUBLISH_FAILED)
-
-    def count(self, result: BatchResult) -> None:
-        """Metrics of a batch whose outputs the broker has acknowledged."""
-        now = time.time()
-        for out in result.outputs:
-            if out.source.timestamp_ms:
-                metrics.END_TO_END_SECONDS.observe(max(0.0, now - out.source.timestamp_ms / 1000))
-            if out.kind == DLQ:
-                metrics.EVENTS_DEAD_LETTERED.labels(out.code).inc()
-        counts = result.counts
-        metrics.EVENTS_ENRICHED.inc(counts["enriched"] + counts["deleted"])
-        metrics.MODEL_TEXTS.inc(result.texts_tagged)
-        for reason in ("stale", "unchanged"):
-            if counts[f"skipped_{reason}"]:
-                metrics.EVENTS_SKIPPED.labels(reason).inc(counts[f"skipped_{reason}"])
-        metrics.LAST_BATCH_UNIX.set(now)
 
     async def observe_drift(self, observations: list[TextObservation]) -> None:
         """Feed the drift window; a count window closes at exactly its size, a time window when due."""
@@ -296,8 +280,7 @@ class EnrichmentWorker:
         """Watchdog: events are waiting, no batch is in flight, and none came for stall_seconds.
 
         Seen rarely after a restart: the consumer ready, lag on its partitions, and nothing
-        delivered. Log the consumer's state (for the record), then redo what recovery ends with:
-        stop the flow, seek to the committed offsets, clear the stream queues, resume.
+        delivered. The repair (``fixups.reseek_stalled_consumer``) redoes what recovery ends with.
         """
         idle = time.monotonic() - self.last_progress
         if not any(lags.values()) or self.busy or idle < self.settings.stall_seconds:
@@ -305,19 +288,9 @@ class EnrichmentWorker:
         if self.app.rebalancing or not self.app.tables.recovery.completed.is_set():
             self.last_progress = time.monotonic()    # a rebalance is not a stall; start counting after it
             return
-        consumer = self.app.consumer
-        log.warning("no batch for %.0f s with %d events waiting (lag %s); consumer flow=%s, paused=%s, read=%s; "
-                    "seeking to the committed offsets and resuming", idle, sum(lags.values()), lags,
-                    consumer.flow_active, sorted(tp.partition for tp in consumer._paused_partitions
-                                                 if tp.topic == self.settings.input_topic),
-                    {tp.partition: o for tp, o in consumer._read_offset.items() if tp.topic == self.settings.input_topic})
         metrics.STALLS.inc()
         self.health.stalled()                  # not ready until a batch completes again
-        consumer.stop_flow()
-        await consumer.perform_seek()
-        self.app.flow_control.resume()         # empties the stream queues: anything stale goes
-        consumer.resume_flow()
-        consumer.resume_partitions({tp for tp in consumer.assignment() if tp.topic == self.settings.input_topic})
+        await reseek_stalled_consumer(self.app, self.settings.input_topic, idle, lags)
         self.last_progress = time.monotonic()
 
     def _enrich(self, batch, parsed, snapshot) -> tuple[BatchResult, list[TextObservation]]:
