@@ -34,7 +34,7 @@ from bench.common import (Counters, batch_stats, events_per_second, machine, per
 from bench.profile_summary import summarise  # noqa: E402
 from model.synth import DEMO_TAXONOMY, generate, load_taxonomy_json  # noqa: E402
 from stream.service.settings import Settings  # noqa: E402
-from stream.tagging.tagger import Tagger  # noqa: E402
+from stream.tagging.pipeline import Pipeline  # noqa: E402
 from stream.service.clients import ensure_topics  # noqa: E402
 from tests.kafka_broker import ensure_broker  # noqa: E402
 from tests.streaming import Topics, WorkerProcess, free_port  # noqa: E402
@@ -46,20 +46,20 @@ PARTITIONS = 4
 
 def model_only(bundle: Path, products: list[dict], batch: int, threads: int, variant: str) -> tuple[float, dict, list]:
     """Best of two passes in events/s, the per-call time of full batches, and the providers."""
-    tagger = Tagger.load(bundle, variant=variant, device="cpu", threads=threads, batch_size=batch)
+    pipeline = Pipeline.load(bundle, variant=variant, device="cpu", threads=threads, batch_size=batch)
     chunks = [products[i:i + batch] for i in range(0, len(products), batch)]
     for chunk in chunks[:2]:
-        tagger.tag_products(chunk)
+        pipeline(chunk)
     best, full_batch_ms = 0.0, []
     for _ in range(2):
         start = time.perf_counter()
         for chunk in chunks:
             t0 = time.perf_counter()
-            tagger.tag_products(chunk)
+            pipeline(chunk)
             if len(chunk) == batch:
                 full_batch_ms.append((time.perf_counter() - t0) * 1000)
         best = max(best, len(products) / (time.perf_counter() - start))
-    return best, percentiles(full_batch_ms), tagger.providers
+    return best, percentiles(full_batch_ms), pipeline.tagger.providers
 
 
 def product_events(products: list[dict], version: int) -> list[tuple[bytes, bytes]]:
