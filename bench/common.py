@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.streaming import scrape  # noqa: E402
+from bench.harness import scrape  # noqa: E402
 
 
 def machine(threads: int | None = None, providers: Sequence[str] | None = None) -> dict:

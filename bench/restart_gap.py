@@ -36,8 +36,8 @@ from bench.common import machine, produce  # noqa: E402
 from model.synth import DEMO_TAXONOMY, generate, load_taxonomy_json  # noqa: E402
 from stream.service.settings import Settings  # noqa: E402
 from stream.service.clients import ensure_topics  # noqa: E402
-from tests.kafka_broker import ensure_broker  # noqa: E402
-from tests.streaming import Topics, WorkerProcess, group_lag  # noqa: E402
+from bench.broker import ensure_broker  # noqa: E402
+from bench.harness import Topics, WorkerProcess, group_lag  # noqa: E402
 
 SHARED_BUNDLE = ROOT / "bench" / ".cache" / "minilm-bundle"
 PARTITIONS = 4

@@ -42,8 +42,8 @@ from stream.service.events import ProductEvent  # noqa: E402
 from stream.service.worker import STATE_TABLE  # noqa: E402
 from stream.tagging.pipeline import Pipeline  # noqa: E402
 from stream.tagging.spans import TaggedSpan  # noqa: E402
-from tests.kafka_broker import ensure_broker  # noqa: E402
-from tests.streaming import Topics, WorkerProcess, free_port, scrape  # noqa: E402
+from bench.broker import ensure_broker  # noqa: E402
+from bench.harness import Topics, WorkerProcess, free_port, scrape  # noqa: E402
 
 SHARED_BUNDLE = ROOT / "bench" / ".cache" / "minilm-bundle"
 SEEDED_VERSION = 5

@@ -13,8 +13,8 @@ import time
 import pytest
 
 from tests.conftest import ROOT
-from tests.kafka_broker import ensure_broker
-from tests.streaming import free_port
+from bench.broker import ensure_broker
+from bench.harness import free_port
 
 
 def _alive(pid: int) -> bool:

@@ -9,8 +9,8 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tests.conftest import DEMO_TAXONOMY
-from tests.kafka_broker import ensure_broker, unique_name
-from tests.streaming import consume, free_port
+from bench.broker import ensure_broker, unique_name
+from bench.harness import consume, free_port
 
 
 def _one_line_error(run, *needles):

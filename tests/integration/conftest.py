@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.kafka_broker import ensure_broker
-from tests.streaming import Topics
+from bench.broker import ensure_broker
+from bench.harness import Topics
 
 
 @pytest.fixture(scope="session")

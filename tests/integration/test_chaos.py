@@ -15,8 +15,8 @@ import pytest
 
 from model.synth import generate, load_taxonomy_json
 from tests.conftest import DEMO_TAXONOMY
-from tests.kafka_broker import broker_crash_and_start
-from tests.streaming import WorkerProcess, consume, event, produce
+from bench.broker import broker_crash_and_start
+from bench.harness import WorkerProcess, consume, event, produce
 
 HUGE_TITLE = "耐克跑步鞋黑色" * 2857
 

@@ -15,8 +15,8 @@ from stream.tagging.bundle import promote
 from model.synth import generate, load_taxonomy_json
 from stream.tagging.taxonomy import Taxonomy
 from tests.conftest import DEMO_TAXONOMY, ROOT, train_on_synthetic_titles
-from tests.kafka_broker import unique_name
-from tests.streaming import WorkerProcess, consume, event, free_port, produce, scrape, values
+from bench.broker import unique_name
+from bench.harness import WorkerProcess, consume, event, free_port, produce, scrape, values
 
 NEW_BRAND = "Velora"
 

@@ -12,8 +12,8 @@ import pytest
 
 from model.synth import generate, load_taxonomy_json
 from tests.conftest import DEMO_TAXONOMY
-from tests.kafka_broker import broker_restart
-from tests.streaming import WorkerProcess, consume, event, free_port, group_lag, produce, scrape
+from bench.broker import broker_restart
+from bench.harness import WorkerProcess, consume, event, free_port, group_lag, produce, scrape
 
 
 def _report(name: str, sent: set, records, dead: int = 0) -> int:

@@ -7,7 +7,7 @@ import asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from tests.kafka_broker import ensure_broker, unique_name
+from bench.broker import ensure_broker, unique_name
 
 
 async def _round_trip(bootstrap: str, topic: str, group: str, values: list[bytes]) -> list[tuple[bytes, bytes]]:

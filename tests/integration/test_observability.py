@@ -16,7 +16,7 @@ import pytest
 
 from model.synth import generate, load_taxonomy_json
 from tests.conftest import DEMO_TAXONOMY, ROOT
-from tests.streaming import WorkerProcess, consume, event, free_port, produce
+from bench.harness import WorkerProcess, consume, event, free_port, produce
 
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
 DASHBOARD = ROOT / "deploy" / "grafana" / "tagstream-dashboard.json"

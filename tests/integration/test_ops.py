@@ -12,7 +12,7 @@ import urllib.request
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from tests.streaming import WorkerProcess, consume, event, free_port, produce
+from bench.harness import WorkerProcess, consume, event, free_port, produce
 
 
 def _exit(worker: WorkerProcess, timeout: float = 90) -> tuple[int, list[str]]:

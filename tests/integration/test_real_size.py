@@ -14,7 +14,7 @@ import orjson
 from model.synth import generate, load_taxonomy_json
 from stream.service.worker import EXIT_PUBLISH_FAILED
 from tests.conftest import DEMO_TAXONOMY
-from tests.streaming import (WorkerProcess, alter_topic, committed, consume, create_topic, event, free_port,
+from bench.harness import (WorkerProcess, alter_topic, committed, consume, create_topic, event, free_port,
                              produce, report, scrape, values)
 
 HUGE_TITLE = "耐克跑步鞋黑色" * 2857          # 19,999 characters: inside --max-field-chars

@@ -11,7 +11,7 @@ from bench.restart_gap import changelog_replay, end_offsets
 from model.synth import generate, load_taxonomy_json
 from stream.service.worker import STATE_TABLE
 from tests.conftest import DEMO_TAXONOMY
-from tests.streaming import WorkerProcess, consume, event, free_port, group_lag, produce, scrape
+from bench.harness import WorkerProcess, consume, event, free_port, group_lag, produce, scrape
 
 STALE = 'tagstream_events_skipped_total{reason="stale"}'
 

@@ -19,8 +19,8 @@ from aiokafka.errors import KafkaConnectionError, SaslAuthenticationFailed, Unsu
 from stream.service.settings import Settings
 from stream.service.clients import kafka_client_options
 from tests.conftest import SAMPLE_TEXTS
-from tests.kafka_broker import SASL_PASSWORD, SASL_USER, ensure_sasl_broker, stop_sasl_broker
-from tests.streaming import ROOT, Topics, WorkerProcess, event, free_port, values
+from bench.broker import SASL_PASSWORD, SASL_USER, ensure_sasl_broker, stop_sasl_broker
+from bench.harness import ROOT, Topics, WorkerProcess, event, free_port, values
 
 pytestmark = pytest.mark.skipif(bool(os.environ.get("TAGSTREAM_KAFKA_BOOTSTRAP")),
                                 reason="needs the local SASL broker; TAGSTREAM_KAFKA_BOOTSTRAP points elsewhere")

@@ -13,7 +13,7 @@ from stream.tagging.bundle import POINTER, promote
 from model.synth import generate, load_taxonomy_json
 from stream.tagging.pipeline import Pipeline
 from tests.conftest import DEMO_TAXONOMY
-from tests.streaming import WorkerProcess, consume, event, free_port, produce, scrape, values
+from bench.harness import WorkerProcess, consume, event, free_port, produce, scrape, values
 
 
 def _products(n: int, seed: int) -> list[dict]:

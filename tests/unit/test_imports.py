@@ -145,3 +145,11 @@ def test_no_module_over_400_lines_and_no_function_over_80():
                     too_long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: "
                                     f"{node.end_lineno - node.lineno + 1} lines")
     assert not too_long, "\n".join(too_long)
+
+
+def test_bench_never_imports_tests():
+    wrong = []
+    for path in sorted((ROOT / "bench").glob("*.py")):
+        top, lazy = _imports(path)
+        wrong += [f"{path.name} imports {m}" for m in sorted(top | lazy) if m.split(".")[0] == "tests"]
+    assert not wrong, "\n".join(wrong)

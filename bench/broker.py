@@ -1,4 +1,4 @@
-"""The real Kafka broker for integration tests: started through deploy/kafka/kafka.sh, or given."""
+"""The real Kafka broker for integration tests and benchmarks: started through deploy/kafka/kafka.sh, or given."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Integration-test harness: workers as real subprocesses, and plain aiokafka producers/consumers."""
+"""Workers as real subprocesses and plain aiokafka clients, shared by the integration tests and the
+benchmarks (bench never imports tests; tests may import this)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from tests.kafka_broker import unique_name
+from bench.broker import unique_name
 
 ROOT = Path(__file__).resolve().parent.parent
 
