@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import machine  # noqa: E402
 
-NAMES = ("inference", "stream", "update_mix", "bucketing", "gpu")
+NAMES = ("inference", "stream", "update_mix", "bucketing", "restart_gap", "state_restart", "gpu")
 
 
 def _load(results: Path) -> dict[str, dict]:
@@ -86,6 +86,22 @@ def rows(found: dict[str, dict]) -> list[tuple[str, str, str, str, str, str]]:
                     f"padding {bucketed['padding_share']:.0%} vs {arrival['padding_share']:.0%}; "
                     f"{bucketed['events_per_second']:,.1f} vs {arrival['events_per_second']:,.1f} texts/s",
                     f"{b['ratio_events_per_second']:.2f}x", "—", "—"))
+    if "restart_gap" in found:
+        r = found["restart_gap"]
+        dyn, static = (r["modes"][m]["gap"] for m in ("dynamic", "static"))
+        out.append(("restart gap (`bench/restart_gap.py`)",
+                    f"kill -9 + restart to first output, dynamic vs static membership, session timeout "
+                    f"{r['session_timeout_s']:.0f} s, {r['repeats']} cycles",
+                    f"p50 {dyn['p50_ms']:,} vs {static['p50_ms']:,} ms (static max {static['max_ms']:,} ms)",
+                    f"{r['ratio_dynamic_to_static']:.1f}x", f"static <= {r['target_ms']:,} ms", _met(r["target_met"])))
+    if "state_restart" in found:
+        st = found["state_restart"]
+        mem, rocks = (st["stores"][m]["restart"] for m in ("memory", "rocksdb"))
+        out.append(("state restart (`bench/state_restart.py`)",
+                    f"kill -9 + restart to first output with {st['products']:,} products of state, memory vs RocksDB",
+                    f"{mem['first_output_ms']:,} vs {rocks['first_output_ms']:,} ms; replayed "
+                    f"{mem['replayed_records']:,} vs {rocks['replayed_records']:,} records",
+                    f"{st['ratio_memory_to_rocksdb_restart']:.1f}x", "—", "—"))
     if "gpu" in found:
         g = found["gpu"]
         best = g.get("best_model_only")
