@@ -184,3 +184,19 @@ def py_spy(pid: int, seconds: float, out: Path, rate: int = 100) -> subprocess.P
     return subprocess.Popen([str(exe), "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))),
                              "--rate", str(rate), "--format", "raw", "--output", str(out), "--nonblocking"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def worker_options(parser) -> None:
+    """The options the worker benchmarks share: micro-batch, threads, variant, results folder."""
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--wait", type=float, default=0.05, help="micro-batch wait, seconds")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--variant", default="int8")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+
+
+def bundle_or_exit(path: str) -> Path:
+    bundle = Path(path)
+    if not (bundle / "manifest.json").is_file():
+        sys.exit(f"{bundle}: no bundle; run bench/inference.py first (it leaves one there) or pass --bundle")
+    return bundle

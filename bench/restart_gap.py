@@ -32,7 +32,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import machine, produce  # noqa: E402
+from bench.common import bundle_or_exit, machine, produce, worker_options  # noqa: E402
 from model.synth import DEMO_TAXONOMY, generate, load_taxonomy_json  # noqa: E402
 from stream.service.settings import Settings  # noqa: E402
 from stream.service.clients import ensure_topics  # noqa: E402
@@ -228,15 +228,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=64, help="events of the first stream, before the kill")
     parser.add_argument("--new-events", type=int, default=16, help="events produced right after the restart")
     parser.add_argument("--store", default="rocksdb", choices=("rocksdb", "memory"))
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--wait", type=float, default=0.05, help="micro-batch wait, seconds")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--variant", default="int8")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    worker_options(parser)
     args = parser.parse_args()
-    bundle = Path(args.bundle)
-    if not (bundle / "manifest.json").is_file():
-        sys.exit(f"{bundle}: no bundle; run bench/inference.py first (it leaves one there) or pass --bundle")
+    bundle = bundle_or_exit(args.bundle)
     if args.repeats < 1 or args.events < 1 or args.new_events < 1:
         sys.exit("--repeats, --events and --new-events must be at least 1")
 

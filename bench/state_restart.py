@@ -34,7 +34,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import machine, produce  # noqa: E402
+from bench.common import bundle_or_exit, machine, produce, worker_options  # noqa: E402
 from bench.restart_gap import (PARTITIONS, changelog_replay, create_topics, end_offsets, milestones,  # noqa: E402
                                wait_committed, wait_for_keys, worker_settings)
 from model.synth import DEMO_TAXONOMY, generate, load_taxonomy_json  # noqa: E402
@@ -211,15 +211,9 @@ def main() -> None:
     parser.add_argument("--bundle", default=str(SHARED_BUNDLE), help="default: the bundle bench/inference.py built")
     parser.add_argument("--products", type=int, default=200_000, help="products of seeded state")
     parser.add_argument("--tags", type=int, default=4, help="at most this many tags per seeded product")
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--wait", type=float, default=0.05, help="micro-batch wait, seconds")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--variant", default="int8")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    worker_options(parser)
     args = parser.parse_args()
-    bundle = Path(args.bundle)
-    if not (bundle / "manifest.json").is_file():
-        sys.exit(f"{bundle}: no bundle; run bench/inference.py first (it leaves one there) or pass --bundle")
+    bundle = bundle_or_exit(args.bundle)
     if args.products < 3 or args.tags < 1:
         sys.exit("--products must be at least 3 and --tags at least 1")
 

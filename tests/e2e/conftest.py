@@ -27,3 +27,15 @@ def tagstream(*args: str, check: bool = True, timeout: float = 600, input: str |
 @pytest.fixture
 def cli():
     return tagstream
+
+
+def one_line_error(run: subprocess.CompletedProcess, *needles: str, exit_code: int | None = None,
+                   prefix: str = "tagstream") -> None:
+    """A failed command said why in one line, with no traceback."""
+    assert run.returncode != 0 if exit_code is None else run.returncode == exit_code
+    assert "Traceback" not in run.stderr
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, run.stderr
+    assert lines[0].startswith(prefix)
+    for needle in needles:
+        assert needle in lines[0], lines[0]

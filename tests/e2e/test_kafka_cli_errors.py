@@ -11,16 +11,11 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from tests.conftest import DEMO_TAXONOMY
 from bench.broker import ensure_broker, unique_name
 from bench.harness import consume, free_port
+from tests.e2e.conftest import one_line_error
 
 
 def _one_line_error(run, *needles):
-    assert run.returncode == 1
-    assert "Traceback" not in run.stderr
-    lines = [line for line in run.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, run.stderr
-    assert lines[0].startswith("tagstream: error: ")
-    for needle in needles:
-        assert needle in lines[0], lines[0]
+    one_line_error(run, *needles, exit_code=1, prefix="tagstream: error: ")
 
 
 @pytest.fixture

@@ -13,16 +13,7 @@ import pytest
 from model.synth import generate, load_taxonomy_json
 from tests.conftest import DEMO_TAXONOMY
 from bench.broker import broker_restart
-from bench.harness import WorkerProcess, consume, event, free_port, group_lag, produce, scrape
-
-
-def _report(name: str, sent: set, records, dead: int = 0) -> int:
-    seen = [(r.key.decode(), orjson.loads(r.value)["version"]) for r in records if r.value is not None]
-    unique = set(seen)
-    lost = len(sent - unique)
-    print(f"{name}: sent {len(sent)}, enriched {len(unique & sent)}, dead-lettered {dead}, "
-          f"duplicated {len(seen) - len(unique)}, lost {lost}")
-    return lost
+from bench.harness import WorkerProcess, consume, event, free_port, group_lag, produce, report, scrape
 
 
 def test_sigkill_three_times_mid_stream_loses_nothing(kafka, topics, tiny_bundle, tmp_path):
@@ -53,7 +44,7 @@ def test_sigkill_three_times_mid_stream_loses_nothing(kafka, topics, tiny_bundle
         producer.join()
         worker.stop()
     assert kills == 3
-    assert _report("sigkill x3", sent, out) == 0
+    assert report("sigkill x3", sent, out) == 0
 
 
 def test_broker_restart_mid_stream_loses_nothing(kafka, topics, tiny_bundle, tmp_path):
@@ -72,7 +63,7 @@ def test_broker_restart_mid_stream_loses_nothing(kafka, topics, tiny_bundle, tmp
         assert worker.proc.poll() is None, "the worker recovered on its own, without a restart"
     finally:
         worker.stop()
-    assert _report("broker restart", sent, out) == 0
+    assert report("broker restart", sent, out) == 0
 
 
 def test_inference_slower_than_the_session_timeout_causes_no_rebalance(kafka, topics, tiny_bundle, tmp_path):
@@ -89,7 +80,7 @@ def test_inference_slower_than_the_session_timeout_causes_no_rebalance(kafka, to
     finally:
         worker.stop()
     log = worker.log()
-    assert _report("slow inference", sent, out) == 0
+    assert report("slow inference", sent, out) == 0
     assert log.count("Joined group") == 1, "the only join is the first one: no rebalance"
     assert "Heartbeat failed" not in log and "Revoking previously assigned partitions set()" in log
     assert log.count("Revoking previously assigned partitions") == 1
@@ -178,4 +169,4 @@ def test_a_stalled_consumer_is_noticed_and_resumed(kafka, topics, tiny_bundle, t
     assert "failpoint stall_consumer" in worker.log()
     assert "seeking to the committed offsets and resuming" in worker.log()
     assert stalls >= 1
-    assert _report("stalled consumer", sent, out) == 0
+    assert report("stalled consumer", sent, out) == 0

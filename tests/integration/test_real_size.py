@@ -37,6 +37,17 @@ def _wait_exit(worker: WorkerProcess, timeout: float = 90) -> int:
     return worker.proc.returncode
 
 
+def _restart_delivers_all(name: str, kafka, topics, bundle, tmp_path, records) -> int:
+    """A healthy worker started after the stop: every record enriched? Prints the report; returns lost."""
+    worker = WorkerProcess(kafka, topics, bundle, tmp_path, max_batch=8).wait_ready()
+    try:
+        sent = {(k.decode(), 1) for k, _ in records}
+        out = consume(kafka, topics.enriched, until=lambda r: {(x.key.decode(), 1) for x in r} >= sent, timeout=90)
+    finally:
+        worker.stop()
+    return report(name, sent, out)
+
+
 def test_real_size_and_hostile_records_are_enriched_or_dead_lettered(kafka, topics, tiny_bundle, tmp_path):
     # The input topic takes records up to 8 MB, so a 5 MB event reaches the worker.
     create_topic(kafka, topics.input, 4, max_message_bytes=8 * 1024 * 1024)
@@ -91,14 +102,8 @@ def test_a_record_the_broker_refuses_stops_the_worker_uncommitted_and_a_restart_
     # Whatever was committed, the refused record's offset is not behind it: it is consumed again.
     assert sum(committed(kafka, topics.group).values()) < len(records)
     alter_topic(kafka, topics.enriched, max_message_bytes=1_048_588)
-    worker = WorkerProcess(kafka, topics, tiny_bundle, tmp_path, max_batch=8).wait_ready()
-    try:
-        sent = {(k.decode(), 1) for k, _ in records}
-        out = consume(kafka, topics.enriched, until=lambda r: {(x.key.decode(), 1) for x in r} >= sent, timeout=90)
-    finally:
-        worker.stop()
     print(f"before the restart {len(before)} records were enriched")
-    assert report("broker-refused record", sent, out) == 0
+    assert _restart_delivers_all("broker-refused record", kafka, topics, tiny_bundle, tmp_path, records) == 0
 
 
 def test_a_failing_send_lets_nothing_be_committed_past_it(kafka, topics, tiny_bundle, tmp_path):
@@ -109,13 +114,7 @@ def test_a_failing_send_lets_nothing_be_committed_past_it(kafka, topics, tiny_bu
     worker.stop()
     assert "failpoint fail_send:20" in worker.log()
     assert sum(committed(kafka, topics.group).values()) < len(records)
-    worker = WorkerProcess(kafka, topics, tiny_bundle, tmp_path, max_batch=8).wait_ready()
-    try:
-        sent = {(k.decode(), 1) for k, _ in records}
-        out = consume(kafka, topics.enriched, until=lambda r: {(x.key.decode(), 1) for x in r} >= sent, timeout=90)
-    finally:
-        worker.stop()
-    assert report("failing send", sent, out) == 0
+    assert _restart_delivers_all("failing send", kafka, topics, tiny_bundle, tmp_path, records) == 0
 
 
 def test_keyless_records_and_replayed_deletes_cannot_roll_a_product_back(kafka, topics, tiny_bundle, tmp_path):
