@@ -17,8 +17,9 @@ from model.train import Checkpoint, predict
 from stream.tagging.bundle import Bundle
 from stream.tagging.decode import plan_batches
 from stream.tagging.manifest import MODEL_FILES, Manifest
-from stream.tagging.spans import Span, TaggedSpan
+from stream.tagging.spans import Span, TaggedSpan, unit_tags
 from stream.tagging.tagger import CPU, Tagger
+from stream.tagging.tokenization import gather_units
 
 
 def staged_tagger(root: Path, manifest: Manifest, variant: str = "fp32") -> Tagger:
@@ -52,6 +53,35 @@ def spans_of(tagged: Sequence[Sequence[TaggedSpan]]) -> list[list[Span]]:
     return [[Span(t.start, t.end, t.type) for t in spans] for spans in tagged]
 
 
+def _numerical_tie(tagger: Tagger, text: str, ours: Sequence[Span], theirs: Sequence[Span], delta: float) -> bool:
+    """Whether two decodings of one text are equally good up to the emission differences measured.
+
+    PyTorch's path is best under its emissions, ONNX Runtime's under its own, and no emission
+    differs by more than ``delta``; so if the two paths are a true numerical tie, the ONNX-side score
+    of PyTorch's path is at most ``2 * units * delta`` below that of ONNX Runtime's. A larger gap is
+    a real defect. Texts longer than one window are never excused."""
+    encoder = tagger.encoder
+    units = encoder.units([text])[0]
+    windows = encoder.windows(units)
+    if len(windows) != 1 or not len(units):
+        return False
+    batch = encoder.pad(windows)
+    # shape: (units, tags)
+    emissions = gather_units(tagger.emissions(batch), batch.unit_positions)[0][:len(units)]
+    crf, index = tagger.crf, {label: i for i, label in enumerate(tagger.labels)}
+
+    def score(spans: Sequence[Span]) -> float | None:
+        tags, _ = unit_tags(units.spans, spans)
+        if any(t not in index for t in tags):
+            return None
+        ids = np.array([index[t] for t in tags])
+        return float(crf.start[ids[0]] + emissions[np.arange(len(ids)), ids].sum()
+                     + crf.transitions[ids[:-1], ids[1:]].sum() + crf.end[ids[-1]])
+
+    best, other = score(ours), score(theirs)
+    return best is not None and other is not None and best - other <= 2 * len(units) * delta + 1e-6
+
+
 @dataclass(frozen=True)
 class ParityResult:
     report: dict                        # the manifest's parity report
@@ -66,7 +96,8 @@ class ParityResult:
         r = self.report
         changes = "".join(f", {v} {r[f'{v}_f1_change']:+.4f}" for v in MODEL_FILES if f"{v}_f1_change" in r)
         return (f"parity: max |emission diff| {r['max_abs_emission_diff']:.2e} (atol {r['atol']}), "
-                f"decoded mismatches {r['decoded_mismatches']}; held-out micro-F1 fp32 "
+                f"decoded mismatches {r['decoded_mismatches']} (numerical ties {r['numerical_ties']}); "
+                f"held-out micro-F1 fp32 "
                 f"{self.metrics['fp32']['micro']['f1']:.4f}{changes}")
 
     def failure(self) -> str:
@@ -86,9 +117,12 @@ def check_parity(checkpoint: Checkpoint, fp32: Tagger, held_out: Sequence[Exampl
     worst = emission_parity(checkpoint, fp32, texts)
     tagged = fp32.tag_texts(texts)
     onnx_spans = spans_of(tagged)
-    mismatched = [e.id for e, ours, theirs in zip(held_out, onnx_spans, torch_spans) if ours != theirs]
+    differ = [i for i, (ours, theirs) in enumerate(zip(onnx_spans, torch_spans)) if ours != theirs]
+    ties = [i for i in differ if _numerical_tie(fp32, texts[i], onnx_spans[i], torch_spans[i], worst)]
+    mismatched = [held_out[i].id for i in differ if i not in ties]
     report = {"texts": len(texts), "atol": atol, "max_abs_emission_diff": worst,
               "decoded_mismatches": len(mismatched), "mismatch_examples": mismatched[:5],
+              "numerical_ties": len(ties), "tie_examples": [held_out[i].id for i in ties[:5]],
               "passed": worst <= atol and not mismatched}
     metrics = {"torch": entity_scores(gold, torch_spans).to_json(), "fp32": entity_scores(gold, onnx_spans).to_json()}
     for variant, tagger in (variants or {}).items():

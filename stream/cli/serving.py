@@ -154,10 +154,11 @@ def _demo_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from export.config import ExportError
     from export.demo import DemoBundleError, demo_bundle, product_feed
     from stream.service.demo import Demo, DemoConfig, DemoError
 
     try:
         return Demo(from_args(args, DemoConfig), demo_bundle, product_feed()).run()
-    except (DemoError, DemoBundleError) as err:
+    except (DemoError, DemoBundleError, ExportError) as err:
         raise CliError(str(err)) from None

@@ -264,3 +264,18 @@ def test_an_explicit_taxonomy_beats_the_champions(tiny_bundle):
     asked_in_training = TrainConfig(train=("t",), out="", taxonomy="b.json")
     assert challenger_taxonomy(RetrainConfig(store="s", held_out=("h",), training=asked_in_training),
                                champion) == "b.json"
+
+
+def test_only_a_numerical_tie_excuses_a_decoding_difference(tiny_bundle):
+    from export.parity import _numerical_tie, spans_of
+    from stream.tagging.spans import Span
+    from stream.tagging.tagger import Tagger
+
+    tagger = Tagger.load(tiny_bundle, device="cpu")
+    text = "耐克 Nike 男士跑步鞋 黑色 42码"
+    ours = spans_of(tagger.tag_texts([text]))[0]
+    assert _numerical_tie(tagger, text, ours, ours, delta=0.0)
+    worse = [Span(0, len(text), "brand")]           # one brand over the whole title: far from the best path
+    assert worse != ours
+    assert not _numerical_tie(tagger, text, ours, worse, delta=1e-6)
+    assert _numerical_tie(tagger, text, ours, worse, delta=1e3)   # within what emissions that far apart allow
