@@ -1,5 +1,7 @@
 """Lexicon features and domain pretraining on real text, one table: from scratch, + lexicon,
 + pretraining, + both, each fine-tuned under the same CPU-time budget; settings chosen on dev.
+The lexicon rows come in both forms: flags concatenated at the encoder's output (the default),
+and flags summed into the input embeddings (``--lexicon-at input``).
 
     python bench/lexicon_ablation.py [--budget 400] [--pretrain-budget 800] [--lrs 1e-3 2e-3] [--jobs 2]
 
@@ -25,8 +27,9 @@ sys.path.insert(0, str(ROOT))
 DATA = ROOT.parent / "shared" / "data" / "ecommerce-ner"
 CACHE = ROOT / "bench" / ".cache" / "ablation"
 SHAPE = {"layers": 2, "hidden": 128, "heads": 4}
-ROWS = (("from scratch", False, False), ("+ lexicon", True, False),
-        ("+ pretraining", False, True), ("+ both", True, True))
+# (name, where the lexicon joins or None for no lexicon, pretrained)
+ROWS = (("from scratch", None, False), ("+ lexicon", "output", False), ("+ lexicon at the input", "input", False),
+        ("+ pretraining", None, True), ("+ both", "output", True), ("+ both, lexicon at the input", "input", True))
 
 
 def gazetteers() -> tuple[str, ...]:
@@ -70,6 +73,7 @@ def fine_tune(job: dict) -> dict:
     running.touch()
     config = TrainConfig(train=(str(DATA / "train.bioes"),), dev=str(DATA / "dev.bioes"), out=job["out"],
                          base_model=job["base_model"], lr=job["lr"], lexicon=tuple(job["lexicon"]),
+                         lexicon_at=job.get("lexicon_at", "output"),
                          max_cpu_seconds=job["budget"], epochs=1000, patience=1000, threads=1, **SHAPE)
     started = time.process_time()
     result = train(config, log=lambda line: print(f"[{job['name']} lr {job['lr']}] {line}", file=sys.stderr))
@@ -115,7 +119,9 @@ def main() -> None:
         sys.exit(f"{DATA}: the real labelled data is not there (it lives in ../shared/data)")
     rows = [r for r in ROWS if r[0] in args.rows]
     pretrained = CACHE / "pretrained"
+    # Only input-form jobs name lexicon_at, so the runs cached before it existed are still reused.
     jobs = [{"name": name, "lr": lr, "budget": args.budget, "lexicon": gazetteers() if lexicon else (),
+             **({"lexicon_at": lexicon} if lexicon == "input" else {}),
              "base_model": str(pretrained) if pre else None, "out": str(CACHE / f"{name.strip('+ ')}-lr{lr:g}")}
             for name, lexicon, pre in rows for lr in args.lrs]
     pretrain_record = None

@@ -17,7 +17,7 @@ from model.train import Checkpoint, predict
 from stream.tagging.bundle import Bundle
 from stream.tagging.decode import plan_batches
 from stream.tagging.manifest import MODEL_FILES, Manifest
-from stream.tagging.spans import Span, TaggedSpan, unit_tags
+from stream.tagging.spans import Span, TaggedSpan, entity_types, unit_tags
 from stream.tagging.tagger import CPU, Tagger
 from stream.tagging.tokenization import gather_units
 
@@ -124,8 +124,10 @@ def check_parity(checkpoint: Checkpoint, fp32: Tagger, held_out: Sequence[Exampl
               "decoded_mismatches": len(mismatched), "mismatch_examples": mismatched[:5],
               "numerical_ties": len(ties), "tie_examples": [held_out[i].id for i in ties[:5]],
               "passed": worst <= atol and not mismatched}
-    metrics = {"torch": entity_scores(gold, torch_spans).to_json(), "fp32": entity_scores(gold, onnx_spans).to_json()}
+    known = entity_types(checkpoint.labels)
+    metrics = {"torch": entity_scores(gold, torch_spans, known).to_json(),
+               "fp32": entity_scores(gold, onnx_spans, known).to_json()}
     for variant, tagger in (variants or {}).items():
-        metrics[variant] = entity_scores(gold, spans_of(tagger.tag_texts(texts))).to_json()
+        metrics[variant] = entity_scores(gold, spans_of(tagger.tag_texts(texts)), known).to_json()
         report[f"{variant}_f1_change"] = round(metrics[variant]["micro"]["f1"] - metrics["fp32"]["micro"]["f1"], 6)
     return ParityResult(report, metrics, tagged)

@@ -15,7 +15,7 @@ from export.config import ExportConfig, ExportError, RetrainConfig
 from model.metrics import entity_scores
 from model.train import load_examples, train
 from stream.tagging.bundle import current, promote, read_bundle
-from stream.tagging.spans import Span
+from stream.tagging.spans import Span, entity_types
 from stream.tagging.tagger import Tagger
 
 PROMOTED, FAILED, REJECTED = 0, 1, 3
@@ -31,7 +31,8 @@ class RetrainOutcome:
 
 def _f1(tagger: Tagger, examples) -> dict:
     predicted = [[Span(t.start, t.end, t.type) for t in spans] for spans in tagger.tag_texts([e.text for e in examples])]
-    return entity_scores([e.spans for e in examples], predicted).to_json()
+    gold = [e.spans for e in examples]
+    return entity_scores(gold, predicted, entity_types(tagger.labels)).to_json()
 
 
 def _table(report: dict) -> str:

@@ -1,5 +1,6 @@
 """BERT encoder + dropout + linear emissions + a linear-chain CRF over text units; optionally
-lexicon features (BMES flags per tag type, `stream.tagging.lexicon`) embedded beside each token's vector."""
+lexicon features (BMES flags per tag type, `stream.tagging.lexicon`), summed into each token's
+input embedding or concatenated to its output vector."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from torch import nn
 from torchcrf import CRF
 from transformers import AutoConfig, AutoModel, BertConfig, PretrainedConfig
 
+from model.config import LEXICON_AT
+
 WEIGHTS = "model.pt"
 ENCODER_CONFIG = "config.json"
 
@@ -18,14 +21,23 @@ class BertCrf(nn.Module):
     """Emissions come from every sub-token; the CRF runs over each unit's first sub-token."""
 
     def __init__(self, encoder: nn.Module, num_tags: int, dropout: float = 0.1,
-                 lexicon_width: int = 0, lexicon_dim: int = 32) -> None:
+                 lexicon_width: int = 0, lexicon_dim: int = 32, lexicon_at: str = "output") -> None:
         super().__init__()
+        if lexicon_at not in LEXICON_AT:
+            raise ValueError(f"expected lexicon_at in {LEXICON_AT}, got {lexicon_at!r}")
         self.encoder = encoder
         self.dropout = nn.Dropout(dropout)
         self.lexicon_width = lexicon_width
-        # A multi-hot flag vector times a matrix is the sum of one learnt vector per active flag.
-        self.lexicon_embed = nn.Linear(lexicon_width, lexicon_dim, bias=False) if lexicon_width else None
-        extra = lexicon_dim if lexicon_width else 0
+        self.lexicon_at = lexicon_at
+        at_input = bool(lexicon_width) and lexicon_at == "input"
+        # A multi-hot flag vector times a matrix is the sum of one learnt vector per active flag. At
+        # the input the vectors live in the word-embedding space, so attention sees the flags.
+        width = encoder.get_input_embeddings().embedding_dim if at_input else lexicon_dim
+        self.lexicon_embed = nn.Linear(lexicon_width, width, bias=False) if lexicon_width else None
+        if at_input:
+            # Scaled like BERT's own embeddings, so the flags do not drown a pretrained model's tokens.
+            nn.init.normal_(self.lexicon_embed.weight, std=getattr(encoder.config, "initializer_range", 0.02))
+        extra = lexicon_dim if lexicon_width and not at_input else 0
         self.emit = nn.Linear(encoder.config.hidden_size + extra, num_tags)
         self.crf = CRF(num_tags, batch_first=True)
 
@@ -36,13 +48,22 @@ class BertCrf(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 lexicon: torch.Tensor | None = None) -> torch.Tensor:
         """Token emissions; this is the graph exported to ONNX."""
-        # shape: (batch, seq, hidden)
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        if self.lexicon_embed is not None:
-            expected = (*input_ids.shape, self.lexicon_width)
-            if lexicon is None or tuple(lexicon.shape) != expected:
-                got = None if lexicon is None else tuple(lexicon.shape)
-                raise ValueError(f"expected lexicon features of shape {expected}, got {got}")
+        if self.lexicon_embed is None:
+            # shape: (batch, seq, hidden)
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            return self.emit(self.dropout(hidden))
+        expected = (*input_ids.shape, self.lexicon_width)
+        if lexicon is None or tuple(lexicon.shape) != expected:
+            got = None if lexicon is None else tuple(lexicon.shape)
+            raise ValueError(f"expected lexicon features of shape {expected}, got {got}")
+        if self.lexicon_at == "input":
+            # Position and type embeddings and the LayerNorm still come from BERT's embedding layer.
+            # shape: (batch, seq, embedding)
+            embeds = self.encoder.get_input_embeddings()(input_ids) + self.lexicon_embed(lexicon)
+            # shape: (batch, seq, hidden)
+            hidden = self.encoder(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
+        else:
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
             # shape: (batch, seq, hidden + lexicon_dim)
             hidden = torch.cat([hidden, self.lexicon_embed(lexicon)], dim=-1)
         # shape: (batch, seq, tags)
@@ -98,10 +119,10 @@ def save(model: BertCrf, directory: Path) -> None:
 
 
 def load(directory: str | Path, num_tags: int, dropout: float = 0.1, lexicon_width: int = 0,
-         lexicon_dim: int = 32) -> BertCrf:
+         lexicon_dim: int = 32, lexicon_at: str = "output") -> BertCrf:
     directory = Path(directory)
     config = AutoConfig.from_pretrained(str(directory), local_files_only=True)
-    model = BertCrf(encoder_from_config(config), num_tags, dropout, lexicon_width, lexicon_dim)
+    model = BertCrf(encoder_from_config(config), num_tags, dropout, lexicon_width, lexicon_dim, lexicon_at)
     state = torch.load(directory / WEIGHTS, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     model.eval()

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DEFAULT_EPOCHS = 10       # pretraining epochs when no budget is given at all
+LEXICON_AT = ("input", "output")
 
 
 def option(default: Any, help: str, **meta: Any) -> Any:
@@ -51,7 +52,12 @@ class TrainConfig:
     lexicon: tuple[str, ...] = option((), "lexicon features from taxonomy JSON files or TYPE=FILE word lists",
                                       metavar="SOURCE")
     lexicon_from_train: bool = option(False, "add the training set's entity strings to the lexicon")
-    lexicon_dim: int = option(32, "size of the lexicon feature embedding", above=0)
+    lexicon_at: str = option("output", "where lexicon features join the model: input adds a learnt vector per "
+                                       "active flag to the token embeddings, so attention sees them; output "
+                                       "concatenates their embedding to the encoder's output vectors",
+                             choices=LEXICON_AT)
+    lexicon_dim: int = option(32, "size of the lexicon feature embedding at the output (at the input it is the "
+                                  "token embedding size)", above=0)
     taxonomy: str | None = option(None, "taxonomy JSON saved with the checkpoint, which its bundles ship "
                                         "(default: the lexicon's taxonomy JSON when exactly one is given)")
     threads: int | None = option(None, "CPU threads for PyTorch", above=0)
@@ -59,6 +65,10 @@ class TrainConfig:
     dev_fraction: float = option(0.1, "share of the training data held out as dev when no dev file is given",
                                  above=0, below=1)
     name: str = option("tagstream-tagger", "model name recorded in the checkpoint")
+
+    def __post_init__(self) -> None:
+        if self.lexicon_at not in LEXICON_AT:
+            raise ValueError(f"lexicon_at must be one of {', '.join(LEXICON_AT)}, got {self.lexicon_at!r}")
 
     @property
     def encoder_lr(self) -> float:

@@ -69,14 +69,23 @@ def _parse_span(raw: object, where: str, default_field: str) -> Span:
     return Span(start, end, label, raw.get("field", default_field))
 
 
-def parse_record(record: object, where: str, labels: set[str] | None = None) -> list[Example]:
-    """One JSONL record (text or product form) -> examples, or a DataError naming ``where``."""
+def record_id(record: dict, where: str, line: int | None) -> str:
+    """A JSONL record's ``id``; one without (absent or null) is named after its line, ``line-17``.
+    The one rule of labelled data and of pretraining texts (`model.texts`)."""
+    rid = record.get("id")
+    if rid is None and line is not None:
+        return f"line-{line}"
+    if not isinstance(rid, (str, int)) or isinstance(rid, bool):
+        raise DataError(f"{where}: 'id' must be a string or an integer, got {type(rid).__name__}")
+    return str(rid)
+
+
+def parse_record(record: object, where: str, labels: set[str] | None = None, line: int | None = None) -> list[Example]:
+    """One JSONL record (text or product form) -> examples, or a DataError naming ``where``.
+    ``line`` names a record without an id (`record_id`)."""
     if not isinstance(record, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
-    rid = record.get("id")
-    if not isinstance(rid, (str, int)) or isinstance(rid, bool):
-        raise DataError(f"{where}: missing or non-string 'id'")
-    rid = str(rid)
+    rid = record_id(record, where, line)
     raw_spans = record.get("spans", [])
     if not isinstance(raw_spans, list):
         raise DataError(f"{where}: 'spans' must be a list")
@@ -124,7 +133,7 @@ def read_jsonl(path: str | Path, labels: Iterable[str] | None = None) -> list[Ex
                 record = json.loads(line)
             except json.JSONDecodeError as err:
                 raise DataError(f"{where}: malformed JSON ({err.msg} at column {err.colno})") from None
-            out.extend(parse_record(record, where, known))
+            out.extend(parse_record(record, where, known, number))
     return out
 
 
@@ -267,5 +276,19 @@ def labels_in(examples: Iterable[Example]) -> list[str]:
     return sorted({s.label for ex in examples for s in ex.spans})
 
 
+def load_examples(paths: Sequence[str | Path], *, repair: bool = False) -> list[Example]:
+    """JSONL by suffix (.jsonl/.json), otherwise a CoNLL file (BIO, IOB2 or BIOES)."""
+    out: list[Example] = []
+    for path in paths:
+        path = Path(path)
+        if not path.exists():
+            raise DataError(f"{path}: no such file")
+        if path.suffix in {".jsonl", ".json"}:
+            out.extend(read_jsonl(path))
+        else:
+            out.extend(read_conll(path, repair=repair).examples)
+    return out
+
+
 __all__ = ["DataError", "Example", "ReadReport", "read_jsonl", "write_jsonl", "read_conll", "write_conll",
-           "parse_record", "data_hash", "labels_in", "conll_units"]
+           "parse_record", "record_id", "data_hash", "labels_in", "load_examples", "conll_units"]

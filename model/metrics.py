@@ -1,4 +1,5 @@
-"""Entity-level scores: a span counts only when its start, end and label all match."""
+"""Entity-level scores: a span counts only when its start, end and label all match. Gold spans of a
+type the model never saw in training stay in: they are misses, and the scores name those types."""
 
 from __future__ import annotations
 
@@ -24,10 +25,14 @@ class Scores:
     per_type: dict[str, TypeScore]
     micro: TypeScore
     macro_f1: float
+    unseen: tuple[str, ...] | None = None    # gold types absent from training; None: not checked
 
     def to_json(self) -> dict:
-        return {"micro": asdict(self.micro), "macro_f1": self.macro_f1,
-                "per_type": {k: asdict(v) for k, v in sorted(self.per_type.items())}}
+        out = {"micro": asdict(self.micro), "macro_f1": self.macro_f1,
+               "per_type": {k: asdict(v) for k, v in sorted(self.per_type.items())}}
+        if self.unseen is not None:
+            out["labels_unseen_in_training"] = list(self.unseen)
+        return out
 
     def table(self) -> str:
         rows = [("type", "precision", "recall", "f1", "support")]
@@ -40,6 +45,9 @@ class Scores:
         lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
                  for r in rows]
         lines.insert(1, "-" * len(lines[0]))
+        if self.unseen:
+            lines.append(f"labels unseen in training (never predicted, their spans count as misses): "
+                         f"{', '.join(self.unseen)}")
         return "\n".join(lines)
 
 
@@ -50,7 +58,9 @@ def _score(correct: int, predicted: int, support: int) -> TypeScore:
     return TypeScore(precision, recall, f1, support, predicted, correct)
 
 
-def entity_scores(gold: Sequence[Iterable[Span]], predicted: Sequence[Iterable[Span]]) -> Scores:
+def entity_scores(gold: Sequence[Iterable[Span]], predicted: Sequence[Iterable[Span]],
+                  known: Iterable[str] | None = None) -> Scores:
+    """``known``: the entity types the model was trained on, so that the scores list the others."""
     if len(gold) != len(predicted):
         raise ValueError(f"expected as many predictions as gold texts ({len(gold)}), got {len(predicted)}")
     n_gold, n_pred, n_correct = Counter(), Counter(), Counter()
@@ -63,4 +73,5 @@ def entity_scores(gold: Sequence[Iterable[Span]], predicted: Sequence[Iterable[S
     per_type = {t: _score(n_correct[t], n_pred[t], n_gold[t]) for t in sorted(set(n_gold) | set(n_pred))}
     micro = _score(sum(n_correct.values()), sum(n_pred.values()), sum(n_gold.values()))
     macro = sum(s.f1 for s in per_type.values()) / len(per_type) if per_type else 0.0
-    return Scores(per_type, micro, macro)
+    unseen = None if known is None else tuple(sorted(set(n_gold) - set(known)))
+    return Scores(per_type, micro, macro, unseen)

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from model.data import PRODUCT_FIELDS, DataError, read_conll
+from model.data import PRODUCT_FIELDS, DataError, read_conll, record_id
 from stream.tagging.spans import SchemeError, split_tag
 
 JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
@@ -84,9 +84,11 @@ def _product_texts(record: dict, where: str) -> list[str]:
     return out
 
 
-def _record_texts(record: object, where: str) -> tuple[list[str], bool]:
+def _record_texts(record: object, where: str, line: int) -> tuple[list[str], bool]:
     """Texts of one JSON record, and whether it was a topic record with no product text
-    (a tombstone, a delete, bytes that are not an event): a topic holds what producers sent."""
+    (a tombstone, a delete, bytes that are not an event): a topic holds what producers sent.
+    A labelled or product record meets `train`'s id rule (none: its line names it), so a file
+    one verb takes the other takes too."""
     if not isinstance(record, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
     if "value" in record and ("offset" in record or "partition" in record):
@@ -98,6 +100,8 @@ def _record_texts(record: object, where: str) -> tuple[list[str], bool]:
         except DataError:
             return [], True   # the worker dead-letters such an event; it has no text to learn from
         return texts, not texts
+    if "text" in record or "title" in record or "description" in record:
+        record_id(record, where, line)
     if "text" in record:
         if not isinstance(record["text"], str):
             raise DataError(f"{where}: 'text' must be a string, got {type(record['text']).__name__}")
@@ -138,7 +142,7 @@ def read_texts(paths: Sequence[str | Path], log: Callable[[str], None] | None = 
         elif kind == "jsonl":
             found = []
             for line, record in _json_values(text, path):
-                texts, empty_topic_record = _record_texts(record, f"{path}:{line}")
+                texts, empty_topic_record = _record_texts(record, f"{path}:{line}", line)
                 found += texts
                 skipped += empty_topic_record
         else:

@@ -18,13 +18,13 @@ from tqdm import tqdm
 
 from model import bert_crf
 from model.config import TrainConfig
-from model.data import DataError, Example, data_hash, labels_in, read_conll, read_jsonl
+from model.data import DataError, Example, data_hash, labels_in, load_examples
 from model.metrics import Scores, entity_scores
 from model.schedule import BudgetSchedule
 from model.vocab import base_model_tokenizer, build_wordpiece
 from stream.tagging.decode import ScoreFn, tag_texts
 from stream.tagging.lexicon import LEXICON_FILE, Lexicon, read_specs
-from stream.tagging.spans import Span, label_list, unit_tags
+from stream.tagging.spans import Span, entity_types, label_list, unit_tags
 from stream.tagging.taxonomy import Taxonomy, TaxonomyError
 from stream.tagging.tokenization import PaddedBatch, TextEncoder, Window
 
@@ -42,20 +42,6 @@ class TrainResult:
     epochs: list[dict] = field(default_factory=list)
     samples_per_second: float = 0.0
     stopped: str = ""
-
-
-def load_examples(paths: Sequence[str | Path], *, repair: bool = False) -> list[Example]:
-    """JSONL by suffix (.jsonl/.json), otherwise a CoNLL file (BIO, IOB2 or BIOES)."""
-    out: list[Example] = []
-    for path in paths:
-        path = Path(path)
-        if not path.exists():
-            raise DataError(f"{path}: no such file")
-        if path.suffix in {".jsonl", ".json"}:
-            out.extend(read_jsonl(path))
-        else:
-            out.extend(read_conll(path, repair=repair).examples)
-    return out
 
 
 def seed_everything(seed: int) -> None:
@@ -177,7 +163,9 @@ def predict(model: bert_crf.BertCrf, encoder: TextEncoder, labels: Sequence[str]
 
 
 def evaluate_model(model, encoder, labels, examples, batch_size: int = 64) -> Scores:
-    return entity_scores([e.spans for e in examples], predict(model, encoder, labels, examples, batch_size))
+    """Entity scores; gold types outside ``labels`` stay in, as misses, and are listed."""
+    return entity_scores([e.spans for e in examples], predict(model, encoder, labels, examples, batch_size),
+                         known=entity_types(labels))
 
 
 def split_dev(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
@@ -202,8 +190,9 @@ def checkpoint_taxonomy(config: TrainConfig) -> Path | None:
     return Path(chosen)
 
 
-def _split(config: TrainConfig) -> tuple[list[Example], list[Example], list[str]]:
-    """(train examples, dev examples, labels)."""
+def _split(config: TrainConfig, log: Callable[[str], None]) -> tuple[list[Example], list[Example], list[str]]:
+    """(train examples, dev examples, labels). Dev labels absent from training (a long tail of
+    types split at random) are a warning: their spans stay in the dev gold and count as misses."""
     examples = load_examples(config.train, repair=config.repair)
     if not examples:
         raise DataError(f"{', '.join(config.train)}: no training examples")
@@ -213,9 +202,11 @@ def _split(config: TrainConfig) -> tuple[list[Example], list[Example], list[str]
     else:
         train_examples, dev = split_dev(examples, config.dev_fraction, config.seed)
     labels = label_list(labels_in(train_examples))
-    unknown = set(labels_in(dev)) - set(labels_in(train_examples))
-    if unknown:
-        raise DataError(f"{config.dev}: labels {sorted(unknown)} appear in dev but not in training data")
+    unseen = sorted(set(labels_in(dev)) - set(labels_in(train_examples)))
+    if unseen:
+        spans = sum(s.label in unseen for e in dev for s in e.spans)
+        log(f"warning: labels {unseen} appear in dev ({config.dev or 'the held-out share'}) but not in training "
+            f"data: the model cannot predict them; their dev spans ({spans}) count as misses")
     return train_examples, dev, labels
 
 
@@ -268,7 +259,7 @@ def _meta(config: TrainConfig, labels: list[str], lexicon: Lexicon | None, taxon
         "stride": config.stride,
         "dropout": config.dropout,
         "lexicon": {"types": list(lexicon.types), "width": lexicon.width, "dim": config.lexicon_dim,
-                    "entries": len(lexicon), "sources": list(config.lexicon),
+                    "at": config.lexicon_at, "entries": len(lexicon), "sources": list(config.lexicon),
                     "from_train": config.lexicon_from_train} if lexicon else None,
         "taxonomy": str(taxonomy) if taxonomy else None,
         "cpu_seconds": round(cpu_seconds, 1),
@@ -289,18 +280,18 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         torch.set_num_threads(config.threads)
     seed_everything(config.seed)
     taxonomy = checkpoint_taxonomy(config)
-    train_examples, dev, labels = _split(config)
+    train_examples, dev, labels = _split(config, log)
 
     tokenizer, encoder_module = _encoder(config, train_examples)
     text_encoder = TextEncoder(tokenizer, config.max_length, config.stride)
     samples, snapped, lexicon = training_samples(config, text_encoder, train_examples, labels)
     text_encoder = text_encoder.with_lexicon(lexicon)
     model = bert_crf.BertCrf(encoder_module, len(labels), config.dropout, lexicon.width if lexicon else 0,
-                             config.lexicon_dim)
+                             config.lexicon_dim, config.lexicon_at)
 
     log(f"train: {len(train_examples)} texts -> {len(samples)} windows, {len(labels)} tags; "
         f"dev: {len(dev)} texts; spans snapped to token edges: {snapped}"
-        + (f"; lexicon: {len(lexicon)} entries over {len(lexicon.types)} types" if lexicon else "")
+        + (f"; lexicon ({config.lexicon_at}): {len(lexicon)} entries, {len(lexicon.types)} types" if lexicon else "")
         + (f"; taxonomy {taxonomy} goes with the checkpoint" if taxonomy else ""))
 
     optimizer = _optimizer(config, model)
@@ -390,8 +381,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         if not (path / LEXICON_FILE).is_file():
             raise DataError(f"{path}: not a checkpoint (trained with a lexicon, but {LEXICON_FILE} is missing)")
         lexicon = Lexicon.load(path / LEXICON_FILE)
-    model = bert_crf.load(path, len(meta["labels"]), meta.get("dropout", 0.1),
-                          lexicon.width if lexicon else 0, lexicon_meta["dim"] if lexicon_meta else 32)
+    # Checkpoints from before the input form lack "at": theirs is the output form.
+    model = bert_crf.load(path, len(meta["labels"]), meta.get("dropout", 0.1), lexicon.width if lexicon else 0,
+                          lexicon_meta["dim"] if lexicon_meta else 32,
+                          lexicon_meta.get("at", "output") if lexicon_meta else "output")
     encoder = TextEncoder.from_file(path / TOKENIZER, meta["max_length"], meta["stride"], lexicon)
     taxonomy = path / TAXONOMY
     return Checkpoint(model, encoder, meta["labels"], meta, path, taxonomy if taxonomy.is_file() else None)

@@ -12,7 +12,7 @@ import numpy as np
 
 from stream.tagging.crf import span_confidence
 from stream.tagging.spans import TaggedSpan, tag_runs
-from stream.tagging.tokenization import PaddedBatch, TextEncoder, Units, Window, merge_window_runs
+from stream.tagging.tokenization import PaddedBatch, TextEncoder, Units, Window
 
 # Best tag-id path per row, and per-unit marginals (batch, units, tags) when the scorer has them.
 ScoreFn = Callable[[PaddedBatch], tuple[list[list[int]], np.ndarray | None]]
@@ -26,6 +26,27 @@ def plan_batches(windows: Sequence[Window], batch_size: int) -> list[list[int]]:
     """Window indices grouped into batches of similar length, so padding stays small."""
     order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def merge_window_runs(windows: Sequence[Window], runs_per_window: Sequence[Sequence[tuple]]) -> list[tuple]:
+    """Combine entity runs decoded per window (unit indices local to the window) into runs
+    over the whole text. A run is kept by the window that owns its first unit; a run that
+    overlaps one already kept (a boundary disagreement) is dropped.
+
+    Each run is a tuple whose first two items are its unit range; extra items pass through.
+    """
+    merged: list[tuple] = []
+    for window, runs in zip(windows, runs_per_window):
+        for run in runs:
+            start, end = run[0] + window.unit_start, run[1] + window.unit_start
+            if window.own_start <= start < window.own_end:
+                merged.append((start, end, *run[2:]))
+    merged.sort(key=lambda r: (r[0], r[1]))
+    kept: list[tuple] = []
+    for run in merged:
+        if not kept or run[0] >= kept[-1][1]:
+            kept.append(run)
+    return kept
 
 
 def tag_units(encoder: TextEncoder, units: Sequence[Units], score: ScoreFn, labels: Sequence[str],

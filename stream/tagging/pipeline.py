@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 
 import orjson
 
-from stream.tagging.bundle import Bundle, BundleError
+from stream.tagging.bundle import Bundle, BundleError, read_bundle
 from stream.tagging.spans import Tag, TaggedSpan
 from stream.tagging.tagger import Tagger
 from stream.tagging.taxonomy import Taxonomy, TaxonomyError
@@ -47,21 +47,23 @@ class Pipeline:
     @classmethod
     def load(cls, path: str | Path, *, variant: str = "fp32", device: str = "auto", threads: int | None = None,
              batch_size: int = 64) -> "Pipeline":
-        """Verify the bundle (every hash) and load all of it, or refuse it with what is wrong."""
-        tagger = Tagger.load(path, variant=variant, device=device, threads=threads, batch_size=batch_size)
-        return cls.around(tagger)
+        """Verify the bundle (every hash) and load all of it, or refuse it with what is wrong. The
+        taxonomy is parsed once, for the lexicon features and the tags alike."""
+        bundle = read_bundle(path)
+        taxonomy = _taxonomy(bundle)
+        tagger = Tagger.open(bundle, variant=variant, device=device, threads=threads, batch_size=batch_size,
+                             taxonomy=taxonomy)
+        return cls.around(tagger, taxonomy)
 
     @classmethod
-    def around(cls, tagger: Tagger) -> "Pipeline":
-        bundle: Bundle = tagger.bundle
+    def around(cls, tagger: Tagger, taxonomy: Taxonomy | None = None) -> "Pipeline":
+        """A pipeline over an open tagger (its bundle's taxonomy and reference)."""
+        bundle = tagger.bundle
         try:
-            taxonomy = Taxonomy.load(bundle.file("taxonomy.json"))
             reference = orjson.loads(bundle.file("reference.json").read_bytes())
-        except TaxonomyError as err:
-            raise BundleError(str(err)) from None
         except orjson.JSONDecodeError as err:
             raise BundleError(f"{bundle.file('reference.json')}: not valid JSON ({err})") from None
-        return cls(tagger, taxonomy, reference)
+        return cls(tagger, taxonomy or _taxonomy(bundle), reference)
 
     @property
     def bundle(self) -> Bundle:
@@ -99,3 +101,10 @@ class Pipeline:
             tags[owner].extend(self.tag(s) for s in spans)
             stats[owner].append(TextStats(field, len(u.text), len(u.token_ids), u.unknown_tokens))
         return [ProductTags(tuple(t), tuple(s)) for t, s in zip(tags, stats)]
+
+
+def _taxonomy(bundle: Bundle) -> Taxonomy:
+    try:
+        return Taxonomy.load(bundle.file("taxonomy.json"))
+    except TaxonomyError as err:
+        raise BundleError(str(err)) from None

@@ -58,7 +58,8 @@ def choose_providers(device: str) -> list[str]:
 class Tagger:
     """Tags texts with one bundle. Thread-compatible: one ``tag_*`` call at a time per instance."""
 
-    def __init__(self, bundle: Bundle, session: ort.InferenceSession, variant: str, batch_size: int) -> None:
+    def __init__(self, bundle: Bundle, session: ort.InferenceSession, variant: str, batch_size: int,
+                 taxonomy: Taxonomy | None = None) -> None:
         self.bundle = bundle
         self.session = session
         self.variant = variant
@@ -66,7 +67,7 @@ class Tagger:
         m = bundle.manifest
         self.labels = list(m.labels)
         self._input_names = {i.name for i in session.get_inputs()}
-        self.lexicon = self._serving_lexicon(bundle, "lexicon" in self._input_names)
+        self.lexicon = self._serving_lexicon(bundle, "lexicon" in self._input_names, taxonomy)
         self.encoder = TextEncoder.from_file(bundle.file("tokenizer.json"), m.max_length, m.stride, self.lexicon)
         self.crf = CrfParams.from_npz(bundle.file("crf.npz"))
         if self.crf.num_tags != len(self.labels):
@@ -74,9 +75,10 @@ class Tagger:
                               f"but the manifest lists {len(self.labels)} labels")
 
     @staticmethod
-    def _serving_lexicon(bundle: Bundle, graph_wants_it: bool) -> Lexicon | None:
-        """The training lexicon plus every name and synonym of the bundle's taxonomy, so a
-        taxonomy applied after training reaches the features without retraining."""
+    def _serving_lexicon(bundle: Bundle, graph_wants_it: bool, taxonomy: Taxonomy | None) -> Lexicon | None:
+        """The training lexicon plus every name and synonym of the bundle's taxonomy (``taxonomy``,
+        when the caller has parsed it already), so a taxonomy applied after training reaches the
+        features without retraining."""
         shipped = LEXICON_FILE in bundle.manifest.files
         if not graph_wants_it:
             if shipped:
@@ -86,7 +88,8 @@ class Tagger:
             raise BundleError(f"{bundle.path}: the model takes lexicon features, but the bundle has no {LEXICON_FILE}")
         try:
             lexicon = Lexicon.load(bundle.file(LEXICON_FILE))
-            return lexicon.with_entries(taxonomy_forms(Taxonomy.load(bundle.file("taxonomy.json"))))
+            taxonomy = taxonomy or Taxonomy.load(bundle.file("taxonomy.json"))
+            return lexicon.with_entries(taxonomy_forms(taxonomy))
         except (LexiconError, TaxonomyError) as err:
             raise BundleError(str(err)) from None
 
@@ -94,7 +97,12 @@ class Tagger:
     def load(cls, path: str | Path, *, variant: str = "fp32", device: str = "auto", threads: int | None = None,
              batch_size: int = 64) -> "Tagger":
         """Verify the bundle (every hash) and open its model on the chosen device."""
-        bundle = read_bundle(path)
+        return cls.open(read_bundle(path), variant=variant, device=device, threads=threads, batch_size=batch_size)
+
+    @classmethod
+    def open(cls, bundle: Bundle, *, variant: str = "fp32", device: str = "auto", threads: int | None = None,
+             batch_size: int = 64, taxonomy: Taxonomy | None = None) -> "Tagger":
+        """Open a verified bundle's model on the chosen device."""
         if variant not in MODEL_FILES:
             raise ValueError(f"variant must be one of {', '.join(MODEL_FILES)}, got {variant!r}")
         if MODEL_FILES[variant] not in bundle.manifest.files:
@@ -116,7 +124,7 @@ class Tagger:
             raise BundleError(f"{bundle.file(MODEL_FILES[variant])}: onnxruntime cannot load it ({err})") from None
         if providers[0] == CUDA and session.get_providers()[0] != CUDA:
             log.warning("CUDA provider requested but the session got %s; running on CPU", session.get_providers())
-        return cls(bundle, session, variant, batch_size)
+        return cls(bundle, session, variant, batch_size, taxonomy)
 
     @property
     def providers(self) -> list[str]:

@@ -169,27 +169,6 @@ class TextEncoder:
         return out
 
 
-def merge_window_runs(windows: Sequence[Window], runs_per_window: Sequence[Sequence[tuple]]) -> list[tuple]:
-    """Combine entity runs decoded per window (unit indices local to the window) into runs
-    over the whole text. A run is kept by the window that owns its first unit; a run that
-    overlaps one already kept (a boundary disagreement) is dropped.
-
-    Each run is a tuple whose first two items are its unit range; extra items pass through.
-    """
-    merged: list[tuple] = []
-    for window, runs in zip(windows, runs_per_window):
-        for run in runs:
-            start, end = run[0] + window.unit_start, run[1] + window.unit_start
-            if window.own_start <= start < window.own_end:
-                merged.append((start, end, *run[2:]))
-    merged.sort(key=lambda r: (r[0], r[1]))
-    kept: list[tuple] = []
-    for run in merged:
-        if not kept or run[0] >= kept[-1][1]:
-            kept.append(run)
-    return kept
-
-
 def gather_units(token_values: np.ndarray, unit_positions: np.ndarray) -> np.ndarray:
     """Per-token values (batch, seq, k) -> per-unit values (batch, units, k)."""
     # shape: (batch, units, k)

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from model.data import DataError, Example, read_conll, read_jsonl, write_conll, write_jsonl
+from model.texts import read_texts
 from stream.tagging.spans import Span
 from tests.conftest import real_data_or_skip
 
@@ -38,7 +39,7 @@ def test_reads_text_and_product_records(tmp_path):
     ({"id": "a", "text": "abcdef", "spans": [{"start": 0, "end": 3, "label": "brand"},
                                             {"start": 2, "end": 5, "label": "color"}]}, "overlaps"),
     ({"id": "a", "text": "abc", "spans": [{"start": 0, "end": 1, "label": "flavour"}]}, "unknown label 'flavour'"),
-    ({"text": "abc"}, "'id'"),
+    ({"id": ["a"], "text": "abc"}, "'id' must be a string or an integer, got list"),
     ({"id": "a", "title": "abc", "spans": [{"field": "body", "start": 0, "end": 1, "label": "brand"}]}, "field 'body'"),
 ])
 def test_bad_jsonl_is_refused_with_file_and_line(tmp_path, line, message):
@@ -46,6 +47,18 @@ def test_bad_jsonl_is_refused_with_file_and_line(tmp_path, line, message):
     with pytest.raises(DataError) as err:
         read_jsonl(path, labels={"brand", "color"})
     assert f"{path}:2:" in str(err.value) and message in str(err.value)
+
+
+def test_one_id_rule_for_training_and_pretraining_a_missing_id_is_the_line(tmp_path):
+    path = _jsonl(tmp_path, {"id": 7, "text": "Nike", "spans": [{"start": 0, "end": 4, "label": "brand"}]},
+                  "", {"text": "耐克跑鞋", "spans": [{"start": 0, "end": 2, "label": "brand"}]},
+                  {"id": None, "title": "Nike shoes", "description": "Black"})
+    assert [e.id for e in read_jsonl(path)] == ["7", "line-3", "line-4#title", "line-4#description"]
+    assert read_texts([path]) == ["Nike", "耐克跑鞋", "Nike shoes", "Black"]
+    bad = _jsonl(tmp_path, {"id": "ok", "text": "fine"}, {"id": {"n": 1}, "title": "Nike"})
+    for read in (read_jsonl, lambda p: read_texts([p])):
+        with pytest.raises(DataError, match=f"{bad}:2: 'id' must be a string or an integer, got dict"):
+            read(bad)
 
 
 def test_conll_bio_iob2_bioes_and_word_level(tmp_path):

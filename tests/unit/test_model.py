@@ -113,3 +113,102 @@ def test_the_lexicon_input_is_required_in_the_shape_the_model_was_built_for():
         model(ids, mask)
     with pytest.raises(ValueError, match=r"got \(2, 5, 4\)"):
         model(ids, mask, torch.zeros((2, 5, 4)))
+
+
+# ----------------------------------------------------------------------------- lexicon features at the input
+
+def _flag_effect(lexicon_at: str) -> tuple[float, float]:
+    """How much the emissions of token 1 and of token 3 move when only token 3's flags change."""
+    torch.manual_seed(0)
+    model = bert_crf.BertCrf(bert_crf.scratch_encoder(50, 1, 16, 2, 64), num_tags=3, lexicon_width=8,
+                             lexicon_at=lexicon_at).eval()
+    ids, mask = torch.randint(5, 50, (1, 6)), torch.ones((1, 6), dtype=torch.long)
+    flags = torch.zeros((1, 6, 8))
+    flagged = flags.clone()
+    flagged[0, 3, [0, 5]] = 1.0
+    with torch.no_grad():
+        moved = (model(ids, mask, flagged) - model(ids, mask, flags)).abs()[0].sum(-1)
+    return float(moved[1]), float(moved[3])
+
+
+def test_flags_at_the_input_reach_other_tokens_through_attention_and_at_the_output_only_their_own():
+    elsewhere, own = _flag_effect("input")
+    assert elsewhere > 1e-4 and own > 1e-4
+    elsewhere, own = _flag_effect("output")
+    assert elsewhere == 0.0 and own > 1e-4
+    with pytest.raises(ValueError, match="lexicon_at"):
+        bert_crf.BertCrf(bert_crf.scratch_encoder(50, 1, 16, 2, 64), num_tags=3, lexicon_width=8, lexicon_at="middle")
+
+
+def test_an_input_lexicon_model_trains_exports_through_the_parity_gate_and_tags(tmp_path):
+    import json
+
+    import onnxruntime as ort
+
+    from export.bundle import export_bundle
+    from export.config import ExportConfig
+    from stream.tagging.lexicon import LEXICON_FILE
+    from stream.tagging.pipeline import Pipeline
+    from tests.conftest import DEMO_TAXONOMY
+
+    train_file = write_synth(tmp_path / "train.jsonl", 200, seed=11)
+    dev_file = write_synth(tmp_path / "dev.jsonl", 200, seed=12)
+    train(TrainConfig(train=(str(train_file),), dev=str(dev_file), out=str(tmp_path / "ck"), layers=1, hidden=32,
+                      heads=2, epochs=2, batch_size=16, threads=2, vocab_size=1500, lexicon=(str(DEMO_TAXONOMY),),
+                      lexicon_at="input"), log=lambda _: None)
+    assert json.loads((tmp_path / "ck" / "tagger.json").read_text(encoding="utf-8"))["lexicon"]["at"] == "input"
+    checkpoint = load_checkpoint(tmp_path / "ck")
+    width = checkpoint.encoder.lexicon.width
+    assert checkpoint.model.lexicon_at == "input"
+    assert checkpoint.model.lexicon_embed.weight.shape == (32, width)   # into the 32-wide token embeddings
+    assert checkpoint.model.emit.in_features == 32                      # nothing concatenated at the output
+
+    bundle = export_bundle(ExportConfig(checkpoint=str(tmp_path / "ck"), out=str(tmp_path / "bundle"), int8=True,
+                                        version="1"), log=lambda _: None)
+    manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["parity"]["passed"] and manifest["parity"]["max_abs_emission_diff"] <= 1e-4
+    assert LEXICON_FILE in manifest["files"]
+    inputs = {i.name: i.shape for i in ort.InferenceSession(str(bundle / "model.onnx")).get_inputs()}
+    assert list(inputs) == ["input_ids", "attention_mask", "lexicon"] and inputs["lexicon"][2] == width
+
+    pipeline = Pipeline.load(bundle, device="cpu")
+    titles = [json.loads(line)["text"] for line in dev_file.read_text(encoding="utf-8").splitlines()[:20]]
+    tagged = pipeline([{"title": t} for t in titles])
+    assert len(tagged) == 20 and any(r.tags for r in tagged)
+    assert all(t.field == "title" and titles[i][t.start:t.end] == t.text for i, r in enumerate(tagged) for t in r.tags)
+
+
+# ----------------------------------------------------------------------------- rare labels
+
+def test_scores_list_gold_types_the_model_never_learnt_and_count_their_spans_as_misses():
+    from model.metrics import entity_scores
+
+    gold = [[Span(0, 4, "brand"), Span(5, 9, "flavour")], [Span(0, 3, "flavour")]]
+    scores = entity_scores(gold, [[Span(0, 4, "brand")], []], known=["brand", "color"])
+    assert scores.unseen == ("flavour",)
+    assert (scores.per_type["flavour"].support, scores.per_type["flavour"].recall) == (2, 0.0)
+    assert (scores.micro.support, scores.micro.correct, scores.micro.precision) == (3, 1, 1.0)
+    assert scores.to_json()["labels_unseen_in_training"] == ["flavour"]
+    assert scores.table().splitlines()[-1].endswith("count as misses): flavour")
+    assert "labels_unseen_in_training" not in entity_scores(gold, gold).to_json()   # not checked: not claimed
+
+
+def test_dev_labels_absent_from_training_are_one_warning_and_scored_as_misses(tmp_path):
+    import json
+
+    examples = [Example(str(i), text, tuple(Span(s, e, label) for s, e, label in spans))
+                for i, (text, spans) in enumerate(SENTENCES)]
+    write_jsonl(tmp_path / "train.jsonl", examples)
+    rare = [Example("r1", "薄荷味 牙膏", (Span(0, 3, "flavour"), Span(4, 6, "category"))),
+            Example("r2", "Nike mint", (Span(0, 4, "brand"), Span(5, 9, "flavour")))]
+    write_jsonl(tmp_path / "dev.jsonl", examples + rare)
+    logged: list[str] = []
+    result = train(TrainConfig(train=(str(tmp_path / "train.jsonl"),), dev=str(tmp_path / "dev.jsonl"),
+                               out=str(tmp_path / "ck"), layers=1, hidden=16, heads=2, epochs=1, threads=2,
+                               vocab_size=300), log=logged.append)
+    warnings = [line for line in logged if line.startswith("warning:")]
+    assert len(warnings) == 1 and "['flavour']" in warnings[0] and "dev spans (2) count as misses" in warnings[0]
+    assert result.dev.unseen == ("flavour",) and result.dev.per_type["flavour"].support == 2
+    assert result.dev.micro.support == sum(len(e.spans) for e in examples + rare)
+    meta = json.loads((tmp_path / "ck" / "tagger.json").read_text(encoding="utf-8"))
+    assert meta["dev"]["labels_unseen_in_training"] == ["flavour"] and "B-flavour" not in meta["labels"]
