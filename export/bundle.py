@@ -19,7 +19,7 @@ from typing import Callable, Iterator, Sequence
 from export.config import MIN_PARITY_TEXTS, ExportConfig, ExportError
 from export.graph import convert_fp16, export_onnx
 from export.parity import check_parity, staged_tagger
-from export.quantize import quantize_int8
+from export.quantize import calibration_feeds, quantize_int8, quantize_int8_static
 from export.taxonomy import ShippedTaxonomy, shipped_taxonomy
 from model.data import Example
 from model.train import Checkpoint, load_checkpoint, load_examples
@@ -60,7 +60,7 @@ def stage_files(config: ExportConfig, checkpoint: Checkpoint, taxonomy: ShippedT
     (root / "taxonomy.json").write_bytes(taxonomy.content)
     if checkpoint.encoder.lexicon is not None:
         shutil.copyfile(checkpoint.path / LEXICON_FILE, root / LEXICON_FILE)
-    if config.int8:
+    if config.int8 and config.int8_dynamic:
         quantize_int8(root / MODEL_FILES["fp32"], root / MODEL_FILES["int8"])
     if config.fp16:
         convert_fp16(root / MODEL_FILES["fp32"], root / MODEL_FILES["fp16"])
@@ -116,6 +116,11 @@ def export_bundle(config: ExportConfig, log: Callable[[str], None] = print) -> P
         manifest = draft_manifest(config, checkpoint, taxonomy, root)
         log(f"parity: {len(held_out)} held-out texts")
         fp32 = staged_tagger(root, manifest)
+        if config.int8 and not config.int8_dynamic:
+            log("int8: calibrating activation scales on the held-out texts")
+            quantize_int8_static(root / MODEL_FILES["fp32"], root / MODEL_FILES["int8"],
+                                 calibration_feeds(fp32.encoder, [e.text for e in held_out]))
+            manifest = replace(manifest, files=file_hashes(root))
         others = {v: staged_tagger(root, manifest, v) for v in ("int8", "fp16") if getattr(config, v)}
         result = check_parity(checkpoint, fp32, held_out, config.atol, others)
         log(result.summary())

@@ -21,7 +21,10 @@ class ExportConfig:
     held_out: tuple[str, ...] = option((), "labelled texts for parity and F1 (default: the checkpoint's dev file)")
     taxonomy: str | None = option(None, "taxonomy JSON shipped in the bundle (default: the checkpoint's; "
                                         "without one, an empty taxonomy of the label types)")
-    int8: bool = option(False, "also write a dynamically quantised int8 model")
+    int8: bool = option(False, "also write an int8 model, static: activation scales calibrated on the held-out "
+                               "texts, so a text's tags do not depend on its batch")
+    int8_dynamic: bool = option(False, "with --int8: quantise dynamically instead (scales per batch at run "
+                                       "time; tags can depend on the batch)")
     fp16: bool = option(False, "also write an fp16 model (for GPUs)")
     opset: int = option(17, "ONNX opset", above=0)
     atol: float = option(1e-4, "emission parity tolerance", above=0)
@@ -37,6 +40,6 @@ class RetrainConfig:
     training: TrainConfig = required("how the challenger is trained (its out is ignored: the job keeps "
                                      "checkpoints in the store)")
     tolerance: float = option(0.005, "allowed micro-F1 drop against the champion", minimum=0, below=1)
-    int8: bool = option(False, "also write a dynamically quantised int8 model into the challenger bundle")
+    int8: bool = option(False, "also write a static (calibrated) int8 model into the challenger bundle")
     taxonomy: str | None = option(None, "taxonomy JSON the challenger ships (default: the champion's; with no "
                                         "champion, the checkpoint's)")

@@ -151,3 +151,32 @@ def test_training_verbs_without_torch_say_what_to_install(tmp_path):
     assert "pip install 'tagstream[train]'" in run.stderr and "Traceback" not in run.stderr
     ok = subprocess.run([sys.executable, "-c", script, "--help"], cwd=ROOT, capture_output=True, text=True)
     assert ok.returncode == 0 and "train" in ok.stdout
+
+
+def test_static_int8_tags_a_text_the_same_alone_and_in_any_batch(tiny_bundle):
+    """Activation scales are fixed at export, so a replayed event gets the same record whatever
+    else shares its batch (dynamic int8 computed them per batch and broke that)."""
+    import random
+
+    from model.synth import DEMO_TAXONOMY, generate, load_taxonomy_json
+
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text(encoding="utf-8"))
+    assert "model.int8.onnx" in manifest["files"]
+    titles = [r["text"] for r in generate(load_taxonomy_json(DEMO_TAXONOMY), 96, seed=5, lang="mixed")]
+    alone_tagger = Tagger.load(tiny_bundle, variant="int8", device="cpu", batch_size=1)
+    # What a record carries: spans and confidences to 4 decimals (numpy's marginals may move in the
+    # 17th digit with the batch's shape).
+    def record(spans):
+        return [(s.start, s.end, s.type, round(s.confidence, 4)) for s in spans]
+
+    alone = [record(alone_tagger.tag_texts([t])[0]) for t in titles]
+    rng = random.Random(3)
+    for batch_size in (7, 32, 96):
+        tagger = Tagger.load(tiny_bundle, variant="int8", device="cpu", batch_size=batch_size)
+        order = list(range(len(titles)))
+        rng.shuffle(order)
+        shuffled = tagger.tag_texts([titles[i] for i in order])
+        together = [None] * len(titles)
+        for position, i in enumerate(order):
+            together[i] = record(shuffled[position])
+        assert together == alone, f"batch size {batch_size}: a text's tags moved with its batch"
