@@ -16,6 +16,7 @@ import numpy as np
 import orjson
 
 from stream.tagging.taxonomy import Taxonomy, TaxonomyError
+from stream.tagging.jsonfile import read_json
 from stream.tagging.text import fold
 
 LEXICON_FILE = "lexicon.json"
@@ -107,12 +108,7 @@ class Lexicon:
     @classmethod
     def load(cls, path: str | Path) -> "Lexicon":
         path = Path(path)
-        try:
-            data = orjson.loads(path.read_bytes())
-        except OSError as err:
-            raise LexiconError(f"{path}: cannot read ({err.strerror or err})") from None
-        except orjson.JSONDecodeError as err:
-            raise LexiconError(f"{path}: not JSON ({err})") from None
+        data = read_json(path, LexiconError)
         if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
             raise LexiconError(f"{path}: not a lexicon of format version {FORMAT_VERSION}")
         types, entries = data.get("types"), data.get("entries")

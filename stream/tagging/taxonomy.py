@@ -9,8 +9,8 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import orjson
 
+from stream.tagging.jsonfile import read_json
 from stream.tagging.text import compact_key, normalise_value
 
 FORMAT_VERSION = 1
@@ -70,12 +70,7 @@ class Taxonomy:
     @classmethod
     def load(cls, path: str | Path) -> "Taxonomy":
         path = Path(path)
-        try:
-            data = orjson.loads(path.read_bytes())
-        except OSError as err:
-            raise TaxonomyError(f"{path}: cannot read ({err.strerror or err})") from None
-        except orjson.JSONDecodeError as err:
-            raise TaxonomyError(f"{path}: not JSON ({err})") from None
+        data = read_json(path, TaxonomyError)
         return cls.from_dict(data, source=str(path))
 
     @classmethod
