@@ -6,6 +6,7 @@ torchcrf) both go through `tag_texts`, so they can only differ in how a batch is
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -49,10 +50,29 @@ def merge_window_runs(windows: Sequence[Window], runs_per_window: Sequence[Seque
     return kept
 
 
-def tag_units(encoder: TextEncoder, units: Sequence[Units], score: ScoreFn, labels: Sequence[str],
-              *, batch_size: int = 64, fields: Sequence[str] | None = None,
-              bucket: bool = True) -> list[list[TaggedSpan]]:
-    """Tag already-tokenised texts; ``fields`` names each text's field (default ``text``)."""
+@dataclass(frozen=True, slots=True)
+class ScoredText:
+    """One text's tags, and how unsure the CRF was at each of its units: the marginal entropy
+    over tags, divided by log(tags) so 0 is certain and 1 is uniform (all zeros without marginals)."""
+
+    spans: list[TaggedSpan]
+    entropy: np.ndarray   # shape: (units,)
+
+
+def token_entropy(marginals: np.ndarray) -> np.ndarray:
+    """(..., tags) posteriors -> (...) normalised entropy in [0, 1]."""
+    tags = marginals.shape[-1]
+    if tags < 2:
+        return np.zeros(marginals.shape[:-1])
+    p = np.clip(marginals, 1e-12, 1.0)
+    return np.clip(-(marginals * np.log(p)).sum(axis=-1) / np.log(tags), 0.0, 1.0)
+
+
+def score_units(encoder: TextEncoder, units: Sequence[Units], score: ScoreFn, labels: Sequence[str],
+                *, batch_size: int = 64, fields: Sequence[str] | None = None,
+                bucket: bool = True) -> list[ScoredText]:
+    """Tag already-tokenised texts; ``fields`` names each text's field (default ``text``). A unit's
+    entropy comes from the window that owns it, as its tags do."""
     owners: list[int] = []
     windows: list[Window] = []
     for index, u in enumerate(units):
@@ -60,6 +80,7 @@ def tag_units(encoder: TextEncoder, units: Sequence[Units], score: ScoreFn, labe
             owners.append(index)
             windows.append(w)
     runs: list[list[tuple]] = [[] for _ in windows]
+    entropies = [np.zeros(len(u)) for u in units]
     batches = plan_batches(windows, batch_size) if bucket else [
         list(range(i, min(i + batch_size, len(windows)))) for i in range(0, len(windows), batch_size)]
     for batch in batches:
@@ -69,10 +90,14 @@ def tag_units(encoder: TextEncoder, units: Sequence[Units], score: ScoreFn, labe
             tags = [labels[t] for t in paths[row]]
             marg = None if marginals is None else marginals[row]
             runs[i] = [(a, b, kind, _confidence(marg, paths[row], a, b)) for a, b, kind in tag_runs(tags)]
+            if marg is not None:
+                w = windows[i]
+                own = slice(w.own_start - w.unit_start, w.own_end - w.unit_start)
+                entropies[owners[i]][w.own_start:w.own_end] = token_entropy(marg[own])
     per_text_windows: list[list[int]] = [[] for _ in units]
     for i, owner in enumerate(owners):
         per_text_windows[owner].append(i)
-    out: list[list[TaggedSpan]] = []
+    out: list[ScoredText] = []
     for index, u in enumerate(units):
         field = fields[index] if fields is not None else "text"
         members = per_text_windows[index]
@@ -81,8 +106,13 @@ def tag_units(encoder: TextEncoder, units: Sequence[Units], score: ScoreFn, labe
         for a, b, kind, conf in merged:
             start, end = u.spans[a][0], u.spans[b - 1][1]
             spans.append(TaggedSpan(field, start, end, u.text[start:end], kind, conf))
-        out.append(spans)
+        out.append(ScoredText(spans, entropies[index]))
     return out
+
+
+def tag_units(encoder: TextEncoder, units: Sequence[Units], score: ScoreFn, labels: Sequence[str],
+              **kwargs) -> list[list[TaggedSpan]]:
+    return [scored.spans for scored in score_units(encoder, units, score, labels, **kwargs)]
 
 
 def tag_texts(encoder: TextEncoder, texts: Sequence[str], score: ScoreFn, labels: Sequence[str],

@@ -16,7 +16,7 @@ import onnxruntime as ort
 from stream.tagging.bundle import Bundle, BundleError, read_bundle
 from stream.tagging.manifest import MODEL_FILES
 from stream.tagging.crf import CrfParams, marginals, viterbi_decode
-from stream.tagging.decode import tag_units
+from stream.tagging.decode import ScoredText, score_units, tag_units
 from stream.tagging.spans import TaggedSpan
 from stream.tagging.lexicon import LEXICON_FILE, Lexicon, LexiconError, taxonomy_forms
 from stream.tagging.taxonomy import Taxonomy, TaxonomyError
@@ -150,6 +150,12 @@ class Tagger:
         # shape: (batch, units, tags)
         units = gather_units(self.emissions(batch), batch.unit_positions)
         return viterbi_decode(units, batch.unit_mask, self.crf), marginals(units, batch.unit_mask, self.crf)
+
+    def score_units(self, units: Sequence[Units], fields: Sequence[str] | None = None,
+                    bucket: bool = True) -> list[ScoredText]:
+        """Tags and per-unit entropy of texts already split into units."""
+        return score_units(self.encoder, units, self.score, self.labels, batch_size=self.batch_size, fields=fields,
+                           bucket=bucket)
 
     def tag_units(self, units: Sequence[Units], fields: Sequence[str] | None = None,
                   bucket: bool = True) -> list[list[TaggedSpan]]:

