@@ -43,3 +43,8 @@ class RetrainConfig:
     int8: bool = option(False, "also write a static (calibrated) int8 model into the challenger bundle")
     taxonomy: str | None = option(None, "taxonomy JSON the challenger ships (default: the champion's; with no "
                                         "champion, the checkpoint's)")
+    reviewed: tuple[str, ...] = option((), "reviewed titles (`tagstream review pull` JSONL): extra training data; the "
+                                           "report counts them and says what they changed on the held-out set",
+                                       metavar="FILE")
+    reviewed_baseline: bool = option(False, "with --reviewed: also train once without them (same settings and seed) "
+                                            "and report the held-out F1 with and without")

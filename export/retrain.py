@@ -29,10 +29,63 @@ class RetrainOutcome:
     report_path: Path
 
 
-def _f1(tagger: Tagger, examples) -> dict:
-    predicted = [[Span(t.start, t.end, t.type) for t in spans] for spans in tagger.tag_texts([e.text for e in examples])]
+def _predict(tagger: Tagger, examples) -> list[list[Span]]:
+    return [[Span(t.start, t.end, t.type) for t in spans] for spans in tagger.tag_texts([e.text for e in examples])]
+
+
+def _f1(tagger: Tagger, examples, predicted: list[list[Span]] | None = None) -> dict:
+    predicted = predicted if predicted is not None else _predict(tagger, examples)
     gold = [e.spans for e in examples]
     return entity_scores(gold, predicted, entity_types(tagger.labels)).to_json()
+
+
+def changes(gold: list, before: list[list[Span]], after: list[list[Span]]) -> dict:
+    """Held-out titles whose tags changed between two models, and how many of those the change
+    made exactly right (fixed) or no longer right (broken)."""
+    changed = fixed = broken = 0
+    for g, b, a in zip(gold, before, after):
+        g, b, a = set(g), set(b), set(a)
+        if a != b:
+            changed += 1
+            fixed += a == g
+            broken += b == g
+    return {"titles": len(gold), "changed": changed, "fixed": fixed, "broken": broken}
+
+
+def reviewed_data(config: RetrainConfig) -> dict | None:
+    """What the reviewed files hold: titles and spans per type (None without any)."""
+    if not config.reviewed:
+        return None
+    examples = load_examples(config.reviewed)
+    per_type: dict[str, int] = {}
+    for e in examples:
+        for s in e.spans:
+            per_type[s.label] = per_type.get(s.label, 0) + 1
+    return {"files": list(config.reviewed), "titles": len(examples), "spans": sum(per_type.values()),
+            "per_type": dict(sorted(per_type.items()))}
+
+
+def _reviewed_effect(config: RetrainConfig, report: dict, held_out, challenger: Tagger, champion: Tagger | None,
+                     work: Path, log: Callable[[str], None]) -> None:
+    """Fill report["reviewed"]: against the champion always, and against the same training without
+    the reviewed titles when ``reviewed_baseline`` asks for that run."""
+    entry = report["reviewed"]
+    after = _predict(challenger, held_out)
+    gold = [e.spans for e in held_out]
+    if champion is not None:
+        entry["vs_champion"] = changes(gold, _predict(champion, held_out), after)
+    if not config.reviewed_baseline:
+        return
+    checkpoint = work / "without-reviewed"
+    train(replace(config.training, out=str(checkpoint)), log=log)
+    export_bundle(ExportConfig(checkpoint=str(checkpoint), out=str(work / "without-bundle"), held_out=config.held_out,
+                               version="without-reviewed"), log=log)
+    without = Tagger.load(work / "without-bundle", device="cpu")
+    before = _predict(without, held_out)
+    f1_without = _f1(without, held_out, before)["micro"]["f1"]
+    f1_with = report["challenger"]["scores"]["micro"]["f1"]
+    entry["without"] = {"micro_f1": f1_without, "micro_f1_with": f1_with, "f1_change": round(f1_with - f1_without, 6),
+                        **changes(gold, before, after)}
 
 
 def _table(report: dict) -> str:
@@ -45,6 +98,17 @@ def _table(report: dict) -> str:
                          f"{entry['scores']['macro_f1']:.4f}"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    reviewed = report.get("reviewed")
+    if reviewed:
+        lines.append(f"reviewed titles used: {reviewed['titles']} ({reviewed['spans']} spans) from "
+                     f"{', '.join(reviewed['files'])}")
+        for name, what in (("vs_champion", "against the champion"), ("without", "against the same training without them")):
+            c = reviewed.get(name)
+            if c:
+                f1 = (f"micro-F1 {c['micro_f1']:.4f} -> {c['micro_f1_with']:.4f} ({c['f1_change']:+.4f}); "
+                      if "micro_f1" in c else "")
+                lines.append(f"  {what}: {f1}held-out titles changed {c['changed']} of {c['titles']}, "
+                             f"fixed {c['fixed']}, broken {c['broken']}")
     lines.append(f"decision: {report['status']} — {report['reason']}")
     return "\n".join(lines)
 
@@ -77,7 +141,9 @@ def retrain(config: RetrainConfig, log: Callable[[str], None] = print) -> Retrai
                                   "scores": _f1(champion, held_out)}
         work = store / ".work" / stamp
         checkpoint = work / "checkpoint"
-        result = train(replace(config.training, out=str(checkpoint)), log=log)
+        report["reviewed"] = reviewed_data(config)
+        training = replace(config.training, out=str(checkpoint), train=config.training.train + config.reviewed)
+        result = train(training, log=log)
         name = f"{config.training.name}-{stamp}"
         report["taxonomy"] = taxonomy = challenger_taxonomy(config, champion)
         export_bundle(ExportConfig(checkpoint=str(checkpoint), out=str(store / name), held_out=config.held_out,
@@ -86,6 +152,8 @@ def retrain(config: RetrainConfig, log: Callable[[str], None] = print) -> Retrai
         report["challenger"] = {"bundle": name, "version": stamp, "scores": _f1(challenger, held_out),
                                 "train_dev_f1": result.dev.micro.f1 if result.dev else None,
                                 "train_samples_per_second": result.samples_per_second}
+        if config.reviewed:
+            _reviewed_effect(config, report, held_out, challenger, champion, work, log)
         new_f1 = report["challenger"]["scores"]["micro"]["f1"]
         if champion is None:
             status, reason = "promoted", "no champion yet; the challenger passed parity"

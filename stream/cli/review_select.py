@@ -19,9 +19,9 @@ def select_options(p: argparse.ArgumentParser) -> None:
                         "{id, text} records (default: read the input topic)")
     p.add_argument("--enriched", metavar="FILE",
                    help="the live service's enriched records (a `tail` dump); their tags are the ones scored and "
-                        "pre-annotated; --enriched-topic reads the topic instead")
-    p.add_argument("--enriched-topic", nargs="?", const="", default=None, metavar="TOPIC",
-                   help="read the enriched topic (default: the enriched topic setting)")
+                        "pre-annotated")
+    p.add_argument("--from-enriched-topic", action="store_true",
+                   help="read the live service's enriched records from the topic (--enriched-topic) instead")
     p.add_argument("--candidates", metavar="FILE",
                    help="new-tag candidate records (a `tail` dump of tagstream.taxonomy-candidates): tags among "
                         "them score higher")
@@ -46,11 +46,11 @@ def _share(value: str) -> float:
     return share
 
 
-def _topic(args: argparse.Namespace, setting: str, name: str | None) -> list[dict]:
+def _topic(args: argparse.Namespace, setting: str) -> list[dict]:
     from stream.service.clients import read_topic
 
     settings = settings_from(args)
-    return read_topic(settings, name or getattr(settings, setting))
+    return read_topic(settings, getattr(settings, setting))
 
 
 def _excluded(paths: list[str]) -> set[str]:
@@ -69,16 +69,16 @@ def _excluded(paths: list[str]) -> set[str]:
 def cmd_select(args: argparse.Namespace) -> int:
     from stream.service import review
 
-    if not args.bundle and args.enriched is None and args.enriched_topic is None:
-        raise CliError("review select needs the live tags (--enriched or --enriched-topic), a --bundle to re-score "
-                       "the titles, or both")
-    raw = json_lines(args.products) if args.products else _topic(args, "input_topic", None)
+    if not args.bundle and args.enriched is None and not args.from_enriched_topic:
+        raise CliError("review select needs the live tags (--enriched or --from-enriched-topic), a --bundle to "
+                       "re-score the titles, or both")
+    raw = json_lines(args.products) if args.products else _topic(args, "input_topic")
     products = review.latest_products(raw)
     if not products:
         raise CliError(f"{args.products or 'the input topic'}: no products with a title")
     live = None
-    if args.enriched is not None or args.enriched_topic is not None:
-        records = json_lines(args.enriched) if args.enriched else _topic(args, "enriched_topic", args.enriched_topic)
+    if args.enriched is not None or args.from_enriched_topic:
+        records = json_lines(args.enriched) if args.enriched else _topic(args, "enriched_topic")
         live = review.tags_from_enriched(records)
     drift = review.drift_keys_from(json_lines(args.candidates)) if args.candidates else frozenset()
     if args.bundle:

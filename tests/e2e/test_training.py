@@ -57,10 +57,19 @@ def test_retrain_promotes_rejects_and_rolls_back(cli, tmp_path):
     assert (store / "CURRENT").read_text().strip() == champion
     reports = sorted((store / "reports").glob("retrain-*.json"))
     assert [json.loads(p.read_text())["status"] for p in reports] == ["promoted", "rejected"]
-    # A challenger within tolerance is promoted; rollback returns to the champion.
+    # A challenger within tolerance is promoted; rollback returns to the champion. This one also
+    # learns from reviewed titles (the form `review pull` writes) and says what they changed.
+    reviewed = tmp_path / "reviewed.jsonl"
+    pulled = [{**json.loads(line), "source": "label-studio", "task": i}
+              for i, line in enumerate(_synth(cli, tmp_path / "more.jsonl", 60, 7, "mixed").read_text().splitlines())]
+    reviewed.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in pulled), encoding="utf-8")
     again = cli("retrain", "--train", str(train), "--store", str(store), "--held-out", str(held), "--epochs", "4",
-                "--tolerance", "0.5", *small)
+                "--tolerance", "0.5", "--reviewed", str(reviewed), "--reviewed-baseline", *small)
     assert "decision: promoted" in again.stdout
+    assert "reviewed titles used: 60" in again.stdout and "against the same training without them" in again.stdout
+    effect = json.loads(sorted((store / "reports").glob("retrain-*.json"))[-1].read_text())["reviewed"]
+    assert effect["titles"] == 60 and effect["vs_champion"]["titles"] == 200
+    assert 0 <= effect["without"]["micro_f1"] <= 1 and effect["without"]["changed"] <= 200
     assert (store / "CURRENT").read_text().strip() != champion
     back = cli("rollback", "--store", str(store))
     assert champion in back.stdout and (store / "CURRENT").read_text().strip() == champion
