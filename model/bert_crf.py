@@ -15,6 +15,9 @@ from model.config import LEXICON_AT
 
 WEIGHTS = "model.pt"
 ENCODER_CONFIG = "config.json"
+# A disallowed tag's emission: exp() of it underflows to 0 next to any real path score, yet it stays
+# finite, so a logsumexp never meets all -inf (whose gradient is NaN).
+DISALLOWED = -1e4
 
 
 class BertCrf(nn.Module):
@@ -82,10 +85,41 @@ class BertCrf(nn.Module):
         emissions = self.unit_emissions(input_ids, attention_mask, unit_positions, lexicon)
         return -self.crf(emissions, tags, mask=unit_mask, reduction="mean")
 
+    def partial_loss(self, input_ids, attention_mask, unit_positions, unit_mask, allowed, lexicon=None,
+                     tags=None) -> torch.Tensor:
+        """Mean negative log-probability of the tag sequences ``allowed`` admits (partial annotation):
+        logZ(all paths) - logZ(allowed paths). With one allowed tag per unit it is `loss`. ``tags`` is
+        accepted and ignored, so a collated batch passes as it is."""
+        if allowed.shape[:2] != unit_mask.shape or allowed.size(-1) != self.num_tags:
+            raise ValueError(f"expected allowed of shape {(*unit_mask.shape, self.num_tags)}, "
+                             f"got {tuple(allowed.shape)}")
+        emissions = self.unit_emissions(input_ids, attention_mask, unit_positions, lexicon)
+        return constrained_nll(self.crf, emissions, unit_mask, allowed).mean()
+
     @torch.no_grad()
     def decode(self, input_ids, attention_mask, unit_positions, unit_mask, lexicon=None) -> list[list[int]]:
         emissions = self.unit_emissions(input_ids, attention_mask, unit_positions, lexicon)
         return self.crf.decode(emissions, mask=unit_mask)
+
+
+def constrained_nll(crf: CRF, emissions: torch.Tensor, mask: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """Per sequence, -log of the probability mass of the paths whose every tag is allowed.
+
+    ``emissions`` (batch, seq, tags), ``mask`` (batch, seq) with the first unit on, ``allowed``
+    (batch, seq, tags) bool with at least one tag allowed per unmasked unit. Returns shape (batch,).
+    """
+    if not crf.batch_first:
+        raise ValueError("expected a batch_first CRF")
+    mask = mask.bool()
+    # shape: (batch, seq, tags)
+    constrained = emissions.masked_fill(~allowed.bool(), DISALLOWED)
+    # Both partitions in one forward pass over a doubled batch (the same arithmetic, half the Python
+    # steps of the loop over positions). pytorch-crf takes (seq, batch, tags) and (seq, batch).
+    # shape: (seq, 2 * batch, tags)
+    stacked = torch.cat([emissions, constrained]).transpose(0, 1)
+    # shape: (2 * batch,)
+    log_z = crf._compute_normalizer(stacked, torch.cat([mask, mask]).transpose(0, 1))
+    return log_z[:len(emissions)] - log_z[len(emissions):]
 
 
 def encoder_from_config(config: PretrainedConfig) -> nn.Module:

@@ -12,6 +12,7 @@ from typing import Any
 
 DEFAULT_EPOCHS = 10       # pretraining epochs when no budget is given at all
 LEXICON_AT = ("input", "output")
+WEAK_UNMATCHED = ("unknown", "o")
 
 
 def option(default: Any, help: str, **meta: Any) -> Any:
@@ -58,6 +59,12 @@ class TrainConfig:
                              choices=LEXICON_AT)
     lexicon_dim: int = option(32, "size of the lexicon feature embedding at the output (at the input it is the "
                                   "token embedding size)", above=0)
+    weak: tuple[str, ...] = option((), "weakly labelled JSONL (e.g. from `tagstream autolabel`): training data whose "
+                                       "unmatched positions are unknown; never dev", metavar="FILE")
+    weak_unmatched: str = option("unknown", "what weak (partial) examples' positions outside their spans are: "
+                                            "'unknown' trains with the partial-annotation CRF (marginal likelihood "
+                                            "over every tag sequence that agrees with the known spans); 'o' treats "
+                                            "them as O (the naive baseline)", choices=WEAK_UNMATCHED)
     taxonomy: str | None = option(None, "taxonomy JSON saved with the checkpoint, which its bundles ship "
                                         "(default: the lexicon's taxonomy JSON when exactly one is given)")
     threads: int | None = option(None, "CPU threads for PyTorch", above=0)
@@ -69,6 +76,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.lexicon_at not in LEXICON_AT:
             raise ValueError(f"lexicon_at must be one of {', '.join(LEXICON_AT)}, got {self.lexicon_at!r}")
+        if self.weak_unmatched not in WEAK_UNMATCHED:
+            raise ValueError(f"weak_unmatched must be one of {', '.join(WEAK_UNMATCHED)}, got {self.weak_unmatched!r}")
 
     @property
     def encoder_lr(self) -> float:

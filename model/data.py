@@ -22,15 +22,20 @@ class DataError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Example:
-    """One labelled text. Product records become one example per field."""
+    """One labelled text. Product records become one example per field. A ``partial`` example's
+    text outside its spans is unknown, not O (weak labels: dictionary matches)."""
 
     id: str
     text: str
     spans: tuple[Span, ...] = ()
     field: str = "text"
+    partial: bool = False
 
     def to_json(self) -> dict:
-        return {"id": self.id, "text": self.text, "spans": [s.to_json() for s in self.spans]}
+        out = {"id": self.id, "text": self.text, "spans": [s.to_json() for s in self.spans]}
+        if self.partial:
+            out["partial"] = True
+        return out
 
 
 @dataclass
@@ -89,12 +94,15 @@ def parse_record(record: object, where: str, labels: set[str] | None = None, lin
     raw_spans = record.get("spans", [])
     if not isinstance(raw_spans, list):
         raise DataError(f"{where}: 'spans' must be a list")
+    partial = record.get("partial", False)
+    if not isinstance(partial, bool):
+        raise DataError(f"{where}: 'partial' must be true or false, got {partial!r}")
     if "text" in record:
         if not isinstance(record["text"], str):
             raise DataError(f"{where}: 'text' must be a string")
         spans = [_parse_span(s, where, "text") for s in raw_spans]
         _check_spans(record["text"], spans, labels, where)
-        return [Example(rid, record["text"], tuple(sorted(spans)))]
+        return [Example(rid, record["text"], tuple(sorted(spans)), partial=partial)]
     if "title" not in record:
         raise DataError(f"{where}: a record needs 'text', or 'title' (and optional 'description')")
     spans = [_parse_span(s, where, "title") for s in raw_spans]
@@ -112,7 +120,7 @@ def parse_record(record: object, where: str, labels: set[str] | None = None, lin
             raise DataError(f"{where}: {name!r} must be a string")
         own = [s for s in spans if s.field == name]
         _check_spans(value, own, labels, where)
-        out.append(Example(f"{rid}#{name}", value, tuple(sorted(own)), name))
+        out.append(Example(f"{rid}#{name}", value, tuple(sorted(own)), name, partial))
     return out
 
 

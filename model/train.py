@@ -7,7 +7,7 @@ import math
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
@@ -20,13 +20,15 @@ from model import bert_crf
 from model.config import TrainConfig
 from model.data import DataError, Example, data_hash, labels_in, load_examples
 from model.metrics import Scores, entity_scores
+from model.samples import (Sample, batch_tensors, bucketed_batches, collate, length_batches,  # noqa: F401
+                           make_samples, training_samples)
 from model.schedule import BudgetSchedule
 from model.vocab import base_model_tokenizer, build_wordpiece
 from stream.tagging.decode import ScoreFn, tag_texts
-from stream.tagging.lexicon import LEXICON_FILE, Lexicon, read_specs
-from stream.tagging.spans import Span, entity_types, label_list, unit_tags
+from stream.tagging.lexicon import LEXICON_FILE, Lexicon
+from stream.tagging.spans import Span, entity_types, label_list
 from stream.tagging.taxonomy import Taxonomy, TaxonomyError
-from stream.tagging.tokenization import PaddedBatch, TextEncoder, Window
+from stream.tagging.tokenization import PaddedBatch, TextEncoder
 
 TAGGER_META = "tagger.json"
 TOKENIZER = "tokenizer.json"
@@ -48,103 +50,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-@dataclass(frozen=True, slots=True)
-class Sample:
-    window: Window
-    tags: list[int]   # one tag id per unit the window covers
-
-
-def make_samples(encoder: TextEncoder, examples: Sequence[Example], labels: Sequence[str]) -> tuple[list[Sample], int]:
-    """One sample per window; returns the samples and how many spans were snapped to units."""
-    index = {tag: i for i, tag in enumerate(labels)}
-    samples, snapped = [], 0
-    for ex, units in zip(examples, encoder.units([e.text for e in examples])):
-        tags, bad = unit_tags(units.spans, ex.spans)
-        snapped += len(bad)
-        for w in encoder.windows(units):
-            samples.append(Sample(w, [index[t] for t in tags[w.unit_start:w.unit_end]]))
-    return samples, snapped
-
-
-def batch_tensors(batch: PaddedBatch) -> dict[str, torch.Tensor]:
-    out = {"input_ids": torch.from_numpy(batch.input_ids), "attention_mask": torch.from_numpy(batch.attention_mask),
-           "unit_positions": torch.from_numpy(batch.unit_positions), "unit_mask": torch.from_numpy(batch.unit_mask)}
-    if batch.lexicon is not None:
-        out["lexicon"] = torch.from_numpy(batch.lexicon)
-    return out
-
-
-def collate(samples: Sequence[Sample], encoder: TextEncoder) -> dict[str, torch.Tensor]:
-    """The serving padding (`TextEncoder.pad`) plus the gold tags, as tensors."""
-    batch = encoder.pad([s.window for s in samples])
-    tags = torch.zeros(batch.unit_mask.shape, dtype=torch.long)
-    for row, s in enumerate(samples):
-        tags[row, :len(s.tags)] = torch.tensor(s.tags)
-    return {**batch_tensors(batch), "tags": tags}
-
-
-def entity_strings(examples: Sequence[Example]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for ex in examples:
-        for span in ex.spans:
-            out.setdefault(span.label, []).append(ex.text[span.start:span.end])
-    return out
-
-
-def merge_forms(*sources: dict[str, list[str]]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for source in sources:
-        for tag_type, forms in source.items():
-            out.setdefault(tag_type, []).extend(forms)
-    return out
-
-
-def training_samples(config: TrainConfig, encoder: TextEncoder, examples: list[Example],
-                     labels: Sequence[str]) -> tuple[list[Sample], int, Lexicon | None]:
-    """Samples, spans snapped, and the lexicon the checkpoint serves with (None without one).
-
-    A lexicon made from the training set's own entities would mark every gold span, and the
-    model would learn to trust it blindly; so each half of the training texts gets features
-    from the other half's entities (plus the given sources), and serving gets them all.
-    """
-    given = read_specs(config.lexicon) if config.lexicon else {}
-    if not given and not config.lexicon_from_train:
-        samples, snapped = make_samples(encoder, examples, labels)
-        return samples, snapped, None
-    own = entity_strings(examples) if config.lexicon_from_train else {}
-    types = sorted(set(given) | set(own) | {label[2:] for label in labels if label != "O"})
-    lexicon = Lexicon.build(types, merge_forms(given, own))
-    if not config.lexicon_from_train:
-        samples, snapped = make_samples(encoder.with_lexicon(lexicon), examples, labels)
-        return samples, snapped, lexicon
-    halves = [examples[0::2], examples[1::2]]
-    samples, snapped = [], 0
-    for k, half in enumerate(halves):
-        other = Lexicon.build(types, merge_forms(given, entity_strings(halves[1 - k])))
-        part, bad = make_samples(encoder.with_lexicon(other), half, labels)
-        samples += part
-        snapped += bad
-    return samples, snapped, lexicon
-
-
-def length_batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
-    """Shuffled batches of similar-length items: sort within large shuffled chunks, so padding
-    stays small and batches still vary from epoch to epoch."""
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    chunk = batch_size * 50
-    batches = []
-    for i in range(0, len(order), chunk):
-        part = sorted(order[i:i + chunk], key=lambda j: lengths[j])
-        batches += [part[k:k + batch_size] for k in range(0, len(part), batch_size)]
-    rng.shuffle(batches)
-    return batches
-
-
-def bucketed_batches(samples: Sequence[Sample], batch_size: int, rng: random.Random) -> list[list[int]]:
-    return length_batches([len(s.window.input_ids) for s in samples], batch_size, rng)
 
 
 def torch_scorer(model: bert_crf.BertCrf) -> ScoreFn:
@@ -190,24 +95,40 @@ def checkpoint_taxonomy(config: TrainConfig) -> Path | None:
     return Path(chosen)
 
 
-def _split(config: TrainConfig, log: Callable[[str], None]) -> tuple[list[Example], list[Example], list[str]]:
-    """(train examples, dev examples, labels). Dev labels absent from training (a long tail of
-    types split at random) are a warning: their spans stay in the dev gold and count as misses."""
+def _split(config: TrainConfig, log: Callable[[str], None]) -> tuple[list[Example], list[Example], list[str], int]:
+    """(train examples, dev examples, labels, titles read from --weak). Dev labels absent from training
+    (a long tail of types split at random) are a warning: their spans stay in the dev gold and count as
+    misses. Partial examples (--weak, or ``partial`` in --train) are training data only, never dev."""
     examples = load_examples(config.train, repair=config.repair)
     if not examples:
         raise DataError(f"{', '.join(config.train)}: no training examples")
+    partial = [e for e in examples if e.partial]
+    gold = [e for e in examples if not e.partial]
     if config.dev:
         dev = load_examples([config.dev], repair=config.repair)
-        train_examples = examples
+        if any(e.partial for e in dev):
+            raise DataError(f"{config.dev}: dev data must be fully labelled, but it has partial examples")
+        train_examples = gold
+    elif not gold:
+        raise DataError(f"{', '.join(config.train)}: only partial examples; give --dev (fully labelled)")
     else:
-        train_examples, dev = split_dev(examples, config.dev_fraction, config.seed)
+        train_examples, dev = split_dev(gold, config.dev_fraction, config.seed)
+    weak = [replace(e, partial=True) for e in load_examples(config.weak)]
+    partial += weak
+    if config.weak_unmatched == "unknown":
+        # With nothing known, every tag sequence is allowed: its loss and gradient are exactly zero.
+        empty = sum(not e.spans for e in partial)
+        partial = [e for e in partial if e.spans]
+        if empty:
+            log(f"partial examples without spans skipped (nothing known about them): {empty}")
+    train_examples = train_examples + partial
     labels = label_list(labels_in(train_examples))
     unseen = sorted(set(labels_in(dev)) - set(labels_in(train_examples)))
     if unseen:
         spans = sum(s.label in unseen for e in dev for s in e.spans)
         log(f"warning: labels {unseen} appear in dev ({config.dev or 'the held-out share'}) but not in training "
             f"data: the model cannot predict them; their dev spans ({spans}) count as misses")
-    return train_examples, dev, labels
+    return train_examples, dev, labels, len(weak)
 
 
 def _encoder(config: TrainConfig, train_examples: Sequence[Example]):
@@ -248,9 +169,21 @@ def _over_budget(config: TrainConfig, wall: float, cpu: float) -> bool:
                 or (config.max_cpu_seconds and cpu > config.max_cpu_seconds))
 
 
+def _step(model: bert_crf.BertCrf, batch: dict[str, torch.Tensor], optimizer, scheduler, clip: float) -> float:
+    """One optimiser step; the partial-annotation loss only for batches that hold unknown units,
+    so gold-only batches train exactly as before."""
+    loss = model.partial_loss(**batch) if "allowed" in batch else model.loss(**batch)
+    optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    scheduler.step()
+    return loss.item()
+
+
 def _meta(config: TrainConfig, labels: list[str], lexicon: Lexicon | None, taxonomy: Path | None,
           best_epoch: int, best_scores: Scores | None, stopped: str, samples_per_second: float | None,
-          cpu_seconds: float) -> dict:
+          cpu_seconds: float, weak_titles: int = 0) -> dict:
     """The checkpoint's tagger.json: what loading, exporting and reporting need to know."""
     return {
         "name": config.name,
@@ -265,7 +198,9 @@ def _meta(config: TrainConfig, labels: list[str], lexicon: Lexicon | None, taxon
         "cpu_seconds": round(cpu_seconds, 1),
         "base_model": str(config.base_model) if config.base_model else None,
         "train_files": list(config.train),
-        "training_data_sha256": data_hash(config.train),
+        "weak": {"files": list(config.weak), "titles": weak_titles,
+                 "unmatched": config.weak_unmatched} if config.weak else None,
+        "training_data_sha256": data_hash([*config.train, *config.weak]),
         "best_epoch": best_epoch,
         "dev": best_scores.to_json() if best_scores else None,
         "train_samples_per_second": samples_per_second,
@@ -280,7 +215,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         torch.set_num_threads(config.threads)
     seed_everything(config.seed)
     taxonomy = checkpoint_taxonomy(config)
-    train_examples, dev, labels = _split(config, log)
+    train_examples, dev, labels, weak_titles = _split(config, log)
 
     tokenizer, encoder_module = _encoder(config, train_examples)
     text_encoder = TextEncoder(tokenizer, config.max_length, config.stride)
@@ -291,6 +226,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
 
     log(f"train: {len(train_examples)} texts -> {len(samples)} windows, {len(labels)} tags; "
         f"dev: {len(dev)} texts; spans snapped to token edges: {snapped}"
+        + (f"; partial texts: {sum(e.partial for e in train_examples)} (unmatched: {config.weak_unmatched})"
+           if any(e.partial for e in train_examples) else "")
         + (f"; lexicon ({config.lexicon_at}): {len(lexicon)} entries, {len(lexicon.types)} types" if lexicon else "")
         + (f"; taxonomy {taxonomy} goes with the checkpoint" if taxonomy else ""))
 
@@ -311,14 +248,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         bar = tqdm(bucketed_batches(samples, config.batch_size, rng), desc=f"epoch {epoch}", unit="batch",
                    leave=False, disable=None)
         for batch_ids in bar:
-            batch = collate([samples[i] for i in batch_ids], text_encoder)
-            loss = model.loss(**batch)
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
+            batch = collate([samples[i] for i in batch_ids], text_encoder, len(labels))
+            losses.append(_step(model, batch, optimizer, scheduler, config.clip))
             seen += len(batch_ids)
             if scheduler.last_epoch == 20:
                 schedule.observe(20, time.monotonic() - started, time.process_time() - cpu_started)
@@ -352,7 +283,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
             stopped = "converged"
             break
     meta = _meta(config, labels, lexicon, taxonomy, best_epoch, best_scores, stopped,
-                 round(seen / train_time, 1) if train_time else None, time.process_time() - cpu_started)
+                 round(seen / train_time, 1) if train_time else None, time.process_time() - cpu_started, weak_titles)
     (out / TAGGER_META).write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
     return TrainResult(out, best_epoch, best_scores, epochs, meta["train_samples_per_second"] or 0.0, stopped)
 

@@ -11,6 +11,8 @@ from typing import NoReturn, Sequence
 
 from stream.cli.common import CliError, Parser
 from stream.cli.data import add_verbs as data_verbs
+from stream.cli.labels import add_verbs as label_verbs
+from stream.cli.review import add_verbs as review_verbs
 from stream.cli.serving import add_verbs as serving_verbs
 from stream.cli.taxonomy import add_verbs as taxonomy_verbs
 from stream.cli.training import add_verbs as training_verbs
@@ -22,7 +24,7 @@ def build_parser() -> Parser:
     parser = Parser(prog="tagstream", description="Real-time product tagging: train, export, serve.")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
     verbs.required = True
-    for add_verbs in (data_verbs, training_verbs, serving_verbs, taxonomy_verbs):
+    for add_verbs in (data_verbs, label_verbs, training_verbs, serving_verbs, taxonomy_verbs, review_verbs):
         add_verbs(verbs)
     return parser
 

@@ -1,0 +1,142 @@
+"""Training samples and their batches: one sample per window, with the tags it learns from (all of
+them for a gold example; only the span units for a partially annotated one), padded as serving pads."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from model.config import WEAK_UNMATCHED, TrainConfig
+from model.data import Example
+from stream.tagging.lexicon import Lexicon, read_specs
+from stream.tagging.spans import OUTSIDE, unit_tags
+from stream.tagging.tokenization import PaddedBatch, TextEncoder, Window
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    window: Window
+    tags: list[int]   # one tag id per unit the window covers (O where unknown)
+    known: tuple[bool, ...] | None = None   # per unit, whether its tag is known; None: all are (gold)
+
+    def allowed(self, num_tags: int) -> np.ndarray:
+        """Per unit, the tags a training path may take there: exactly the known tag, any where unknown."""
+        # shape: (units, tags)
+        out = np.zeros((len(self.tags), num_tags), dtype=bool)
+        out[np.arange(len(self.tags)), self.tags] = True
+        if self.known is not None:
+            out[~np.asarray(self.known, dtype=bool)] = True
+        return out
+
+
+def make_samples(encoder: TextEncoder, examples: Sequence[Example], labels: Sequence[str],
+                 unmatched: str = "unknown") -> tuple[list[Sample], int]:
+    """One sample per window; returns the samples and how many spans were snapped to units.
+
+    A partial example's units outside its spans are unknown (``unmatched="unknown"``) or O
+    (``"o"``: then it is a gold example like any other)."""
+    if unmatched not in WEAK_UNMATCHED:
+        raise ValueError(f"expected unmatched in {WEAK_UNMATCHED}, got {unmatched!r}")
+    index = {tag: i for i, tag in enumerate(labels)}
+    samples, snapped = [], 0
+    for ex, units in zip(examples, encoder.units([e.text for e in examples])):
+        tags, bad = unit_tags(units.spans, ex.spans)
+        snapped += len(bad)
+        known = [t != OUTSIDE for t in tags] if ex.partial and unmatched == "unknown" else None
+        for w in encoder.windows(units):
+            samples.append(Sample(w, [index[t] for t in tags[w.unit_start:w.unit_end]],
+                                  None if known is None else tuple(known[w.unit_start:w.unit_end])))
+    return samples, snapped
+
+
+def batch_tensors(batch: PaddedBatch) -> dict[str, torch.Tensor]:
+    out = {"input_ids": torch.from_numpy(batch.input_ids), "attention_mask": torch.from_numpy(batch.attention_mask),
+           "unit_positions": torch.from_numpy(batch.unit_positions), "unit_mask": torch.from_numpy(batch.unit_mask)}
+    if batch.lexicon is not None:
+        out["lexicon"] = torch.from_numpy(batch.lexicon)
+    return out
+
+
+def collate(samples: Sequence[Sample], encoder: TextEncoder, num_tags: int | None = None) -> dict[str, torch.Tensor]:
+    """The serving padding (`TextEncoder.pad`) plus the gold tags, as tensors; when a sample has
+    unknown units (and ``num_tags`` is given), also ``allowed``: shape (batch, units, tags), every tag
+    allowed at padding. A batch of gold samples only has no ``allowed``, so it trains as before."""
+    batch = encoder.pad([s.window for s in samples])
+    tags = torch.zeros(batch.unit_mask.shape, dtype=torch.long)
+    for row, s in enumerate(samples):
+        tags[row, :len(s.tags)] = torch.tensor(s.tags)
+    out = {**batch_tensors(batch), "tags": tags}
+    if num_tags is not None and any(s.known is not None for s in samples):
+        # shape: (batch, units, tags)
+        allowed = np.ones((*batch.unit_mask.shape, num_tags), dtype=bool)
+        for row, s in enumerate(samples):
+            allowed[row, :len(s.tags)] = s.allowed(num_tags)
+        out["allowed"] = torch.from_numpy(allowed)
+    return out
+
+
+def entity_strings(examples: Sequence[Example]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for ex in examples:
+        for span in ex.spans:
+            out.setdefault(span.label, []).append(ex.text[span.start:span.end])
+    return out
+
+
+def merge_forms(*sources: dict[str, list[str]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for source in sources:
+        for tag_type, forms in source.items():
+            out.setdefault(tag_type, []).extend(forms)
+    return out
+
+
+def training_samples(config: TrainConfig, encoder: TextEncoder, examples: list[Example],
+                     labels: Sequence[str]) -> tuple[list[Sample], int, Lexicon | None]:
+    """Samples, spans snapped, and the lexicon the checkpoint serves with (None without one).
+
+    A lexicon made from the training set's own entities would mark every gold span, and the
+    model would learn to trust it blindly; so each half of the training texts gets features
+    from the other half's entities (plus the given sources), and serving gets them all.
+    """
+    unmatched = config.weak_unmatched
+    given = read_specs(config.lexicon) if config.lexicon else {}
+    if not given and not config.lexicon_from_train:
+        samples, snapped = make_samples(encoder, examples, labels, unmatched)
+        return samples, snapped, None
+    own = entity_strings(examples) if config.lexicon_from_train else {}
+    types = sorted(set(given) | set(own) | {label[2:] for label in labels if label != "O"})
+    lexicon = Lexicon.build(types, merge_forms(given, own))
+    if not config.lexicon_from_train:
+        samples, snapped = make_samples(encoder.with_lexicon(lexicon), examples, labels, unmatched)
+        return samples, snapped, lexicon
+    halves = [examples[0::2], examples[1::2]]
+    samples, snapped = [], 0
+    for k, half in enumerate(halves):
+        other = Lexicon.build(types, merge_forms(given, entity_strings(halves[1 - k])))
+        part, bad = make_samples(encoder.with_lexicon(other), half, labels, unmatched)
+        samples += part
+        snapped += bad
+    return samples, snapped, lexicon
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffled batches of similar-length items: sort within large shuffled chunks, so padding
+    stays small and batches still vary from epoch to epoch."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    chunk = batch_size * 50
+    batches = []
+    for i in range(0, len(order), chunk):
+        part = sorted(order[i:i + chunk], key=lambda j: lengths[j])
+        batches += [part[k:k + batch_size] for k in range(0, len(part), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def bucketed_batches(samples: Sequence[Sample], batch_size: int, rng: random.Random) -> list[list[int]]:
+    return length_batches([len(s.window.input_ids) for s in samples], batch_size, rng)

@@ -1,0 +1,69 @@
+"""`autolabel`: weak (partial) labels for unlabelled titles by dictionary matching, for `train --weak`.
+Reads with model/'s torch-free text readers; no PyTorch."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from stream.cli.common import CliError, verb
+from stream.cli.options import positive_int
+
+
+def add_verbs(verbs) -> None:
+    verb(verbs, "autolabel", "label unlabelled titles by matching a lexicon (taxonomy names and synonyms, word "
+                             "lists): partial JSONL for `train --weak`, where text outside the spans is unknown",
+         _options, cmd_autolabel)
+
+
+def _options(p: argparse.ArgumentParser) -> None:
+    from stream.tagging.autolabel import DEFAULT_MIN_CHARS, TIES
+
+    p.add_argument("--in", dest="inputs", nargs="+", action="extend", required=True, metavar="FILE",
+                   help="plain text (one title per line), product events or `tail` dumps (JSONL), labelled "
+                        "JSONL or CoNLL (their labels are ignored)")
+    p.add_argument("--out", required=True, help="partial JSONL to write")
+    p.add_argument("--lexicon", nargs="+", action="extend", required=True, metavar="SOURCE",
+                   help="taxonomy JSON files or TYPE=FILE word lists, as for `train --lexicon`")
+    p.add_argument("--min-chars", type=positive_int, default=DEFAULT_MIN_CHARS,
+                   help=f"shortest match kept, in characters (default {DEFAULT_MIN_CHARS}: on real Chinese titles "
+                        f"single-character matches were nearly all wrong)")
+    p.add_argument("--ties", choices=TIES, default="first",
+                   help="a form of several types: give it to the first type (--prefer order, then by name), or "
+                        "skip it, leaving its text unknown (default first)")
+    p.add_argument("--prefer", nargs="+", action="extend", default=[], metavar="TYPE",
+                   help="types that win ties, in this order (the others follow by name)")
+
+
+def cmd_autolabel(args: argparse.Namespace) -> int:
+    from model.data import DataError
+    from model.texts import read_texts
+    from stream.tagging.autolabel import AutolabelReport, label_text, lexicon_of
+    from stream.tagging.lexicon import LexiconError, read_specs
+
+    try:
+        forms = read_specs(args.lexicon)
+    except LexiconError as err:
+        raise CliError(f"--lexicon: {err}") from None
+    unknown = [t for t in args.prefer if t not in forms]
+    if unknown:
+        raise CliError(f"--prefer: {', '.join(unknown)} not in the lexicon's types ({', '.join(sorted(forms))})")
+    types = [*dict.fromkeys(args.prefer), *sorted(set(forms) - set(args.prefer))]
+    lexicon = lexicon_of(forms, types)
+    report = AutolabelReport()
+    lines = []
+    for path in args.inputs:
+        try:
+            texts = read_texts([path], log=lambda line: print(line, file=sys.stderr))
+        except DataError as err:
+            raise CliError(str(err)) from None
+        for k, text in enumerate(texts, 1):
+            spans = label_text(text, lexicon, args.min_chars, args.ties, report)
+            record = {"id": f"{Path(path).stem}-{k}", "text": text, "spans": [s.to_json() for s in spans],
+                      "partial": True}
+            lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+    Path(args.out).write_text("".join(lines), encoding="utf-8")
+    print(f"{args.out}: {report.summary()}")
+    return 0
