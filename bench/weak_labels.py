@@ -41,7 +41,7 @@ ROWS = (("autolabelled train only, unmatched = O", 0, True, "o"),
 
 
 def dictionary(data: str, seed_examples) -> dict[str, list[str]]:
-    from model.train import entity_strings, merge_forms
+    from model.samples import entity_strings, merge_forms
     from stream.tagging.lexicon import read_specs
 
     own = entity_strings(seed_examples)
