@@ -29,6 +29,9 @@ sys.path.insert(0, str(ROOT))
 DATA = {"zh": ROOT.parent / "shared" / "data" / "ecommerce-ner", "en": ROOT.parent / "shared" / "data" / "ae-110k"}
 CACHE = ROOT / "bench" / ".cache" / "active"
 STRATEGIES = ("review", "random")
+# More strategies, each from its own round 0 (same titles, its own training run):
+# review-diverse is `review select --redundancy 0.5`.
+EXTRA = {"review-diverse": {"redundancy": 0.5}}
 
 
 def split_files(data: str) -> dict[str, Path]:
@@ -84,7 +87,7 @@ def scorer(model):
     return score
 
 
-def pick_next(checkpoint, pool: list, n: int) -> tuple[list[str], dict]:
+def pick_next(checkpoint, pool: list, n: int, **options) -> tuple[list[str], dict]:
     """The ids of the ``n`` titles `review select` would send to people, and its report."""
     from stream.service.review import Candidate, select
     from stream.tagging.decode import score_units
@@ -98,7 +101,7 @@ def pick_next(checkpoint, pool: list, n: int) -> tuple[list[str], dict]:
         tags = tuple(Tag(s.text, s.type, s.text, "title", s.start, s.end, round(s.confidence, 4), True)
                      for s in result.spans)
         candidates.append(Candidate(example.id, example.text, tags, entropy=tuple(result.entropy.tolist())))
-    picks, report = select(candidates, n)
+    picks, report = select(candidates, n, **options)
     ids = [p.candidate.product_id for p in picks]
     if len(ids) < n:   # duplicate titles are skipped by review; fill from the rest in pool order
         chosen = set(ids)
@@ -141,7 +144,7 @@ def run_round(job: dict) -> dict:
             rng = random.Random(f"{job['seed']}-{len(job['labelled'])}")
             picks[strategy] = [e.id for e in rng.sample(pool, min(job["pick"], len(pool)))]
         else:
-            picks[strategy], reports[strategy] = pick_next(checkpoint, pool, job["pick"])
+            picks[strategy], reports[strategy] = pick_next(checkpoint, pool, job["pick"], **EXTRA.get(strategy, {}))
     done = {"job": job, "labelled": len(job["labelled"]), "test_f1": scores.micro.f1, "dev_f1": result.dev.micro.f1,
             "test": scores.to_json(), "cpu_seconds": round(cpu, 1), "epochs": len(result.epochs),
             "next": picks, "select_report": reports}
@@ -153,11 +156,11 @@ def run_round(job: dict) -> dict:
 
 def first_round(args_tuple) -> dict:
     """Round 0: the same random ``start`` titles for both strategies, and both strategies' picks."""
-    data, seed, start, step, budget = args_tuple
+    data, seed, start, step, budget, extra = args_tuple
     labelled = random.Random(seed).sample(_train_ids(data), start)
     return run_round({"data": data, "seed": seed, "round": 0, "budget": budget_for(budget, start), "labelled": labelled,
-                      "pick": step,
-                      "pick_for": list(STRATEGIES), "out": str(CACHE / data / f"s{seed}-r0")})
+                      "pick": step, "pick_for": [extra] if extra else list(STRATEGIES),
+                      "out": str(CACHE / data / (f"s{seed}-r0-{extra}" if extra else f"s{seed}-r0"))})
 
 
 def run_chain(args_tuple) -> list[dict]:
@@ -201,25 +204,34 @@ def summarise(chains: dict, start: int, step: int) -> dict:
             table[strategy].append({"labelled": start + r * step, "mean": statistics.mean(values),
                                     "spread": (max(values) - min(values)) / 2, "per_seed": values})
     target = table["random"][-1]["mean"]
-    reached = next((row["labelled"] for row in table["review"] if row["mean"] >= target), None)
     final_labels = table["random"][-1]["labelled"]
-    return {"table": table, "random_final_f1": target, "review_reaches_it_at": reached,
-            "share_of_labels": reached / final_labels if reached else None,
-            "goal_met": bool(reached and reached <= 0.6 * final_labels)}
+    out = {"table": table, "random_final_f1": target, "reaches_random_final_at": {}}
+    for strategy in table:
+        if strategy != "random":
+            reached = next((row["labelled"] for row in table[strategy] if row["mean"] >= target), None)
+            out["reaches_random_final_at"][strategy] = {
+                "labelled": reached, "share_of_labels": reached / final_labels if reached else None,
+                "goal_met": bool(reached and reached <= 0.6 * final_labels)}
+    return out
 
 
 def markdown(data: str, summary: dict, seeds: list[int], budget: tuple[float, float]) -> str:
-    rows = summary["table"]
-    lines = [f"Active learning on {data} ({'ecommerce-ner, 2x128 scratch + gazetteer lexicon' if data == 'zh' else 'ae-110k, MiniLM-L6'}), "
-             f"test micro-F1, mean ± half-range of seeds {seeds}; CPU-s per training {budget[0]:g} + {budget[1]:g} per "
-             "labelled title:", "",
-             "| labelled titles | review select | random |", "|---|---|---|"]
-    for a, b in zip(rows["review"], rows["random"]):
-        lines.append(f"| {a['labelled']} | {a['mean']:.3f} ± {a['spread']:.3f} | {b['mean']:.3f} ± {b['spread']:.3f} |")
-    reached = summary["review_reaches_it_at"]
-    lines += ["", f"Random's final F1 {summary['random_final_f1']:.3f}: review selection reaches it at "
-                  + (f"{reached} labelled titles ({summary['share_of_labels']:.0%} of {rows['random'][-1]['labelled']})"
-                     if reached else "no round") + f"; goal (at most 60%) {'met' if summary['goal_met'] else 'not met'}."]
+    table = summary["table"]
+    names = [name for name in table if name != "random"] + ["random"]
+    model = "ecommerce-ner, 2x128 scratch + gazetteer lexicon" if data == "zh" else "ae-110k, MiniLM-L6"
+    lines = [f"Active learning on {data} ({model}), test micro-F1, mean ± half-range of seeds {seeds}; CPU-s per "
+             f"training {budget[0]:g} + {budget[1]:g} per labelled title:", "",
+             "| labelled titles | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for r, row in enumerate(table["random"]):
+        cells = [f"{table[n][r]['mean']:.3f} ± {table[n][r]['spread']:.3f}" for n in names]
+        lines.append(f"| {row['labelled']} | " + " | ".join(cells) + " |")
+    final = table["random"][-1]["labelled"]
+    lines.append("")
+    for name, hit in summary["reaches_random_final_at"].items():
+        where = (f"at {hit['labelled']} labelled titles ({hit['share_of_labels']:.0%} of {final})" if hit["labelled"]
+                 else "in no round")
+        lines.append(f"- {name} reaches random's final F1 ({summary['random_final_f1']:.3f}) {where}; goal (at most "
+                     f"60%) {'met' if hit['goal_met'] else 'not met'}.")
     return "\n".join(lines) + "\n"
 
 
@@ -233,20 +245,26 @@ def main() -> None:
     parser.add_argument("--budget", type=float, nargs=2, default=None, metavar=("BASE", "PER_TITLE"),
                         help="CPU-seconds per training: BASE + PER_TITLE x labelled titles (default zh 45 0, en 20 0.11)")
     parser.add_argument("--jobs", type=int, default=2, help="chains side by side (one thread each)")
+    parser.add_argument("--strategies", nargs="+", choices=[*STRATEGIES, *EXTRA], default=list(STRATEGIES),
+                        help="random and review are always compared; review-diverse adds a redundancy discount")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
     budget = tuple(args.budget or ((45.0, 0.0) if args.data == "zh" else (20.0, 0.11)))
     if not split_files(args.data)["train"].is_file():
         sys.exit(f"{DATA[args.data]}: the real labelled data is not there (it lives in ../shared/data)")
+    extras = [name for name in args.strategies if name in EXTRA]
     with ProcessPoolExecutor(args.jobs) as pool:
-        firsts = list(pool.map(first_round, [(args.data, seed, args.start, args.step, budget) for seed in args.seeds]))
-        for first in firsts:
-            print(f"[{args.data} seed {first['job']['seed']}] round 0: {first['labelled']} labelled, test F1 "
-                  f"{first['test_f1']:.4f} ({first['cpu_seconds']} CPU-s)", file=sys.stderr, flush=True)
-        jobs = [(args.data, strategy, seed, args.step, args.rounds, budget, first)
-                for seed, first in zip(args.seeds, firsts) for strategy in STRATEGIES]
+        starts = [(args.data, seed, args.start, args.step, budget, extra) for extra in [None, *extras]
+                  for seed in args.seeds]
+        firsts = dict(zip([(start[5], start[1]) for start in starts], pool.map(first_round, starts)))
+        for (extra, seed), first in firsts.items():
+            print(f"[{args.data} seed {seed}{' ' + extra if extra else ''}] round 0: {first['labelled']} labelled, "
+                  f"test F1 {first['test_f1']:.4f} ({first['cpu_seconds']} CPU-s)", file=sys.stderr, flush=True)
+        jobs = [(args.data, strategy, seed, args.step, args.rounds, budget,
+                 firsts[(strategy if strategy in EXTRA else None, seed)])
+                for seed in args.seeds for strategy in args.strategies]
         results = list(pool.map(run_chain, jobs))
-    chains: dict = {s: {} for s in STRATEGIES}
+    chains: dict = {s: {} for s in args.strategies}
     for (_, strategy, seed, *_), chain in zip(jobs, results):
         chains[strategy][seed] = chain
     summary = summarise(chains, args.start, args.step)

@@ -30,6 +30,9 @@ def select_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-n", "--count", type=positive_int, default=200, help="how many products to pick (200)")
     p.add_argument("--max-category-share", type=_share, default=0.25,
                    help="most of the budget one category (category_hint) may take while others have candidates (0.25)")
+    p.add_argument("--redundancy", type=_share, default=1.0,
+                   help="a title sharing a tag with earlier picks ranks as if its score were this much smaller per "
+                        "such pick (1 = off; 0.5 spreads the budget over different doubts)")
     p.add_argument("--exclude", nargs="*", default=[], metavar="FILE",
                    help="picks or labelled JSONL already sent for review: their products and titles are skipped")
     p.add_argument("--out", required=True, help="picks as JSON lines (`tagstream review push` reads them)")
@@ -91,7 +94,7 @@ def cmd_select(args: argparse.Namespace) -> int:
             raise CliError("no product has an enriched record of the same version: give --bundle to re-score them")
         candidates = [review.candidate(p, live[(p["product_id"], p.get("version"))], None) for p in tagged]
     picks, report = review.select(candidates, args.count, max_category_share=args.max_category_share,
-                                  drift_keys=drift, exclude=_excluded(args.exclude))
+                                  drift_keys=drift, exclude=_excluded(args.exclude), redundancy=args.redundancy)
     with open(args.out, "wb") as out:
         for pick in picks:
             out.write(orjson.dumps(pick.to_json()) + b"\n")

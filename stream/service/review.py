@@ -10,6 +10,7 @@ quota of the budget while others still have candidates. Pure functions; the CLI 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import math
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
@@ -98,19 +99,62 @@ def score(candidate: Candidate, drift_keys: frozenset[tuple[str, str]] = frozens
     return Pick(candidate, sum(parts.values()), ordered, parts)
 
 
+def _keys(candidate: Candidate) -> frozenset[tuple[str, str]]:
+    """What a title teaches: its tags' (type, compact text)."""
+    return frozenset((t.type, compact_key(t.text)) for t in candidate.tags)
+
+
+def _greedy(scored: list[Pick], n: int, quota: int, redundancy: float) -> tuple[list[Pick], list[Pick], int]:
+    """Best first, a title's score shrunk by ``redundancy`` for each earlier pick that shares a tag
+    with it (lazy greedy: a shrunk score is pushed back and compared again). Returns the picks,
+    the titles a full category turned away (best first) and how many picks were discounted."""
+    heap = [(-p.score, i, 0) for i, p in enumerate(scored)]
+    heapq.heapify(heap)
+    used: dict[tuple[str, str], int] = {}
+    taken: dict[str, int] = {}
+    picks, overflow, discounted = [], [], 0
+    while heap and len(picks) < n:
+        _, i, seen = heapq.heappop(heap)
+        pick = scored[i]
+        keys = _keys(pick.candidate)
+        shared = max((used.get(k, 0) for k in keys), default=0)
+        if shared > seen:
+            heapq.heappush(heap, (-pick.score * redundancy ** shared, i, shared))
+            continue
+        category = pick.candidate.category
+        if taken.get(category, 0) >= quota:
+            overflow.append(pick)
+            continue
+        taken[category] = taken.get(category, 0) + 1
+        if shared:
+            discounted += 1
+            common = max(keys, key=lambda k: used.get(k, 0))
+            pick = Pick(pick.candidate, pick.score, pick.reasons + (
+                f"shares {common[0]} {common[1]!r} with {shared} earlier pick(s): ranked at "
+                f"{pick.score * redundancy ** shared:.3f}",), pick.parts)
+        for k in keys:
+            used[k] = used.get(k, 0) + 1
+        picks.append(pick)
+    return picks, overflow, discounted
+
+
 def select(candidates: Iterable[Candidate], n: int, *, max_category_share: float = 0.25,
            drift_keys: frozenset[tuple[str, str]] = frozenset(), exclude: Iterable[str] = (),
-           weights: Weights = Weights()) -> tuple[list[Pick], dict]:
+           weights: Weights = Weights(), redundancy: float = 1.0) -> tuple[list[Pick], dict]:
     """The ``n`` best picks and a report of what was skipped and why.
 
     A category may take ``ceil(n * max_category_share)`` picks, or its even share of the budget
     when there are few categories; slots the quota leaves empty go to the best remaining titles
-    (their reasons say so), so a small pool still fills the budget.
+    (their reasons say so), so a small pool still fills the budget. With ``redundancy`` below 1,
+    a title that shares a tag with titles already picked ranks as if its score were that much
+    smaller per such pick, so one doubtful brand does not fill the batch.
     """
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
     if not 0 < max_category_share <= 1:
         raise ValueError(f"max_category_share must be in (0, 1], got {max_category_share}")
+    if not 0 < redundancy <= 1:
+        raise ValueError(f"redundancy must be in (0, 1], got {redundancy}")
     excluded = set(exclude)
     report = {"candidates": 0, "duplicates": 0, "excluded": 0, "quota_relaxed": 0}
     seen: set[str] = set()
@@ -129,23 +173,17 @@ def select(candidates: Iterable[Candidate], n: int, *, max_category_share: float
     scored.sort(key=lambda p: (-p.score, p.candidate.product_id))
     categories = {p.candidate.category for p in scored}
     quota = max(math.ceil(n * max_category_share), math.ceil(n / max(1, len(categories))))
+    picks, overflow, discounted = _greedy(scored, n, quota, redundancy)
     taken: dict[str, int] = {}
-    picks, overflow = [], []
-    for pick in scored:
-        if len(picks) == n:
-            break
-        category = pick.candidate.category
-        if taken.get(category, 0) >= quota:
-            overflow.append(pick)
-            continue
-        taken[category] = taken.get(category, 0) + 1
-        picks.append(pick)
+    for pick in picks:
+        taken[pick.candidate.category] = taken.get(pick.candidate.category, 0) + 1
     for pick in overflow[:n - len(picks)]:
         report["quota_relaxed"] += 1
         picks.append(Pick(pick.candidate, pick.score, pick.reasons + (
             f"category {pick.candidate.category!r} is over its quota of {quota}, but no other category had "
             "candidates left",), pick.parts))
-    report.update(picked=len(picks), quota=quota, per_category=dict(sorted(taken.items())))
+    report.update(picked=len(picks), quota=quota, per_category=dict(sorted(taken.items())),
+                  redundancy_discounted=discounted)
     return picks, report
 
 

@@ -98,3 +98,18 @@ def test_score_units_entropy_follows_the_window_that_owns_each_unit(wordpiece):
     assert scored[0].entropy.shape == (len(units[0]),)
     assert scored[0].entropy == pytest.approx(np.ones(len(units[0])))
     assert scored[0].spans == []
+
+
+def test_redundancy_spreads_the_budget_over_different_doubts():
+    same = [cand(f"s{i}", f"Zorx thing {i}", [tag("Zorx", 0.3)], entropy=(0.9,)) for i in range(4)]
+    other = [cand("o1", "Blip widget", [tag("Blip", 0.5)], entropy=(0.6,)),
+             cand("o2", "Quux gizmo", [tag("Quux", 0.5)], entropy=(0.5,))]
+    plain, _ = select(same + other, 3)
+    assert [p.candidate.product_id for p in plain] == ["s0", "s1", "s2"]
+    picks, report = select(same + other, 3, redundancy=0.5)
+    assert [p.candidate.product_id for p in picks] == ["s0", "o1", "o2"]
+    assert report["redundancy_discounted"] == 0
+    picks, report = select(same + other, 4, redundancy=0.5)
+    assert picks[-1].candidate.product_id == "s1" and "shares brand 'zorx' with 1 earlier pick" in picks[-1].reasons[-1]
+    with pytest.raises(ValueError, match="redundancy"):
+        select(same, 1, redundancy=0)
