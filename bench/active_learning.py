@@ -109,18 +109,37 @@ def pick_next(checkpoint, pool: list, n: int, **options) -> tuple[list[str], dic
     return ids, report
 
 
+def cached(record: Path, job: dict) -> dict | None:
+    """A finished run's record, when it was run with exactly this job."""
+    if record.is_file():
+        done = json.loads(record.read_text(encoding="utf-8"))
+        if done.get("job") == job:
+            return done
+    return None
+
+
+def test_scores(data: str, checkpoint_dir: Path):
+    """The checkpoint's entity scores on the test split, and the loaded checkpoint."""
+    from model.data import load_examples
+    from model.metrics import entity_scores
+    from model.train import load_checkpoint, predict
+
+    checkpoint = load_checkpoint(checkpoint_dir)
+    test = load_examples([split_files(data)["test"]])
+    return entity_scores([e.spans for e in test], predict(checkpoint.model, checkpoint.encoder, checkpoint.labels,
+                                                          test)), checkpoint
+
+
 def run_round(job: dict) -> dict:
     """Train on the labelled ids of this round, score test, pick the next round's titles."""
     import torch
 
     record = Path(job["out"]) / "round.json"
-    if record.is_file():
-        done = json.loads(record.read_text(encoding="utf-8"))
-        if done.get("job") == job:
-            return done
+    done = cached(record, job)
+    if done:
+        return done
     from model.data import load_examples, write_jsonl
-    from model.metrics import entity_scores
-    from model.train import load_checkpoint, predict, train
+    from model.train import train
 
     torch.set_num_threads(1)
     files = split_files(job["data"])
@@ -133,9 +152,7 @@ def run_round(job: dict) -> dict:
     started = time.process_time()
     result = train(train_config(job["data"], labelled, out / "checkpoint", job["seed"], job["budget"]),
                    log=lambda line: None)
-    checkpoint = load_checkpoint(out / "checkpoint")
-    test = load_examples([files["test"]])
-    scores = entity_scores([e.spans for e in test], predict(checkpoint.model, checkpoint.encoder, checkpoint.labels, test))
+    scores, checkpoint = test_scores(job["data"], out / "checkpoint")
     cpu = time.process_time() - started
     picks, reports = {}, {}
     pool = [e for e in examples if e.id not in set(job["labelled"])]

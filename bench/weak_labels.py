@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.active_learning import gazetteers, split_files, train_config  # noqa: E402
+from bench.active_learning import cached, gazetteers, split_files, test_scores, train_config  # noqa: E402
 
 CACHE = ROOT / "bench" / ".cache" / "weak"
 GOLD = 200
@@ -68,15 +68,13 @@ def run_row(job: dict) -> dict:
     import torch
 
     record = Path(job["out"]) / "row.json"
-    if record.is_file():
-        done = json.loads(record.read_text(encoding="utf-8"))
-        if done.get("job") == job:
-            return done
+    done = cached(record, job)
+    if done:
+        return done
     from dataclasses import replace
 
     from model.data import load_examples, write_jsonl
-    from model.metrics import entity_scores
-    from model.train import load_checkpoint, predict, train
+    from model.train import train
 
     torch.set_num_threads(1)
     out = Path(job["out"])
@@ -94,9 +92,7 @@ def run_row(job: dict) -> dict:
         config = replace(config, weak_unmatched=job["unmatched"])
     started = time.process_time()
     result = train(config, log=lambda line: None)
-    checkpoint = load_checkpoint(out / "checkpoint")
-    test = load_examples([split_files(job["data"])["test"]])
-    scores = entity_scores([e.spans for e in test], predict(checkpoint.model, checkpoint.encoder, checkpoint.labels, test))
+    scores, _ = test_scores(job["data"], out / "checkpoint")
     done = {"job": job, "test_f1": scores.micro.f1, "dev_f1": result.dev.micro.f1, "test": scores.to_json(),
             "cpu_seconds": round(time.process_time() - started, 1), "epochs": len(result.epochs)}
     record.write_text(json.dumps(done, indent=1), encoding="utf-8")
