@@ -4,6 +4,9 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+PROG=kafka.sh
+# shellcheck source=SCRIPTDIR/../lib/process.sh
+source "$HERE/../lib/process.sh"
 REPO="$(cd "$HERE/../.." && pwd)"
 LIBS="$HERE/libs"
 
@@ -22,12 +25,11 @@ PIDFILE="$DATA/kafka.pid"
 LOGFILE="$DATA/kafka.log"
 PROPS="$DATA/server.properties"
 LOGDIRS="$DATA/kraft"
+# The broker JVM's command line has this: kafka.Kafka is its main class.
+PATTERN='kafka\.Kafka '
 # Which SCRAM users (and passwords, as salted hashes) the storage was formatted with.
 USERSFILE="$DATA/scram-users"
 BOOTSTRAP="127.0.0.1:$PORT"
-
-say() { echo "kafka.sh: $*"; }
-die() { echo "kafka.sh: $1" >&2; exit "${2:-1}"; }
 
 usage() {
     cat <<EOF
@@ -85,24 +87,7 @@ cmd_fetch() {
     say "fetched $(find "$LIBS" -name '*.jar' | wc -l) jars ($(du -sh "$LIBS" | cut -f1))"
 }
 
-# --- process ------------------------------------------------------------------------------------
-
-read_pid() { [[ -f "$PIDFILE" ]] && cat "$PIDFILE" 2>/dev/null || true; }
-
-# Alive and still our broker: a reused pid, or an unreaped zombie (empty cmdline), is not.
-is_broker_pid() {
-    local pid="$1"
-    [[ -n "$pid" && -r "/proc/$pid/cmdline" ]] || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'kafka\.Kafka '
-}
-
-running_pid() {
-    local pid
-    pid="$(read_pid)"
-    if is_broker_pid "$pid"; then echo "$pid"; fi
-}
-
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# --- probe --------------------------------------------------------------------------------------
 
 find_python() {
     local c
@@ -248,17 +233,16 @@ EOF
     mv "$PROPS.tmp" "$PROPS"
 }
 
-lock_data() {
-    mkdir -p "$(dirname "$DATA")"
-    # Beside the data dir, not in it: reset deletes the data dir while holding the lock.
-    exec 9>"$DATA.lock"
-    flock 9
-}
+answering() { port_open "$PORT" && probe; }
+
+# Startup also waits for the SASL port, when asked for: that listener opens with PLAINTEXT (what the
+# probe speaks), but only an open port says so.
+ready() { answering && { [[ -z "$SASL_PORT" ]] || port_open "$SASL_PORT"; }; }
 
 do_start() {
     check_sasl_env
     local pid
-    pid="$(running_pid)"
+    pid="$(running_pid "$PIDFILE" "$PATTERN")"
     if [[ -n "$pid" ]]; then
         if [[ -n "$SASL_PORT" ]] && ! grep -q "^listeners=.*,SASL_PLAINTEXT://127.0.0.1:$SASL_PORT\$" "$PROPS"; then
             die "already running (pid $pid) on $BOOTSTRAP without a SASL listener on :$SASL_PORT; see kafka.sh restart" 4
@@ -275,92 +259,37 @@ do_start() {
     command -v java >/dev/null || die "java not found; Kafka 4.0 needs Java 17+"
 
     mkdir -p "$DATA"
-    [[ -f "$LOGFILE" ]] && mv -f "$LOGFILE" "$LOGFILE.1"
-    : >"$LOGFILE"
+    rotate_log "$LOGFILE"
     write_props
     format_storage
 
-    local t0=$SECONDS
     say "starting Kafka on $BOOTSTRAP (${SASL_PORT:+SASL :$SASL_PORT, }controller :$CONTROLLER_PORT, data $DATA)"
-    # setsid: the broker outlives this script and a Ctrl-C aimed at whoever called it.
-    # The shell records its own pid, then becomes java, so the pid file names the JVM.
-    # The lock fds are closed for it, or the broker would hold the lock for its whole life.
+    # The pid file names the JVM itself (see launch).
     # shellcheck disable=SC2086
-    setsid bash -c 'echo $$ >"$0"; exec "$@"' "$PIDFILE" \
+    launch "$PIDFILE" "$LOGFILE" \
         java $HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError \
         -Djava.awt.headless=true -Dlog4j2.configurationFile="$HERE/log4j2.properties" \
-        -cp "$LIBS/*" kafka.Kafka "$PROPS" </dev/null >>"$LOGFILE" 2>&1 8>&- 9>&- &
-
-    local deadline=$((SECONDS + START_TIMEOUT))
-    while ((SECONDS < deadline)); do
-        pid="$(read_pid)"
-        if [[ -n "$pid" ]] && ! is_broker_pid "$pid"; then
-            echo "--- last lines of $LOGFILE ---" >&2
-            tail -n 40 "$LOGFILE" >&2
-            rm -f "$PIDFILE"
-            die "broker exited during startup (log: $LOGFILE)"
-        fi
-        # The probe speaks PLAINTEXT; the SASL listener opens with it, but only an open port says so.
-        if [[ -n "$pid" ]] && port_open "$PORT" && probe && { [[ -z "$SASL_PORT" ]] || port_open "$SASL_PORT"; }; then
-            say "ready (pid $pid) on $BOOTSTRAP after $((SECONDS - t0)) s"
-            return 0
-        fi
-        sleep 0.5
-    done
-    echo "--- last lines of $LOGFILE ---" >&2
-    tail -n 40 "$LOGFILE" >&2
-    die "broker did not answer on $BOOTSTRAP within $START_TIMEOUT s; it is left running (pid $(read_pid)): see kafka.sh stop"
+        -cp "$LIBS/*" kafka.Kafka "$PROPS"
+    wait_started "$PIDFILE" "$PATTERN" "$LOGFILE" "$START_TIMEOUT" 0.5 broker "$BOOTSTRAP" ready
 }
 
-do_stop() {
-    local pid
-    pid="$(running_pid)"
-    if [[ -z "$pid" ]]; then
-        rm -f "$PIDFILE"
-        say "not running"
-        return 0
-    fi
-    say "stopping (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + STOP_TIMEOUT))
-    while is_broker_pid "$pid" && ((SECONDS < deadline)); do sleep 0.2; done
-    if is_broker_pid "$pid"; then
-        say "no clean exit after $STOP_TIMEOUT s; sending SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-        while is_broker_pid "$pid"; do sleep 0.1; done
-    fi
-    rm -f "$PIDFILE"
-    say "stopped"
-}
+do_stop() { stop_server "$PIDFILE" "$PATTERN" "$STOP_TIMEOUT"; }
 
 do_kill() {
     local pid
-    pid="$(running_pid)"
+    pid="$(running_pid "$PIDFILE" "$PATTERN")"
     if [[ -z "$pid" ]]; then
         say "not running"
         return 0
     fi
     say "killing (pid $pid) with SIGKILL"
-    kill -KILL "$pid" 2>/dev/null || true
-    while is_broker_pid "$pid"; do sleep 0.1; done
+    signal_server KILL "$pid"
+    wait_gone "$pid" "$PATTERN"
     rm -f "$PIDFILE"
     say "killed"
 }
 
-cmd_status() {
-    local pid
-    pid="$(running_pid)"
-    if [[ -z "$pid" ]]; then
-        say "stopped (data $DATA)"
-        return 3
-    fi
-    if port_open "$PORT" && probe; then
-        say "running (pid $pid) on $BOOTSTRAP, data $DATA"
-        return 0
-    fi
-    say "process $pid is up but $BOOTSTRAP does not answer (log: $LOGFILE)"
-    return 1
-}
+cmd_status() { server_status "$PIDFILE" "$PATTERN" "$LOGFILE" "$DATA" "$BOOTSTRAP" "does not answer" answering; }
 
 do_reset() {
     do_stop
@@ -375,12 +304,12 @@ do_reset() {
 
 case "${1:-}" in
     fetch) cmd_fetch ;;
-    start) lock_data; do_start ;;
-    stop) lock_data; do_stop ;;
-    kill) lock_data; do_kill ;;
-    restart) lock_data; do_stop; do_start ;;
+    start) lock_data "$DATA"; do_start ;;
+    stop) lock_data "$DATA"; do_stop ;;
+    kill) lock_data "$DATA"; do_kill ;;
+    restart) lock_data "$DATA"; do_stop; do_start ;;
     status) cmd_status ;;
-    reset) lock_data; do_reset ;;
+    reset) lock_data "$DATA"; do_reset ;;
     help | -h | --help) usage ;;
     *) usage >&2; exit 64 ;;
 esac

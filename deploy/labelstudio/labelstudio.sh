@@ -4,6 +4,9 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+PROG=labelstudio.sh
+# shellcheck source=SCRIPTDIR/../lib/process.sh
+source "$HERE/../lib/process.sh"
 
 # Its own venv: label-studio pins Django, pydantic, numpy... versions that clash with tagstream's.
 VENV="${LABEL_STUDIO_VENV:-$HERE/.venv}"
@@ -22,10 +25,9 @@ STOP_TIMEOUT="${LABEL_STUDIO_STOP_TIMEOUT:-30}"
 STAMP="$VENV/.tagstream-install"
 PIDFILE="$DATA/labelstudio.pid"
 LOGFILE="$DATA/labelstudio.log"
+# The server's command line has this (it runs $VENV/bin/label-studio).
+PATTERN='label-studio'
 URL="http://127.0.0.1:$PORT"
-
-say() { echo "labelstudio.sh: $*"; }
-die() { echo "labelstudio.sh: $1" >&2; exit "${2:-1}"; }
 
 usage() {
     cat <<EOF
@@ -76,23 +78,6 @@ cmd_install() {
 
 # --- process ------------------------------------------------------------------------------------
 
-read_pid() { [[ -f "$PIDFILE" ]] && cat "$PIDFILE" 2>/dev/null || true; }
-
-# Alive and still our server: a reused pid, or an unreaped zombie (empty cmdline), is not.
-is_server_pid() {
-    local pid="$1"
-    [[ -n "$pid" && -r "/proc/$pid/cmdline" ]] || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'label-studio'
-}
-
-running_pid() {
-    local pid
-    pid="$(read_pid)"
-    if is_server_pid "$pid"; then echo "$pid"; fi
-}
-
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
 # The API takes our token: migrations are done, the user exists and legacy tokens are on.
 PY_PROBE='
 import sys, urllib.request
@@ -106,21 +91,11 @@ except Exception:
 
 probe() { "$VENV/bin/python" -c "$PY_PROBE" "$URL/api/projects?page_size=1" "$TOKEN" >/dev/null 2>&1; }
 
-lock_data() {
-    mkdir -p "$(dirname "$DATA")"
-    # Beside the data dir, not in it, like kafka.sh.
-    exec 9>"$DATA.lock"
-    flock 9
-}
-
-log_tail() {
-    echo "--- last lines of $LOGFILE ---" >&2
-    tail -n 40 "$LOGFILE" >&2 || true
-}
+answering() { port_open "$PORT" && probe; }
 
 do_start() {
     local pid
-    pid="$(running_pid)"
+    pid="$(running_pid "$PIDFILE" "$PATTERN")"
     if [[ -n "$pid" ]]; then
         say "already running (pid $pid) on $URL"
         return 0
@@ -130,80 +105,26 @@ do_start() {
     installed || cmd_install
 
     mkdir -p "$DATA"
-    [[ -f "$LOGFILE" ]] && mv -f "$LOGFILE" "$LOGFILE.1"
-    : >"$LOGFILE"
-    local t0=$SECONDS
+    rotate_log "$LOGFILE"
     say "starting Label Studio on $URL (data $DATA)"
-    # setsid: the server outlives this script and a Ctrl-C aimed at whoever called it. The shell
-    # records its own pid, then becomes label-studio, so the pid file names the server. User,
-    # password and token go in its environment: a command line shows in every process listing.
-    # The lock fds are closed for it, or the server would hold the locks for its whole life.
+    # User, password and token go in its environment: a command line shows in every process listing.
     LABEL_STUDIO_BASE_DATA_DIR="$DATA" LABEL_STUDIO_PORT="$PORT" \
     LABEL_STUDIO_USERNAME="$USERNAME" LABEL_STUDIO_PASSWORD="$PASSWORD" LABEL_STUDIO_USER_TOKEN="$TOKEN" \
     LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN=true COLLECT_ANALYTICS=false SENTRY_DSN='' FRONTEND_SENTRY_DSN='' \
-    setsid bash -c 'echo $$ >"$0"; exec "$@"' "$PIDFILE" \
-        "$VENV/bin/label-studio" start --internal-host 127.0.0.1 --port "$PORT" --data-dir "$DATA" --no-browser \
-        </dev/null >>"$LOGFILE" 2>&1 8>&- 9>&- &
-
-    local deadline=$((SECONDS + START_TIMEOUT))
-    while ((SECONDS < deadline)); do
-        pid="$(read_pid)"
-        if [[ -n "$pid" ]] && ! is_server_pid "$pid"; then
-            log_tail
-            rm -f "$PIDFILE"
-            die "Label Studio exited during startup (log: $LOGFILE)"
-        fi
-        if [[ -n "$pid" ]] && port_open "$PORT" && probe; then
-            say "ready (pid $pid) on $URL after $((SECONDS - t0)) s"
-            return 0
-        fi
-        sleep 1
-    done
-    log_tail
-    die "Label Studio did not answer on $URL within $START_TIMEOUT s; it is left running (pid $(read_pid)): see labelstudio.sh stop"
+    launch "$PIDFILE" "$LOGFILE" \
+        "$VENV/bin/label-studio" start --internal-host 127.0.0.1 --port "$PORT" --data-dir "$DATA" --no-browser
+    wait_started "$PIDFILE" "$PATTERN" "$LOGFILE" "$START_TIMEOUT" 1 "Label Studio" "$URL" answering
 }
 
-do_stop() {
-    local pid
-    pid="$(running_pid)"
-    if [[ -z "$pid" ]]; then
-        rm -f "$PIDFILE"
-        say "not running"
-        return 0
-    fi
-    say "stopping (pid $pid)"
-    # setsid made it a process group leader: whatever it spawned goes with it.
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + STOP_TIMEOUT))
-    while is_server_pid "$pid" && ((SECONDS < deadline)); do sleep 0.2; done
-    if is_server_pid "$pid"; then
-        say "no clean exit after $STOP_TIMEOUT s; sending SIGKILL"
-        kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
-        while is_server_pid "$pid"; do sleep 0.1; done
-    fi
-    rm -f "$PIDFILE"
-    say "stopped"
-}
+# Signals go to its process group: whatever the server spawned goes with it.
+do_stop() { stop_server "$PIDFILE" "$PATTERN" "$STOP_TIMEOUT" group; }
 
-cmd_status() {
-    local pid
-    pid="$(running_pid)"
-    if [[ -z "$pid" ]]; then
-        say "stopped (data $DATA)"
-        return 3
-    fi
-    if port_open "$PORT" && probe; then
-        say "running (pid $pid) on $URL, data $DATA"
-        return 0
-    fi
-    say "process $pid is up but $URL does not take the token (log: $LOGFILE)"
-    return 1
-}
+cmd_status() { server_status "$PIDFILE" "$PATTERN" "$LOGFILE" "$DATA" "$URL" "does not take the token" answering; }
 
 case "${1:-}" in
     install) cmd_install ;;
-    start) lock_data; do_start ;;
-    stop) lock_data; do_stop ;;
+    start) lock_data "$DATA"; do_start ;;
+    stop) lock_data "$DATA"; do_stop ;;
     status) cmd_status ;;
     help | -h | --help) usage ;;
     *) usage >&2; exit 64 ;;
