@@ -30,8 +30,8 @@ DATA = {"zh": ROOT.parent / "shared" / "data" / "ecommerce-ner", "en": ROOT.pare
 CACHE = ROOT / "bench" / ".cache" / "active"
 STRATEGIES = ("review", "random")
 # More strategies, each from its own round 0 (same titles, its own training run):
-# review-diverse is `review select --redundancy 0.5`.
-EXTRA = {"review-diverse": {"redundancy": 0.5}}
+# review-diverse is `review select --redundancy 0.5`, review-dense `--density 1`.
+EXTRA = {"review-diverse": {"redundancy": 0.5}, "review-dense": {"density": 1.0}}
 
 
 def split_files(data: str) -> dict[str, Path]:

@@ -33,6 +33,9 @@ def select_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--redundancy", type=_share, default=1.0,
                    help="a title sharing a tag with earlier picks ranks as if its score were this much smaller per "
                         "such pick (1 = off; 0.5 spreads the budget over different doubts)")
+    p.add_argument("--density", type=float, default=0.0,
+                   help="multiply each score by the title's typicality of the pool (cosine of character bigrams "
+                        "with the pool's mean) to this power, so outliers rank lower (0 = off)")
     p.add_argument("--exclude", nargs="*", default=[], metavar="FILE",
                    help="picks or labelled JSONL already sent for review: their products and titles are skipped")
     p.add_argument("--out", required=True, help="picks as JSON lines (`tagstream review push` reads them)")
@@ -94,7 +97,7 @@ def cmd_select(args: argparse.Namespace) -> int:
             raise CliError("no product has an enriched record of the same version: give --bundle to re-score them")
         candidates = [review.candidate(p, live[(p["product_id"], p.get("version"))], None) for p in tagged]
     picks, report = review.select(candidates, args.count, max_category_share=args.max_category_share,
-                                  drift_keys=drift, exclude=_excluded(args.exclude), redundancy=args.redundancy)
+                                  drift_keys=drift, exclude=_excluded(args.exclude), redundancy=args.redundancy, density=args.density)
     with open(args.out, "wb") as out:
         for pick in picks:
             out.write(orjson.dumps(pick.to_json()) + b"\n")

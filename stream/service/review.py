@@ -99,6 +99,28 @@ def score(candidate: Candidate, drift_keys: frozenset[tuple[str, str]] = frozens
     return Pick(candidate, sum(parts.values()), ordered, parts)
 
 
+def _bigrams(text: str) -> dict[str, float]:
+    folded = " ".join(fold(text).split())
+    grams: dict[str, float] = {}
+    for i in range(len(folded) - 1):
+        grams[folded[i:i + 2]] = grams.get(folded[i:i + 2], 0.0) + 1.0
+    norm = math.sqrt(sum(v * v for v in grams.values())) or 1.0
+    return {g: v / norm for g, v in grams.items()}
+
+
+def typicality(texts: Sequence[str]) -> list[float]:
+    """How typical each text is of the whole pool: the cosine of its character-bigram profile with
+    the pool's mean profile (information density, Settles & Craven 2008), in [0, 1]. Uncertainty
+    alone favours outliers (garbled or one-off titles) whose labels teach little about the rest."""
+    profiles = [_bigrams(t) for t in texts]
+    centre: dict[str, float] = {}
+    for profile in profiles:
+        for g, v in profile.items():
+            centre[g] = centre.get(g, 0.0) + v
+    norm = math.sqrt(sum(v * v for v in centre.values())) or 1.0
+    return [sum(v * centre.get(g, 0.0) for g, v in profile.items()) / norm for profile in profiles]
+
+
 def _keys(candidate: Candidate) -> frozenset[tuple[str, str]]:
     """What a title teaches: its tags' (type, compact text)."""
     return frozenset((t.type, compact_key(t.text)) for t in candidate.tags)
@@ -140,14 +162,15 @@ def _greedy(scored: list[Pick], n: int, quota: int, redundancy: float) -> tuple[
 
 def select(candidates: Iterable[Candidate], n: int, *, max_category_share: float = 0.25,
            drift_keys: frozenset[tuple[str, str]] = frozenset(), exclude: Iterable[str] = (),
-           weights: Weights = Weights(), redundancy: float = 1.0) -> tuple[list[Pick], dict]:
+           weights: Weights = Weights(), redundancy: float = 1.0, density: float = 0.0) -> tuple[list[Pick], dict]:
     """The ``n`` best picks and a report of what was skipped and why.
 
     A category may take ``ceil(n * max_category_share)`` picks, or its even share of the budget
     when there are few categories; slots the quota leaves empty go to the best remaining titles
     (their reasons say so), so a small pool still fills the budget. With ``redundancy`` below 1,
     a title that shares a tag with titles already picked ranks as if its score were that much
-    smaller per such pick, so one doubtful brand does not fill the batch.
+    smaller per such pick, so one doubtful brand does not fill the batch. With ``density`` above 0,
+    a score is multiplied by the title's `typicality` to that power.
     """
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
@@ -155,6 +178,8 @@ def select(candidates: Iterable[Candidate], n: int, *, max_category_share: float
         raise ValueError(f"max_category_share must be in (0, 1], got {max_category_share}")
     if not 0 < redundancy <= 1:
         raise ValueError(f"redundancy must be in (0, 1], got {redundancy}")
+    if density < 0:
+        raise ValueError(f"density must be at least 0, got {density}")
     excluded = set(exclude)
     report = {"candidates": 0, "duplicates": 0, "excluded": 0, "quota_relaxed": 0}
     seen: set[str] = set()
@@ -170,6 +195,10 @@ def select(candidates: Iterable[Candidate], n: int, *, max_category_share: float
             continue
         seen.add(digest)
         scored.append(score(candidate, drift_keys, weights))
+    if density and scored:
+        typical = typicality([p.candidate.text for p in scored])
+        scored = [Pick(p.candidate, p.score * t ** density, p.reasons + (f"typicality {t:.2f} of the pool "
+                       f"(score x {t ** density:.2f})",), {**p.parts, "typicality": t}) for p, t in zip(scored, typical)]
     scored.sort(key=lambda p: (-p.score, p.candidate.product_id))
     categories = {p.candidate.category for p in scored}
     quota = max(math.ceil(n * max_category_share), math.ceil(n / max(1, len(categories))))

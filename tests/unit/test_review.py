@@ -113,3 +113,15 @@ def test_redundancy_spreads_the_budget_over_different_doubts():
     assert picks[-1].candidate.product_id == "s1" and "shares brand 'zorx' with 1 earlier pick" in picks[-1].reasons[-1]
     with pytest.raises(ValueError, match="redundancy"):
         select(same, 1, redundancy=0)
+
+
+def test_density_ranks_outliers_below_typical_titles():
+    from stream.service.review import typicality
+
+    typical = [cand(f"t{i}", f"红色 跑步鞋 男款 {i}", entropy=(0.5, 0.5)) for i in range(5)]
+    outlier = cand("x", "ㄠ�狈⒕矸⒛信", entropy=(0.6, 0.6))
+    values = typicality([c.text for c in typical + [outlier]])
+    assert all(0 <= v <= 1 for v in values) and values[-1] < min(values[:-1])
+    assert select(typical + [outlier], 1)[0][0].candidate.product_id == "x"
+    picks, _ = select(typical + [outlier], 1, density=1.0)
+    assert picks[0].candidate.product_id != "x" and "typicality" in picks[0].reasons[-1]
