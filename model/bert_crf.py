@@ -86,15 +86,16 @@ class BertCrf(nn.Module):
         return -self.crf(emissions, tags, mask=unit_mask, reduction="mean")
 
     def partial_loss(self, input_ids, attention_mask, unit_positions, unit_mask, allowed, lexicon=None,
-                     tags=None) -> torch.Tensor:
+                     tags=None, log_prior=None) -> torch.Tensor:
         """Mean negative log-probability of the tag sequences ``allowed`` admits (partial annotation):
         logZ(all paths) - logZ(allowed paths). With one allowed tag per unit it is `loss`. ``tags`` is
-        accepted and ignored, so a collated batch passes as it is."""
+        accepted and ignored, so a collated batch passes as it is. ``log_prior`` (batch, units, tags)
+        weighs the allowed paths (`constrained_nll`)."""
         if allowed.shape[:2] != unit_mask.shape or allowed.size(-1) != self.num_tags:
             raise ValueError(f"expected allowed of shape {(*unit_mask.shape, self.num_tags)}, "
                              f"got {tuple(allowed.shape)}")
         emissions = self.unit_emissions(input_ids, attention_mask, unit_positions, lexicon)
-        return constrained_nll(self.crf, emissions, unit_mask, allowed).mean()
+        return constrained_nll(self.crf, emissions, unit_mask, allowed, log_prior).mean()
 
     @torch.no_grad()
     def decode(self, input_ids, attention_mask, unit_positions, unit_mask, lexicon=None) -> list[list[int]]:
@@ -102,8 +103,11 @@ class BertCrf(nn.Module):
         return self.crf.decode(emissions, mask=unit_mask)
 
 
-def constrained_nll(crf: CRF, emissions: torch.Tensor, mask: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-    """Per sequence, -log of the probability mass of the paths whose every tag is allowed.
+def constrained_nll(crf: CRF, emissions: torch.Tensor, mask: torch.Tensor, allowed: torch.Tensor,
+                    log_prior: torch.Tensor | None = None) -> torch.Tensor:
+    """Per sequence, -log of the probability mass of the paths whose every tag is allowed; with
+    ``log_prior`` (batch, seq, tags), each allowed path's mass is weighted by the product of its
+    tags' prior (a constant prior per unit changes the value, not the gradient).
 
     ``emissions`` (batch, seq, tags), ``mask`` (batch, seq) with the first unit on, ``allowed``
     (batch, seq, tags) bool with at least one tag allowed per unmasked unit. Returns shape (batch,).
@@ -113,6 +117,8 @@ def constrained_nll(crf: CRF, emissions: torch.Tensor, mask: torch.Tensor, allow
     mask = mask.bool()
     # shape: (batch, seq, tags)
     constrained = emissions.masked_fill(~allowed.bool(), DISALLOWED)
+    if log_prior is not None:
+        constrained = constrained + log_prior
     # Both partitions in one forward pass over a doubled batch (the same arithmetic, half the Python
     # steps of the loop over positions). pytorch-crf takes (seq, batch, tags) and (seq, batch).
     # shape: (seq, 2 * batch, tags)

@@ -12,7 +12,7 @@ from typing import Any
 
 DEFAULT_EPOCHS = 10       # pretraining epochs when no budget is given at all
 LEXICON_AT = ("input", "output")
-WEAK_UNMATCHED = ("unknown", "o")
+WEAK_UNMATCHED = ("prior", "unknown", "o")
 
 
 def option(default: Any, help: str, **meta: Any) -> Any:
@@ -61,10 +61,14 @@ class TrainConfig:
                                   "token embedding size)", above=0)
     weak: tuple[str, ...] = option((), "weakly labelled JSONL (e.g. from `tagstream autolabel`): training data whose "
                                        "unmatched positions are unknown; never dev", metavar="FILE")
-    weak_unmatched: str = option("unknown", "what weak (partial) examples' positions outside their spans are: "
-                                            "'unknown' trains with the partial-annotation CRF (marginal likelihood "
-                                            "over every tag sequence that agrees with the known spans); 'o' treats "
-                                            "them as O (the naive baseline)", choices=WEAK_UNMATCHED)
+    weak_unmatched: str = option("prior", "what weak (partial) examples' positions outside their spans are, to the "
+                                          "partial-annotation CRF (marginal likelihood over every tag sequence that "
+                                          "agrees with the known spans): 'prior' unknown, O with probability "
+                                          "--weak-o-prior and the entity tags sharing the rest; 'unknown' every tag "
+                                          "equally possible; 'o' O (the naive baseline)", choices=WEAK_UNMATCHED)
+    weak_o_prior: float | None = option(None, "with --weak-unmatched prior: how likely an unknown position is O "
+                                              "(default: the share of O units in the gold training titles)",
+                                        above=0, below=1)
     taxonomy: str | None = option(None, "taxonomy JSON saved with the checkpoint, which its bundles ship "
                                         "(default: the lexicon's taxonomy JSON when exactly one is given)")
     threads: int | None = option(None, "CPU threads for PyTorch", above=0)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from model.config import WEAK_UNMATCHED, TrainConfig
-from model.data import Example
+from model.data import DataError, Example
 from stream.tagging.lexicon import Lexicon, read_specs
 from stream.tagging.spans import OUTSIDE, unit_tags
 from stream.tagging.tokenization import PaddedBatch, TextEncoder, Window
@@ -37,8 +37,8 @@ def make_samples(encoder: TextEncoder, examples: Sequence[Example], labels: Sequ
                  unmatched: str = "unknown") -> tuple[list[Sample], int]:
     """One sample per window; returns the samples and how many spans were snapped to units.
 
-    A partial example's units outside its spans are unknown (``unmatched="unknown"``) or O
-    (``"o"``: then it is a gold example like any other)."""
+    A partial example's units outside its spans are unknown (``unmatched`` "prior" or "unknown") or
+    O (``"o"``: then it is a gold example like any other)."""
     if unmatched not in WEAK_UNMATCHED:
         raise ValueError(f"expected unmatched in {WEAK_UNMATCHED}, got {unmatched!r}")
     index = {tag: i for i, tag in enumerate(labels)}
@@ -46,7 +46,7 @@ def make_samples(encoder: TextEncoder, examples: Sequence[Example], labels: Sequ
     for ex, units in zip(examples, encoder.units([e.text for e in examples])):
         tags, bad = unit_tags(units.spans, ex.spans)
         snapped += len(bad)
-        known = [t != OUTSIDE for t in tags] if ex.partial and unmatched == "unknown" else None
+        known = [t != OUTSIDE for t in tags] if ex.partial and unmatched != "o" else None
         for w in encoder.windows(units):
             samples.append(Sample(w, [index[t] for t in tags[w.unit_start:w.unit_end]],
                                   None if known is None else tuple(known[w.unit_start:w.unit_end])))
@@ -61,10 +61,13 @@ def batch_tensors(batch: PaddedBatch) -> dict[str, torch.Tensor]:
     return out
 
 
-def collate(samples: Sequence[Sample], encoder: TextEncoder, num_tags: int | None = None) -> dict[str, torch.Tensor]:
+def collate(samples: Sequence[Sample], encoder: TextEncoder, num_tags: int | None = None,
+            o_prior: float | None = None) -> dict[str, torch.Tensor]:
     """The serving padding (`TextEncoder.pad`) plus the gold tags, as tensors; when a sample has
     unknown units (and ``num_tags`` is given), also ``allowed``: shape (batch, units, tags), every tag
-    allowed at padding. A batch of gold samples only has no ``allowed``, so it trains as before."""
+    allowed at padding. A batch of gold samples only has no ``allowed``, so it trains as before.
+    With ``o_prior``, also ``log_prior`` of the same shape: at unknown units log P(O) = log o_prior
+    for tag 0 (O) and the rest shared evenly by the entity tags; 0 elsewhere."""
     batch = encoder.pad([s.window for s in samples])
     tags = torch.zeros(batch.unit_mask.shape, dtype=torch.long)
     for row, s in enumerate(samples):
@@ -76,6 +79,15 @@ def collate(samples: Sequence[Sample], encoder: TextEncoder, num_tags: int | Non
         for row, s in enumerate(samples):
             allowed[row, :len(s.tags)] = s.allowed(num_tags)
         out["allowed"] = torch.from_numpy(allowed)
+        if o_prior is not None:
+            unknown_row = np.full(num_tags, np.log((1.0 - o_prior) / max(1, num_tags - 1)))
+            unknown_row[0] = np.log(o_prior)
+            # shape: (batch, units, tags)
+            log_prior = np.zeros(allowed.shape, dtype=np.float32)
+            for row, s in enumerate(samples):
+                if s.known is not None:
+                    log_prior[row, :len(s.tags)][~np.asarray(s.known, dtype=bool)] = unknown_row
+            out["log_prior"] = torch.from_numpy(log_prior)
     return out
 
 
@@ -93,6 +105,20 @@ def merge_forms(*sources: dict[str, list[str]]) -> dict[str, list[str]]:
         for tag_type, forms in source.items():
             out.setdefault(tag_type, []).extend(forms)
     return out
+
+
+def weak_o_prior(config: TrainConfig, samples: Sequence[Sample]) -> float | None:
+    """P(O) at unknown units under ``--weak-unmatched prior``: the given value, else the share of O
+    units in the gold samples (tag 0 is O). None when no prior applies."""
+    if config.weak_unmatched != "prior" or not any(s.known is not None for s in samples):
+        return None
+    if config.weak_o_prior is not None:
+        return config.weak_o_prior
+    gold = [t for s in samples if s.known is None for t in s.tags]
+    if not gold:
+        raise DataError("--weak-unmatched prior: no gold training titles to estimate how often an unknown "
+                        "position is O; give --weak-o-prior")
+    return min(0.99, max(0.01, sum(t == 0 for t in gold) / len(gold)))
 
 
 def training_samples(config: TrainConfig, encoder: TextEncoder, examples: list[Example],

@@ -21,7 +21,7 @@ from model.config import TrainConfig
 from model.data import DataError, Example, data_hash, labels_in, load_examples
 from model.metrics import Scores, entity_scores
 from model.samples import (Sample, batch_tensors, bucketed_batches, collate, length_batches,  # noqa: F401
-                           make_samples, training_samples)
+                           make_samples, training_samples, weak_o_prior)
 from model.schedule import BudgetSchedule
 from model.vocab import base_model_tokenizer, build_wordpiece
 from stream.tagging.decode import ScoreFn, tag_texts
@@ -116,7 +116,7 @@ def _split(config: TrainConfig, log: Callable[[str], None]) -> tuple[list[Exampl
     weak = [replace(e, partial=True) for e in load_examples(config.weak)]
     partial += weak
     if config.weak_unmatched == "unknown":
-        # With nothing known, every tag sequence is allowed: its loss and gradient are exactly zero.
+        # With nothing known and no prior, every tag sequence is allowed: loss and gradient are zero.
         empty = sum(not e.spans for e in partial)
         partial = [e for e in partial if e.spans]
         if empty:
@@ -220,13 +220,15 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     tokenizer, encoder_module = _encoder(config, train_examples)
     text_encoder = TextEncoder(tokenizer, config.max_length, config.stride)
     samples, snapped, lexicon = training_samples(config, text_encoder, train_examples, labels)
+    o_prior = weak_o_prior(config, samples)
     text_encoder = text_encoder.with_lexicon(lexicon)
     model = bert_crf.BertCrf(encoder_module, len(labels), config.dropout, lexicon.width if lexicon else 0,
                              config.lexicon_dim, config.lexicon_at)
 
     log(f"train: {len(train_examples)} texts -> {len(samples)} windows, {len(labels)} tags; "
         f"dev: {len(dev)} texts; spans snapped to token edges: {snapped}"
-        + (f"; partial texts: {sum(e.partial for e in train_examples)} (unmatched: {config.weak_unmatched})"
+        + (f"; partial texts: {sum(e.partial for e in train_examples)} (unmatched: {config.weak_unmatched}"
+           + (f", P(O) {o_prior:.3f}" if o_prior is not None else "") + ")"
            if any(e.partial for e in train_examples) else "")
         + (f"; lexicon ({config.lexicon_at}): {len(lexicon)} entries, {len(lexicon.types)} types" if lexicon else "")
         + (f"; taxonomy {taxonomy} goes with the checkpoint" if taxonomy else ""))
@@ -248,7 +250,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         bar = tqdm(bucketed_batches(samples, config.batch_size, rng), desc=f"epoch {epoch}", unit="batch",
                    leave=False, disable=None)
         for batch_ids in bar:
-            batch = collate([samples[i] for i in batch_ids], text_encoder, len(labels))
+            batch = collate([samples[i] for i in batch_ids], text_encoder, len(labels), o_prior)
             losses.append(_step(model, batch, optimizer, scheduler, config.clip))
             seen += len(batch_ids)
             if scheduler.last_epoch == 20:
@@ -284,6 +286,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
             break
     meta = _meta(config, labels, lexicon, taxonomy, best_epoch, best_scores, stopped,
                  round(seen / train_time, 1) if train_time else None, time.process_time() - cpu_started, weak_titles)
+    if meta["weak"] is not None:
+        meta["weak"]["o_prior"] = o_prior
     (out / TAGGER_META).write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
     return TrainResult(out, best_epoch, best_scores, epochs, meta["train_samples_per_second"] or 0.0, stopped)
 

@@ -33,6 +33,9 @@ def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ties", choices=TIES, default="first",
                    help="a form of several types: give it to the first type (--prefer order, then by name), or "
                         "skip it, leaving its text unknown (default first)")
+    p.add_argument("--check-against", nargs="+", action="extend", default=[], metavar="FILE",
+                   help="labelled titles (JSONL or CoNLL): forms that matched there but were a gold span of their "
+                        "type less than half the time are dropped before labelling, and listed")
     p.add_argument("--prefer", nargs="+", action="extend", default=[], metavar="TYPE",
                    help="types that win ties, in this order (the others follow by name)")
 
@@ -51,6 +54,18 @@ def cmd_autolabel(args: argparse.Namespace) -> int:
     if unknown:
         raise CliError(f"--prefer: {', '.join(unknown)} not in the lexicon's types ({', '.join(sorted(forms))})")
     types = [*dict.fromkeys(args.prefer), *sorted(set(forms) - set(args.prefer))]
+    if args.check_against:
+        from model.data import load_examples
+        from stream.tagging.autolabel import check_forms
+
+        try:
+            gold = load_examples(args.check_against)
+        except DataError as err:
+            raise CliError(str(err)) from None
+        forms, checked = check_forms(forms, [(e.text, e.spans) for e in gold], min_chars=args.min_chars)
+        print(f"checked against {len(gold)} labelled titles: {checked['checked']} forms met, {checked['dropped']} "
+              f"dropped as mostly wrong (e.g. {', '.join(checked['most_frequent_dropped'][:5]) or 'none'})",
+              file=sys.stderr)
     lexicon = lexicon_of(forms, types)
     report = AutolabelReport()
     lines = []

@@ -13,6 +13,7 @@ from typing import Iterable, Sequence
 
 from stream.tagging.lexicon import Lexicon
 from stream.tagging.spans import Span
+from stream.tagging.text import fold
 
 # On the ecommerce-ner dev titles (500) with its seven gazetteers: 1,943 single-character matches, 11
 # of them right (span precision 0.20, recall 0.54 at 1; 0.36 and 0.53 at 2; 0.55 and 0.24 at 3).
@@ -106,3 +107,26 @@ def lexicon_of(forms: dict[str, Sequence[str]], types: Sequence[str] | None = No
     """A lexicon over ``forms`` (as `read_specs` gives them); ``types`` fixes the tie order
     (default: sorted type names)."""
     return Lexicon.build(list(types) if types is not None else sorted(forms), forms)
+
+
+def check_forms(forms: dict[str, Sequence[str]], gold: Iterable[tuple[str, Sequence[Span]]],
+                min_precision: float = 0.5, min_chars: int = DEFAULT_MIN_CHARS) -> tuple[dict[str, list[str]], dict]:
+    """The forms without those that the gold titles show to be mostly wrong: a form whose matches
+    there were a gold span of its type less than ``min_precision`` of the time is dropped (a generic
+    word in a gazetteer: it would label thousands of titles wrongly). Forms gold never met stay.
+    Returns the kept forms and a report (forms checked, dropped, the ten most frequent dropped)."""
+    lexicon = lexicon_of(forms)
+    matched: Counter = Counter()
+    right: Counter = Counter()
+    for text, spans in gold:
+        truth = {(s.start, s.end, s.label) for s in spans}
+        for span in label_text(text, lexicon, min_chars):
+            key = (span.label, fold(text[span.start:span.end]))
+            matched[key] += 1
+            right[key] += (span.start, span.end, span.label) in truth
+    wrong = {key for key, n in matched.items() if right[key] < min_precision * n}
+    kept = {kind: [f for f in values if (kind, fold(f)) not in wrong] for kind, values in forms.items()}
+    worst = sorted(wrong, key=lambda key: -matched[key])[:10]
+    return kept, {"checked": len(matched), "dropped": len(wrong),
+                  "most_frequent_dropped": [f"{kind} {text!r} ({right[(kind, text)]}/{matched[(kind, text)]})"
+                                            for kind, text in worst]}

@@ -80,3 +80,16 @@ def test_autolabel_counts_titles_spans_per_type_and_titles_without_a_match(lexic
     assert (report.titles, report.unmatched, dict(report.spans)) == (3, 1, {"brand": 2, "category": 2})
     assert report.to_json()["spans"] == {"brand": 2, "category": 2}
     assert "3 titles, 4 spans (brand 2, category 2); 1 titles without a match" in report.summary()
+
+
+def test_forms_that_gold_titles_show_wrong_are_dropped():
+    from stream.tagging.autolabel import check_forms
+
+    forms = {"brand": ["Nike", "包邮", "Puma"], "product": ["跑鞋"]}
+    gold = [("Nike 跑鞋 包邮", [Span(0, 4, "brand"), Span(5, 7, "product")]),
+            ("NIKE 包邮 黑色", [Span(0, 4, "brand")]),
+            ("包邮 跑鞋", [Span(3, 5, "product")])]
+    kept, report = check_forms(forms, gold)
+    assert kept == {"brand": ["Nike", "Puma"], "product": ["跑鞋"]}   # Puma: never met, stays
+    assert report["checked"] == 3 and report["dropped"] == 1
+    assert report["most_frequent_dropped"] == ["brand '包邮' (0/3)"]

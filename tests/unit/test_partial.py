@@ -145,6 +145,40 @@ def test_partial_is_read_and_written_back(tmp_path):
         read_jsonl(path)
 
 
+def test_the_o_prior_weighs_unknown_units_only():
+    """Under a prior, unknown units favour O by log P(O); a uniform prior moves the loss by a
+    constant, so it trains exactly as the plain partial CRF; the prior is estimated on gold units."""
+    import numpy as np
+    from torchcrf import CRF
+
+    from model.bert_crf import constrained_nll
+    from model.config import TrainConfig
+    from model.samples import Sample, weak_o_prior
+
+    torch.manual_seed(0)
+    crf = CRF(4, batch_first=True)
+    emissions = torch.randn(2, 5, 4, requires_grad=True)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    allowed = torch.ones(2, 5, 4, dtype=torch.bool)
+    allowed[:, 0] = False
+    allowed[:, 0, 1] = True                     # the first unit is known: tag 1; the rest unknown
+    uniform = torch.zeros(2, 5, 4)
+    uniform[:, 1:] = np.log(0.25)
+    plain = constrained_nll(crf, emissions, mask, allowed)
+    weighted = constrained_nll(crf, emissions, mask, allowed, uniform)
+    assert torch.allclose(weighted - plain, torch.full((2,), -4 * np.log(0.25)), atol=1e-4)
+    favour_o = uniform.clone()
+    favour_o[:, 1:, 0] = np.log(0.97)
+    favour_o[:, 1:, 1:] = np.log(0.01)
+    assert (constrained_nll(crf, emissions, mask, allowed, favour_o) != weighted).all()
+    gold = Sample(None, [0, 0, 0, 1])
+    weak = Sample(None, [2, 0], known=(True, False))
+    config = TrainConfig(train=("x",), out="y", weak=("w",))
+    assert weak_o_prior(config, [gold, weak]) == 0.75
+    assert weak_o_prior(TrainConfig(train=("x",), out="y", weak_o_prior=0.9), [gold, weak]) == 0.9
+    assert weak_o_prior(TrainConfig(train=("x",), out="y", weak_unmatched="unknown"), [gold, weak]) is None
+
+
 def test_partial_examples_are_training_data_only(tmp_path):
     from model.train import TrainConfig, _split
 
@@ -158,7 +192,7 @@ def test_partial_examples_are_training_data_only(tmp_path):
                                  for r in partial))
     logged = []
     train, dev, labels, weak = _split(TrainConfig(train=(str(train_file),), out="x", weak=(str(weak_file),),
-                                                  dev_fraction=0.3), logged.append)
+                                                  dev_fraction=0.3, weak_unmatched="unknown"), logged.append)
     assert weak == 5 and not any(e.partial for e in dev) and len(dev) == 3
     assert sum(e.partial for e in train) == 10 and len(train) == 17     # the empty one is skipped
     assert "S-color" in labels and any("without spans skipped" in line for line in logged)
