@@ -40,8 +40,8 @@ ROWS = (("autolabelled train only, unmatched = O", 0, True, "o"),
         ("200 gold + autolabelled rest, unmatched = O", GOLD, True, "o"),
         ("200 gold + autolabelled rest, unmatched unknown (partial CRF)", GOLD, True, "unknown"),
         ("all gold", None, False, None),
-        ("200 gold + autolabelled rest, unmatched unknown with P(O) from gold (partial CRF + prior)", GOLD, True,
-         "prior"))
+        ("200 gold + autolabelled rest, unmatched unknown, P(O) cross-fitted on gold (partial CRF + prior)", GOLD,
+         True, "prior"))
 
 
 def dictionary(data: str, seed_examples, with_gold: bool) -> tuple[dict[str, list[str]], dict | None]:
@@ -78,6 +78,16 @@ def weak_records(data: str, seed: int, with_gold: bool = True) -> tuple[list, li
     return gold, weak, {**report.to_json(), "checked": checked}
 
 
+def o_prior(data: str, gold) -> float:
+    """P(O) at unmatched positions, cross-fitted on the gold titles with the same dictionary recipe
+    (what `autolabel --check-against` prints for `train --weak-o-prior`)."""
+    from stream.tagging.autolabel import unmatched_o_share
+    from stream.tagging.lexicon import read_specs
+
+    base = read_specs(gazetteers()) if data == "zh" else {}
+    return unmatched_o_share(base, [(e.text, e.spans) for e in gold], add_gold_forms=True)
+
+
 def run_row(job: dict) -> dict:
     import torch
 
@@ -101,7 +111,8 @@ def run_row(job: dict) -> dict:
     write_jsonl(weak_file, weak)
     config = train_config(job["data"], train_file, out / "checkpoint", job["seed"], job["budget"])
     if job["weak"] and job["gold"]:
-        config = replace(config, weak=(str(weak_file),), weak_unmatched=job["unmatched"])
+        config = replace(config, weak=(str(weak_file),), weak_unmatched=job["unmatched"],
+                         weak_o_prior=o_prior(job["data"], gold) if job["unmatched"] == "prior" else None)
     elif job["weak"]:
         config = replace(config, weak_unmatched=job["unmatched"])
     started = time.process_time()
@@ -142,7 +153,8 @@ def main() -> None:
     budget = args.budget or (120.0 if args.data == "zh" else 150.0)
     jobs = [{"data": args.data, "seed": seed, "name": name, "gold": gold, "weak": weak, "unmatched": unmatched,
              "budget": budget, "out": str(CACHE / args.data / f"s{seed}-{i}"),
-             **({"dictionary": "gazetteers only" if gold == 0 else "checked against gold"} if weak else {})}
+             **({"dictionary": "gazetteers only" if gold == 0 else "checked against gold"} if weak else {}),
+             **({"o_prior": "cross-fitted"} if unmatched == "prior" else {})}
             for seed in args.seeds for i, (name, gold, weak, unmatched) in enumerate(ROWS)]
     with ProcessPoolExecutor(args.jobs) as pool:
         runs = list(pool.map(run_row, jobs))

@@ -56,16 +56,19 @@ def cmd_autolabel(args: argparse.Namespace) -> int:
     types = [*dict.fromkeys(args.prefer), *sorted(set(forms) - set(args.prefer))]
     if args.check_against:
         from model.data import load_examples
-        from stream.tagging.autolabel import check_forms
+        from stream.tagging.autolabel import check_forms, unmatched_o_share
 
         try:
             gold = load_examples(args.check_against)
         except DataError as err:
             raise CliError(str(err)) from None
-        forms, checked = check_forms(forms, [(e.text, e.spans) for e in gold], min_chars=args.min_chars)
+        pairs = [(e.text, e.spans) for e in gold]
+        o_share = unmatched_o_share(forms, pairs, min_chars=args.min_chars)
+        forms, checked = check_forms(forms, pairs, min_chars=args.min_chars)
         print(f"checked against {len(gold)} labelled titles: {checked['checked']} forms met, {checked['dropped']} "
-              f"dropped as mostly wrong (e.g. {', '.join(checked['most_frequent_dropped'][:5]) or 'none'})",
-              file=sys.stderr)
+              f"dropped as mostly wrong (e.g. {', '.join(checked['most_frequent_dropped'][:5]) or 'none'})"
+              + (f"; an unmatched position is O {o_share:.1%} of the time there (2-fold): train with "
+                 f"--weak-o-prior {o_share:.3f}" if o_share is not None else ""), file=sys.stderr)
     lexicon = lexicon_of(forms, types)
     report = AutolabelReport()
     lines = []

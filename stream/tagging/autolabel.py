@@ -130,3 +130,31 @@ def check_forms(forms: dict[str, Sequence[str]], gold: Iterable[tuple[str, Seque
     return kept, {"checked": len(matched), "dropped": len(wrong),
                   "most_frequent_dropped": [f"{kind} {text!r} ({right[(kind, text)]}/{matched[(kind, text)]})"
                                             for kind, text in worst]}
+
+
+def unmatched_o_share(forms: dict[str, Sequence[str]], gold: Sequence[tuple[str, Sequence[Span]]],
+                      add_gold_forms: bool = False, min_chars: int = DEFAULT_MIN_CHARS) -> float | None:
+    """How often a position the dictionary leaves unmatched is O, estimated on gold titles by 2-fold
+    cross-fitting: the forms are checked against one half (and, with ``add_gold_forms``, gain its
+    entities) and measured on the other, so the estimate sees the misses a new title will have.
+    The value for `train --weak-o-prior`; None with fewer than two gold titles."""
+    if len(gold) < 2:
+        return None
+    outside = total = 0
+    for fit, measure in ((gold[0::2], gold[1::2]), (gold[1::2], gold[0::2])):
+        own: dict[str, list[str]] = {}
+        if add_gold_forms:
+            for text, spans in fit:
+                for s in spans:
+                    own.setdefault(s.label, []).append(text[s.start:s.end])
+        merged = {kind: [*forms.get(kind, ()), *own.get(kind, ())] for kind in {*forms, *own}}
+        kept, _ = check_forms(merged, fit, min_chars=min_chars)
+        lexicon = lexicon_of(kept)
+        for text, spans in measure:
+            covered = {i for s in label_text(text, lexicon, min_chars) for i in range(s.start, s.end)}
+            inside = {i for s in spans for i in range(s.start, s.end)}
+            for i, ch in enumerate(text):
+                if not ch.isspace() and i not in covered:
+                    total += 1
+                    outside += i not in inside
+    return outside / total if total else None

@@ -93,3 +93,17 @@ def test_forms_that_gold_titles_show_wrong_are_dropped():
     assert kept == {"brand": ["Nike", "Puma"], "product": ["跑鞋"]}   # Puma: never met, stays
     assert report["checked"] == 3 and report["dropped"] == 1
     assert report["most_frequent_dropped"] == ["brand '包邮' (0/3)"]
+
+
+def test_how_often_an_unmatched_position_is_o_is_cross_fitted():
+    from stream.tagging.autolabel import unmatched_o_share
+
+    forms = {"brand": ["Nike"]}
+    gold = [("Nike 跑鞋", [Span(0, 4, "brand")]), ("Nike 黑色", [Span(0, 4, "brand")]),
+            ("Puma 跑鞋", [Span(0, 4, "brand")]), ("Puma 红色", [Span(0, 4, "brand")])]
+    # Each half has a Nike and a Puma title. "Puma" is never matched: 4 of a Puma title's 6
+    # unmatched characters are entity; a Nike title's 2 unmatched characters are O.
+    assert unmatched_o_share(forms, gold) == pytest.approx(8 / 16)
+    # With the fitting half's entities added, the other half's Puma is found too.
+    assert unmatched_o_share(forms, gold, add_gold_forms=True) == pytest.approx(1.0)
+    assert unmatched_o_share(forms, gold[:1]) is None
