@@ -97,12 +97,14 @@ def cmd_select(args: argparse.Namespace) -> int:
             raise CliError("no product has an enriched record of the same version: give --bundle to re-score them")
         candidates = [review.candidate(p, live[(p["product_id"], p.get("version"))], None) for p in tagged]
     picks, report = review.select(candidates, args.count, max_category_share=args.max_category_share,
-                                  drift_keys=drift, exclude=_excluded(args.exclude), redundancy=args.redundancy, density=args.density)
+                                  drift_keys=drift, exclude=_excluded(args.exclude), redundancy=args.redundancy,
+                                  density=args.density)
     with open(args.out, "wb") as out:
         for pick in picks:
             out.write(orjson.dumps(pick.to_json()) + b"\n")
-    print(f"picked {report['picked']} of {report['candidates']} products into {args.out} (duplicates {report['duplicates']}, "
-          f"excluded {report['excluded']}, category quota {report['quota']}, relaxed {report['quota_relaxed']}); "
+    print(f"picked {report['picked']} of {report['candidates']} products into {args.out} (duplicates "
+          f"{report['duplicates']}, excluded {report['excluded']}, unreadable {report['unreadable']}, category quota "
+          f"{report['quota']}, relaxed {report['quota_relaxed']}); "
           f"per category: {report['per_category']}", file=sys.stderr)
     for pick in picks[:5]:
         print(f"  {pick.score:7.3f}  {pick.candidate.product_id}  {pick.reasons[0]}", file=sys.stderr)

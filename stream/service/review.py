@@ -20,6 +20,7 @@ from stream.tagging.text import compact_key, fold
 
 PICKS_FORMAT = 1
 UNKNOWN_CATEGORY = "unknown"
+UNREADABLE = "\ufffd"   # the replacement character: text decoded with the wrong encoding somewhere upstream
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,7 @@ def select(candidates: Iterable[Candidate], n: int, *, max_category_share: float
     if density < 0:
         raise ValueError(f"density must be at least 0, got {density}")
     excluded = set(exclude)
-    report = {"candidates": 0, "duplicates": 0, "excluded": 0, "quota_relaxed": 0}
+    report = {"candidates": 0, "duplicates": 0, "excluded": 0, "unreadable": 0, "quota_relaxed": 0}
     seen: set[str] = set()
     scored: list[Pick] = []
     for candidate in candidates:
@@ -192,6 +193,10 @@ def select(candidates: Iterable[Candidate], n: int, *, max_category_share: float
             continue
         if digest in seen:
             report["duplicates"] += 1
+            continue
+        if UNREADABLE in candidate.text:
+            # Mis-decoded text: the model is unsure of it, but a label on it teaches nothing.
+            report["unreadable"] += 1
             continue
         seen.add(digest)
         scored.append(score(candidate, drift_keys, weights))

@@ -39,9 +39,11 @@ def test_score_adds_its_parts_and_explains_the_largest_first():
 def test_select_skips_duplicate_titles_and_excluded_products():
     pool = [cand("a", "Red Shoes", entropy=(0.9,)), cand("b", "red  shoes", entropy=(0.8,)),
             cand("c", "blue hat", entropy=(0.5,)), cand("d", "green hat", entropy=(0.4,))]
+    pool.append(cand("m", "ㄠ\ufffd狈⒕矸", entropy=(1.0, 1.0)))
     picks, report = select(pool, 2, exclude={"c"})
     assert [p.candidate.product_id for p in picks] == ["a", "d"]
-    assert report["duplicates"] == 1 and report["excluded"] == 1 and report["picked"] == 2
+    assert report["duplicates"] == 1 and report["excluded"] == 1 and report["unreadable"] == 1
+    assert report["picked"] == 2
 
 
 def test_one_noisy_category_cannot_take_the_whole_budget():
@@ -119,7 +121,7 @@ def test_density_ranks_outliers_below_typical_titles():
     from stream.service.review import typicality
 
     typical = [cand(f"t{i}", f"红色 跑步鞋 男款 {i}", entropy=(0.5, 0.5)) for i in range(5)]
-    outlier = cand("x", "ㄠ�狈⒕矸⒛信", entropy=(0.6, 0.6))
+    outlier = cand("x", "ㄠ狈⒕矸⒛信 ⒜⒝", entropy=(0.6, 0.6))
     values = typicality([c.text for c in typical + [outlier]])
     assert all(0 <= v <= 1 for v in values) and values[-1] < min(values[:-1])
     assert select(typical + [outlier], 1)[0][0].candidate.product_id == "x"
