@@ -95,7 +95,7 @@ def pick_next(checkpoint, pool: list, n: int, **options) -> tuple[list[str], dic
 
     checkpoint.model.eval()
     scored = score_units(checkpoint.encoder, checkpoint.encoder.units([e.text for e in pool]), scorer(checkpoint.model),
-                         checkpoint.labels)
+                         checkpoint.labels, entropy=True)
     candidates = []
     for example, result in zip(pool, scored):
         tags = tuple(Tag(s.text, s.type, s.text, "title", s.start, s.end, round(s.confidence, 4), True)

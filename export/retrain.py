@@ -33,10 +33,8 @@ def _predict(tagger: Tagger, examples) -> list[list[Span]]:
     return [[Span(t.start, t.end, t.type) for t in spans] for spans in tagger.tag_texts([e.text for e in examples])]
 
 
-def _f1(tagger: Tagger, examples, predicted: list[list[Span]] | None = None) -> dict:
-    predicted = predicted if predicted is not None else _predict(tagger, examples)
-    gold = [e.spans for e in examples]
-    return entity_scores(gold, predicted, entity_types(tagger.labels)).to_json()
+def _f1(tagger: Tagger, examples, predicted: list[list[Span]]) -> dict:
+    return entity_scores([e.spans for e in examples], predicted, entity_types(tagger.labels)).to_json()
 
 
 def changes(gold: list, before: list[list[Span]], after: list[list[Span]]) -> dict:
@@ -65,15 +63,15 @@ def reviewed_data(config: RetrainConfig) -> dict | None:
             "per_type": dict(sorted(per_type.items()))}
 
 
-def _reviewed_effect(config: RetrainConfig, report: dict, held_out, challenger: Tagger, champion: Tagger | None,
-                     work: Path, log: Callable[[str], None]) -> None:
-    """Fill report["reviewed"]: against the champion always, and against the same training without
-    the reviewed titles when ``reviewed_baseline`` asks for that run."""
+def _reviewed_effect(config: RetrainConfig, report: dict, held_out, after: list[list[Span]],
+                     champion: list[list[Span]] | None, work: Path, log: Callable[[str], None]) -> None:
+    """Fill report["reviewed"] from the challenger's held-out tags (``after``): against the champion's
+    (when there is one), and against the same training without the reviewed titles when
+    ``reviewed_baseline`` asks for that run."""
     entry = report["reviewed"]
-    after = _predict(challenger, held_out)
     gold = [e.spans for e in held_out]
     if champion is not None:
-        entry["vs_champion"] = changes(gold, _predict(champion, held_out), after)
+        entry["vs_champion"] = changes(gold, champion, after)
     if not config.reviewed_baseline:
         return
     checkpoint = work / "without-reviewed"
@@ -134,11 +132,12 @@ def retrain(config: RetrainConfig, log: Callable[[str], None] = print) -> Retrai
     champion_name = current(store)
     try:
         held_out = load_examples(config.held_out)
-        champion = None
+        champion, champion_tags = None, None
         if champion_name:
             champion = Tagger.load(store, device="cpu")
+            champion_tags = _predict(champion, held_out)
             report["champion"] = {"bundle": champion_name, "version": champion.model_version,
-                                  "scores": _f1(champion, held_out)}
+                                  "scores": _f1(champion, held_out, champion_tags)}
         work = store / ".work" / stamp
         checkpoint = work / "checkpoint"
         report["reviewed"] = reviewed_data(config)
@@ -149,11 +148,12 @@ def retrain(config: RetrainConfig, log: Callable[[str], None] = print) -> Retrai
         export_bundle(ExportConfig(checkpoint=str(checkpoint), out=str(store / name), held_out=config.held_out,
                                    taxonomy=taxonomy, int8=config.int8, version=stamp), log=log)
         challenger = Tagger.load(store / name, device="cpu")
-        report["challenger"] = {"bundle": name, "version": stamp, "scores": _f1(challenger, held_out),
+        challenger_tags = _predict(challenger, held_out)
+        report["challenger"] = {"bundle": name, "version": stamp, "scores": _f1(challenger, held_out, challenger_tags),
                                 "train_dev_f1": result.dev.micro.f1 if result.dev else None,
                                 "train_samples_per_second": result.samples_per_second}
         if config.reviewed:
-            _reviewed_effect(config, report, held_out, challenger, champion, work, log)
+            _reviewed_effect(config, report, held_out, challenger_tags, champion_tags, work, log)
         new_f1 = report["challenger"]["scores"]["micro"]["f1"]
         if champion is None:
             status, reason = "promoted", "no champion yet; the challenger passed parity"

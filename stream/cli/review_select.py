@@ -60,7 +60,7 @@ def _topic(args: argparse.Namespace, setting: str) -> list[dict]:
 
 
 def _excluded(paths: list[str]) -> set[str]:
-    from stream.service.review import Candidate, product_of
+    from stream.service.review import product_of, title_hash
 
     out: set[str] = set()
     for path in paths:
@@ -68,7 +68,7 @@ def _excluded(paths: list[str]) -> set[str]:
             product = product_of(record)
             if product is not None:
                 out.add(product["product_id"])
-                out.add(Candidate(product["product_id"], product["title"]).content_hash)
+                out.add(title_hash(product["title"]))
     return out
 
 

@@ -48,8 +48,12 @@ class Candidate:
 
     @property
     def content_hash(self) -> str:
-        """Of the folded text: the same title with other casing or spacing is the same work."""
-        return hashlib.sha256(" ".join(fold(self.text).split()).encode("utf-8")).hexdigest()[:16]
+        return title_hash(self.text)
+
+
+def title_hash(text: str) -> str:
+    """Of the folded text: the same title with other casing or spacing is the same work."""
+    return hashlib.sha256(" ".join(fold(text).split()).encode("utf-8")).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -127,10 +131,12 @@ def _keys(candidate: Candidate) -> frozenset[tuple[str, str]]:
     return frozenset((t.type, compact_key(t.text)) for t in candidate.tags)
 
 
-def _greedy(scored: list[Pick], n: int, quota: int, redundancy: float) -> tuple[list[Pick], list[Pick], int]:
+def _greedy(scored: list[Pick], n: int, quota: int,
+            redundancy: float) -> tuple[list[Pick], list[Pick], dict[str, int], int]:
     """Best first, a title's score shrunk by ``redundancy`` for each earlier pick that shares a tag
     with it (lazy greedy: a shrunk score is pushed back and compared again). Returns the picks,
-    the titles a full category turned away (best first) and how many picks were discounted."""
+    the titles a full category turned away (best first), picks per category and how many picks
+    were discounted."""
     heap = [(-p.score, i, 0) for i, p in enumerate(scored)]
     heapq.heapify(heap)
     used: dict[tuple[str, str], int] = {}
@@ -158,7 +164,7 @@ def _greedy(scored: list[Pick], n: int, quota: int, redundancy: float) -> tuple[
         for k in keys:
             used[k] = used.get(k, 0) + 1
         picks.append(pick)
-    return picks, overflow, discounted
+    return picks, overflow, taken, discounted
 
 
 def select(candidates: Iterable[Candidate], n: int, *, max_category_share: float = 0.25,
@@ -207,10 +213,7 @@ def select(candidates: Iterable[Candidate], n: int, *, max_category_share: float
     scored.sort(key=lambda p: (-p.score, p.candidate.product_id))
     categories = {p.candidate.category for p in scored}
     quota = max(math.ceil(n * max_category_share), math.ceil(n / max(1, len(categories))))
-    picks, overflow, discounted = _greedy(scored, n, quota, redundancy)
-    taken: dict[str, int] = {}
-    for pick in picks:
-        taken[pick.candidate.category] = taken.get(pick.candidate.category, 0) + 1
+    picks, overflow, taken, discounted = _greedy(scored, n, quota, redundancy)
     for pick in overflow[:n - len(picks)]:
         report["quota_relaxed"] += 1
         picks.append(Pick(pick.candidate, pick.score, pick.reasons + (

@@ -53,10 +53,11 @@ def merge_window_runs(windows: Sequence[Window], runs_per_window: Sequence[Seque
 @dataclass(frozen=True, slots=True)
 class ScoredText:
     """One text's tags, and how unsure the CRF was at each of its units: the marginal entropy
-    over tags, divided by log(tags) so 0 is certain and 1 is uniform (all zeros without marginals)."""
+    over tags, divided by log(tags) so 0 is certain and 1 is uniform (None unless asked for; all
+    zeros without marginals)."""
 
     spans: list[TaggedSpan]
-    entropy: np.ndarray   # shape: (units,)
+    entropy: np.ndarray | None = None   # shape: (units,)
 
 
 def token_entropy(marginals: np.ndarray) -> np.ndarray:
@@ -70,9 +71,9 @@ def token_entropy(marginals: np.ndarray) -> np.ndarray:
 
 def score_units(encoder: TextEncoder, units: Sequence[Units], score: ScoreFn, labels: Sequence[str],
                 *, batch_size: int = 64, fields: Sequence[str] | None = None,
-                bucket: bool = True) -> list[ScoredText]:
-    """Tag already-tokenised texts; ``fields`` names each text's field (default ``text``). A unit's
-    entropy comes from the window that owns it, as its tags do."""
+                bucket: bool = True, entropy: bool = False) -> list[ScoredText]:
+    """Tag already-tokenised texts; ``fields`` names each text's field (default ``text``). With
+    ``entropy`` (review, not serving), also each unit's entropy, from the window that owns it."""
     owners: list[int] = []
     windows: list[Window] = []
     for index, u in enumerate(units):
@@ -80,7 +81,7 @@ def score_units(encoder: TextEncoder, units: Sequence[Units], score: ScoreFn, la
             owners.append(index)
             windows.append(w)
     runs: list[list[tuple]] = [[] for _ in windows]
-    entropies = [np.zeros(len(u)) for u in units]
+    entropies = [np.zeros(len(u)) for u in units] if entropy else None
     batches = plan_batches(windows, batch_size) if bucket else [
         list(range(i, min(i + batch_size, len(windows)))) for i in range(0, len(windows), batch_size)]
     for batch in batches:
@@ -90,7 +91,7 @@ def score_units(encoder: TextEncoder, units: Sequence[Units], score: ScoreFn, la
             tags = [labels[t] for t in paths[row]]
             marg = None if marginals is None else marginals[row]
             runs[i] = [(a, b, kind, _confidence(marg, paths[row], a, b)) for a, b, kind in tag_runs(tags)]
-            if marg is not None:
+            if entropies is not None and marg is not None:
                 w = windows[i]
                 own = slice(w.own_start - w.unit_start, w.own_end - w.unit_start)
                 entropies[owners[i]][w.own_start:w.own_end] = token_entropy(marg[own])
@@ -106,7 +107,7 @@ def score_units(encoder: TextEncoder, units: Sequence[Units], score: ScoreFn, la
         for a, b, kind, conf in merged:
             start, end = u.spans[a][0], u.spans[b - 1][1]
             spans.append(TaggedSpan(field, start, end, u.text[start:end], kind, conf))
-        out.append(ScoredText(spans, entropies[index]))
+        out.append(ScoredText(spans, entropies[index] if entropies is not None else None))
     return out
 
 

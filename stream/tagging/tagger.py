@@ -155,7 +155,7 @@ class Tagger:
                     bucket: bool = True) -> list[ScoredText]:
         """Tags and per-unit entropy of texts already split into units."""
         return score_units(self.encoder, units, self.score, self.labels, batch_size=self.batch_size, fields=fields,
-                           bucket=bucket)
+                           bucket=bucket, entropy=True)
 
     def tag_units(self, units: Sequence[Units], fields: Sequence[str] | None = None,
                   bucket: bool = True) -> list[list[TaggedSpan]]:

@@ -95,7 +95,8 @@ def test_score_units_entropy_follows_the_window_that_owns_each_unit(wordpiece):
         marg = np.where(batch.unit_mask[:, :, None], 1 / 3, 0.0) * np.ones((rows, width, 3))
         return [[0] * int(m.sum()) for m in batch.unit_mask], marg
 
-    scored = score_units(encoder, units, uniform, labels)
+    scored = score_units(encoder, units, uniform, labels, entropy=True)
+    assert score_units(encoder, units, uniform, labels)[0].entropy is None   # serving does not pay for it
     assert len(encoder.windows(units[0])) > 1
     assert scored[0].entropy.shape == (len(units[0]),)
     assert scored[0].entropy == pytest.approx(np.ones(len(units[0])))
