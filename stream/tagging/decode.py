@@ -23,10 +23,24 @@ def _confidence(marginals: np.ndarray | None, path: Sequence[int], start: int, e
     return 1.0 if marginals is None else span_confidence(marginals, list(path), start, end)
 
 
-def plan_batches(windows: Sequence[Window], batch_size: int) -> list[list[int]]:
-    """Window indices grouped into batches of similar length, so padding stays small."""
+def plan_batches(windows: Sequence[Window], batch_size: int, max_tokens: int | None = None) -> list[list[int]]:
+    """Window indices grouped into calls of similar length, so padding stays small: at most
+    ``batch_size`` windows a call and, with ``max_tokens``, at most that many padded tokens (a
+    longer window still gets a call of its own). On a CPU a call of 64 short titles padded to
+    its longest is about half padding; calls of about 512 tokens cut that to an eighth without
+    making the matrix products too small to run well (bench/inference.py)."""
     order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    calls: list[list[int]] = []
+    call: list[int] = []
+    for i in order:
+        length = len(windows[i].input_ids)      # the longest so far: the call's padded length
+        if call and (len(call) >= batch_size or (max_tokens and (len(call) + 1) * length > max_tokens)):
+            calls.append(call)
+            call = []
+        call.append(i)
+    if call:
+        calls.append(call)
+    return calls
 
 
 def merge_window_runs(windows: Sequence[Window], runs_per_window: Sequence[Sequence[tuple]]) -> list[tuple]:
@@ -70,8 +84,8 @@ def token_entropy(marginals: np.ndarray) -> np.ndarray:
 
 
 def score_units(encoder: TextEncoder, units: Sequence[Units], score: ScoreFn, labels: Sequence[str],
-                *, batch_size: int = 64, fields: Sequence[str] | None = None,
-                bucket: bool = True, entropy: bool = False) -> list[ScoredText]:
+                *, batch_size: int = 64, fields: Sequence[str] | None = None, bucket: bool = True,
+                entropy: bool = False, max_tokens: int | None = None) -> list[ScoredText]:
     """Tag already-tokenised texts; ``fields`` names each text's field (default ``text``). With
     ``entropy`` (review, not serving), also each unit's entropy, from the window that owns it."""
     owners: list[int] = []
@@ -82,7 +96,7 @@ def score_units(encoder: TextEncoder, units: Sequence[Units], score: ScoreFn, la
             windows.append(w)
     runs: list[list[tuple]] = [[] for _ in windows]
     entropies = [np.zeros(len(u)) for u in units] if entropy else None
-    batches = plan_batches(windows, batch_size) if bucket else [
+    batches = plan_batches(windows, batch_size, max_tokens) if bucket else [
         list(range(i, min(i + batch_size, len(windows)))) for i in range(0, len(windows), batch_size)]
     for batch in batches:
         padded = encoder.pad([windows[i] for i in batch])

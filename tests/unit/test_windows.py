@@ -6,9 +6,9 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream.tagging.decode import tag_units
+from stream.tagging.decode import plan_batches, tag_units
 from stream.tagging.spans import Span, label_list, unit_tags
-from stream.tagging.tokenization import TextEncoder
+from stream.tagging.tokenization import TextEncoder, Window
 
 LABELS = label_list(["brand", "color"])
 
@@ -68,3 +68,18 @@ def test_pad_keeps_unit_positions_on_first_subtokens(wordpiece):
     assert batch.input_ids.shape[0] == 2
     assert batch.unit_mask.sum(axis=1).tolist() == [len(units[0]), len(units[1])]
     assert np.all(batch.attention_mask[np.arange(2)[:, None], batch.unit_positions] == 1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(lengths=st.lists(st.integers(1, 40), min_size=1, max_size=80), rows=st.integers(1, 16),
+       budget=st.sampled_from([None, 1, 32, 100]))
+def test_calls_hold_every_window_once_within_rows_and_padded_token_budget(lengths, rows, budget):
+    windows = [Window(list(range(n)), [], 0, n, 0, n) for n in lengths]
+    calls = plan_batches(windows, rows, budget)
+    assert sorted(i for call in calls for i in call) == list(range(len(lengths)))
+    for call in calls:
+        longest = max(lengths[i] for i in call)
+        assert len(call) <= rows
+        assert budget is None or len(call) == 1 or len(call) * longest <= budget
+        # sorted by length, so a call is a contiguous run of the length order
+        assert [lengths[i] for i in call] == sorted(lengths[i] for i in call)
