@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import machine  # noqa: E402
 
-NAMES = ("inference", "stream", "update_mix", "bucketing", "restart_gap", "state_restart", "gpu")
+NAMES = ("inference", "stream", "update_mix", "bucketing", "restart_gap", "state_restart", "scale_out", "gpu")
 
 
 def _load(results: Path) -> dict[str, dict]:
@@ -102,6 +102,8 @@ def rows(found: dict[str, dict]) -> list[tuple[str, str, str, str, str, str]]:
                     f"{mem['first_output_ms']:,} vs {rocks['first_output_ms']:,} ms; replayed "
                     f"{mem['replayed_records']:,} vs {rocks['replayed_records']:,} records",
                     f"{st['ratio_memory_to_rocksdb_restart']:.1f}x", "—", "—"))
+    if "scale_out" in found:
+        out.append(_scale_out_row(found["scale_out"]))
     if "gpu" in found:
         g = found["gpu"]
         best = g.get("best_model_only")
@@ -118,6 +120,17 @@ def rows(found: dict[str, dict]) -> list[tuple[str, str, str, str, str, str]]:
                         f"{e2e['events_per_second']:,.0f} products/s ({e2e['texts_per_second']:,.0f} texts/s) end to "
                         f"end; model {e2e['model_share']:.0%} of the time", "—", "—", "—"))
     return out
+
+
+def _scale_out_row(s: dict) -> tuple[str, str, str, str, str, str]:
+    two, one = s["modes"]["two_workers"], s["modes"]["one_worker"]
+    split = " + ".join(str(len(p)) for p in two["partition_split"])
+    return ("scale-out (`bench/scale_out.py`)",
+            f"two {s['threads_per_worker']}-thread workers vs one, {s['partitions']} partitions "
+            f"(window: both assigned to last output)",
+            f"{two['window_events_per_second']:,.1f} vs {one['window_events_per_second']:,.1f} events/s; "
+            f"lost {s['lost']}, duplicates {s['duplicates']}; partitions {split}",
+            f"{s['ratio_two_to_one']:.2f}x", f">= {s['target_ratio']}x", _met(s["target_met"]))
 
 
 def header(found: dict[str, dict], started: str | None, load_before: float | None) -> str:

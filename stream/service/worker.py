@@ -1,8 +1,9 @@
 """The Faust worker: product events in, enriched products and dead letters out, at least once.
 
-Acknowledgement: ``Stream.take_events`` turns Faust's automatic acks off and acks the events of a
-batch only when the agent asks for the next batch. The agent awaits the broker's ack of every
-output record before that, so an input offset can only be committed after its output is durable.
+Batches are pipelined (``flow.BatchFlow``): the agent takes batch n+1 while batch n is in the
+model and batch n-1 is being published. Acknowledgement: each taken event is held by an extra
+reference until its batch's outputs are acked by the broker (acks=all) and its state is written;
+only then is it acked, so an input offset can only be committed after its output is durable.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NamedTuple
 
 import faust
 import orjson
@@ -24,6 +26,7 @@ from stream.service.drift import DriftConfig, DriftWindow, TextObservation
 from stream.service.enrich import DLQ, ENRICHED, BatchResult, enrich, parse_batch
 from stream.service.events import Limits, ProductEvent, RawEvent
 from stream.service.failpoints import PoisonedPipeline, failpoint
+from stream.service.flow import BatchFlow
 from stream.service.fixups import SeekThenDeliverTableManager, as_current_event, reseek_stalled_consumer
 from stream.service.health import Health
 from stream.service.serving import ServingPipeline
@@ -33,6 +36,16 @@ from stream.service.clients import kafka_client_options, ssl_context
 log = logging.getLogger("tagstream.worker")
 STATE_TABLE = "product-state"
 EXIT_PUBLISH_FAILED = 3
+EXIT_BATCH_FAILED = 4
+
+
+class Prepared(NamedTuple):
+    """A batch out of the model stage: its outputs and new state, drift observations, and per
+    product id the event its state is written under."""
+
+    result: BatchResult
+    observations: list[TextObservation]
+    carrier: dict[str, Any]
 LAG_TIMEOUT_SECONDS = 4.0   # under the lag timer's 5 s: an outage must not pile the timer up
 
 
@@ -102,30 +115,40 @@ class EnrichmentWorker:
         self.next_offsets: dict[int, int] = {}          # input partition -> next offset to process
         self.lag_partitions: set[str] = set()
         self.last_progress = time.monotonic()           # the stall watchdog's clock
-        self.busy = False                               # a batch is being enriched or published
+        self.flow: BatchFlow | None = None              # the agent's batch pipeline, once it runs
+        self.unwritten: dict[str, dict] = {}            # state enriched but not yet written to the table
         self.stalled_once = False
 
     async def process(self, stream) -> None:
-        loop = asyncio.get_running_loop()
-        async for events in stream.take_events(self.settings.max_batch, within=self.settings.max_wait):
-            batch = [RawEvent(e.message.key, e.message.value, e.message.topic, e.message.partition,
-                              e.message.offset, e.message.timestamp) for e in events]
-            await self.handle(batch, events, loop)
-            # Returning to take_events acks these events; their offsets may now be committed.
-
-    async def handle(self, batch: list[RawEvent], events: list, loop: asyncio.AbstractEventLoop) -> None:
-        self.busy, self.last_progress = True, time.monotonic()
+        flow = BatchFlow(self.settings.max_batch, self.prepare, self.deliver, stream.ack, self.fail)
+        self.flow = flow
+        flow.start()
         try:
-            await self._handle(batch, events, loop)
+            async for events in stream.take_events(self.settings.max_batch, within=self.settings.max_wait):
+                self.last_progress = time.monotonic()
+                # Held until delivered: faust's ack on the next take does not commit them (flow.py).
+                await flow.put(events)
         finally:
-            self.busy, self.last_progress = False, time.monotonic()
-        self.health.batch_done()
-        if failpoint("stall_consumer") and not self.stalled_once:
-            self.stalled_once = True
-            log.warning("failpoint stall_consumer: the consumer's flow stops")
-            self.app.consumer.stop_flow()
+            await flow.stop()
 
-    async def _handle(self, batch: list[RawEvent], events: list, loop: asyncio.AbstractEventLoop) -> None:
+    @property
+    def busy(self) -> bool:
+        """Some taken event is not delivered yet (the stall watchdog leaves such a worker alone)."""
+        return self.flow is not None and self.flow.busy
+
+    def fail(self, err: BaseException) -> None:
+        """A batch stage failed: stop now, before any held event is acked (nothing is lost: the
+        uncommitted events are consumed again after a restart)."""
+        log.critical("a batch failed (%s: %s); stopping without committing its offsets, a restart consumes it "
+                     "again", type(err).__name__, err, exc_info=err)
+        logging.shutdown()
+        os._exit(EXIT_BATCH_FAILED)
+
+    async def prepare(self, events: list) -> Prepared:
+        """The model stage: parse, read state (with what earlier batches wrote or are about to),
+        enrich in the inference thread."""
+        batch = [RawEvent(e.message.key, e.message.value, e.message.topic, e.message.partition,
+                          e.message.offset, e.message.timestamp) for e in events]
         if log.isEnabledFor(logging.DEBUG):
             spans: dict[int, list[int]] = {}
             for raw in batch:
@@ -138,31 +161,46 @@ class EnrichmentWorker:
         # State follows the product id of the value, never the record key (which may be absent,
         # undecodable, or name another product).
         parsed = parse_batch(batch, self.limits)
+        # Each product's state is written under the (last) event that carried it: its partition.
         carrier = {e.product_id: events[i] for i, e in enumerate(parsed) if isinstance(e, ProductEvent)}
         snapshot = {}
         with as_current_event(None):
             for pid in carrier:
-                value = self.state.get(pid.encode("utf-8"))
+                value = self.unwritten[pid] if pid in self.unwritten else self.state.get(pid.encode("utf-8"))
                 if value is not None:
                     snapshot[pid] = value
         started = time.perf_counter()
+        loop = asyncio.get_running_loop()
         result, observations = await loop.run_in_executor(self.executor, self._enrich, batch, parsed, snapshot)
         metrics.INFERENCE_SECONDS.observe(time.perf_counter() - started)
+        # The next batch may hold the same products before this one's state is written.
+        self.unwritten.update(result.state)
+        return Prepared(result, observations, carrier)
+
+    async def deliver(self, events: list, prepared: Prepared) -> None:
+        """The delivery stage: outputs durable, then state, metrics and drift; the flow acks after."""
+        result, observations, carrier = prepared
         failpoint("before_publish")
         await self.publish(result)
         for pid, entry in result.state.items():
             with as_current_event(carrier[pid]):
                 self.state[pid.encode("utf-8")] = entry
+            if self.unwritten.get(pid) is entry:
+                del self.unwritten[pid]
         metrics.count_batch(result)
         await self.observe_drift(observations)
+        self.last_progress = time.monotonic()
+        self.health.batch_done()
+        if failpoint("stall_consumer") and not self.stalled_once:
+            self.stalled_once = True
+            log.warning("failpoint stall_consumer: the consumer's flow stops")
+            self.app.consumer.stop_flow()
 
     async def publish(self, result: BatchResult) -> None:
         """Send every output in input order and wait for the broker's acks (acks=all).
 
         A send that fails, for any reason, stops this process at once, before the batch's events
-        are acked: returning or raising would let faust ack them on its way out (``take_events``
-        acks in a ``finally``) and commit offsets whose outputs never arrived. After a restart the
-        batch is consumed again from the committed offsets.
+        are acked, so that their offsets are never committed. After a restart the batch is consumed again from the committed offsets.
         """
         topics = {ENRICHED: self.settings.enriched_topic, DLQ: self.settings.dlq_topic}
         producer = self.app.producer
