@@ -33,6 +33,25 @@ def _met(flag: bool | None) -> str:
     return "—" if flag is None else ("yes" if flag else "**no**")
 
 
+def _against_batched_pytorch(by: dict[str, dict], result: dict) -> list[tuple]:
+    """Issue #18's goals: fp32 >= 1.0x and int8 >= 2.0x batched PyTorch fp32 (and, for what the
+    kernels alone do, PyTorch given the serving tagger's token-sized calls)."""
+    torch, same = by.get("pytorch, batched"), by.get("pytorch, batched, serving's calls")
+    out = []
+    for name, target, variant in (("onnxruntime fp32, batched", 1.0, "fp32"), ("onnxruntime int8, batched", 2.0, "int8")):
+        row = by.get(name)
+        if not (row and torch):
+            continue
+        ratio = row["events_per_second"] / torch["events_per_second"]
+        kernels = f"; vs PyTorch in the same calls {row['events_per_second'] / same['events_per_second']:.2f}x" if same else ""
+        change = result.get("int8_f1_change") if variant == "int8" else None
+        f1 = f"; F1 change {change:+.3f}" if change is not None else ""
+        out.append(("model-only (`bench/inference.py`)", f"ORT {variant} (serving tagger) vs batched PyTorch fp32",
+                    f"{row['events_per_second']:,.0f} vs {torch['events_per_second']:,.0f} events/s{kernels}{f1}",
+                    f"{ratio:.2f}x", f">= {target:.1f}x", _met(ratio >= target)))
+    return out
+
+
 def rows(found: dict[str, dict]) -> list[tuple[str, str, str, str, str, str]]:
     """(benchmark, what is compared, numbers, ratio, target, met?) per measured comparison."""
     out = []
@@ -50,6 +69,7 @@ def rows(found: dict[str, dict]) -> list[tuple[str, str, str, str, str, str]]:
                         f"{int8['events_per_second']:,.0f} vs {fp32['events_per_second']:,.0f} events/s; "
                         f"F1 change {found['inference'].get('int8_f1_change') or 0:+.3f}",
                         f"{int8['events_per_second'] / fp32['events_per_second']:.2f}x", "—", "—"))
+        out.extend(_against_batched_pytorch(by, found["inference"]))
     if "stream" in found:
         s = found["stream"]
         ratio = s["ratio_streaming_to_model_only"]
