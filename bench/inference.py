@@ -180,7 +180,8 @@ def main() -> None:
         "held_out_f1": {v: manifest.metrics[v]["micro"]["f1"] for v in ("fp32", "int8")},
         "int8_f1_change": manifest.parity.get("int8_f1_change"),
         "int8_dynamic_f1_change": read_bundle(dynamic_bundle).manifest.parity.get("int8_f1_change"),
-        "int8": "static: QDQ, per-channel weights, activation scales calibrated on the held-out texts",
+        "int8": ("static: per-column int8 weights, MatMulIntegerToFloat with the bias folded in, activation "
+                 "ranges (min/max over real tokens) calibrated on the held-out texts"),
         "parity": {k: manifest.parity[k] for k in ("max_abs_emission_diff", "decoded_mismatches", "texts")},
         "rows": rows,
         "lexicon_cost": lexicon_rows,

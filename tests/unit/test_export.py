@@ -113,10 +113,11 @@ def test_which_taxonomy_a_checkpoint_carries(tmp_path):
 
 def test_graph_fp16_and_int8_each_give_a_runnable_model(tmp_path):
     torch = pytest.importorskip("torch")
+    import onnx
     import onnxruntime as ort
 
     from export.graph import convert_fp16, export_onnx
-    from export.quantize import quantize_int8
+    from export.quantize import quantize_int8, quantize_int8_static
     from model import bert_crf
 
     torch.manual_seed(0)
@@ -127,16 +128,64 @@ def test_graph_fp16_and_int8_each_give_a_runnable_model(tmp_path):
 
     ids = np.random.default_rng(0).integers(5, 60, (3, 9)).astype(np.int64)
     feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    quantize_int8_static(tmp_path / "model.onnx", tmp_path / "model.static.onnx", [feeds])
     with torch.no_grad():
         # shape: (batch, seq, tags)
         reference = model(torch.from_numpy(ids), torch.from_numpy(feeds["attention_mask"])).numpy()
-    for name, atol in (("model.onnx", 1e-4), ("model.fp16.onnx", 5e-2), ("model.int8.onnx", 0.5)):
+    for name, atol in (("model.onnx", 1e-4), ("model.fp16.onnx", 5e-2), ("model.int8.onnx", 0.5),
+                       ("model.static.onnx", 0.5)):
         session = ort.InferenceSession(str(tmp_path / name), providers=["CPUExecutionProvider"])
         assert [i.name for i in session.get_inputs()] == ["input_ids", "attention_mask"]
         got = session.run(["emissions"], feeds)[0]
         assert got.dtype == np.float32 and got.shape == (3, 9, 5)   # fp16 keeps float32 inputs and outputs
         assert np.abs(got - reference).max() <= atol, name
     assert (tmp_path / "model.int8.onnx").stat().st_size < (tmp_path / "model.onnx").stat().st_size
+    static = [node.op_type for node in onnx.load(str(tmp_path / "model.static.onnx")).graph.node]
+    # Every weight product is integer with a float output; attention's two activation products stay fp32.
+    assert static.count("MatMulIntegerToFloat") == 7 and static.count("MatMul") == 2
+    assert "DequantizeLinear" not in static and "QLinearMatMul" not in static
+
+
+def _one_matmul_model():
+    """x (batch, seq, 4) @ w (4, 3) + b; attention_mask is an input the graph does not read."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["xw"]), helper.make_node("Add", ["xw", "b"], ["y"])], "one",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 4]),
+         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", 3])],
+        [numpy_helper.from_array(rng.normal(size=(4, 3)).astype(np.float32), "w"),
+         numpy_helper.from_array(np.array([0.5, -1.0, 2.0], np.float32), "b")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_static_int8_scales_cover_every_real_token_and_no_padding(tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    from export.quantize import activation_ranges, quantize_int8_static
+
+    rng = np.random.default_rng(2)
+    x = rng.uniform(-1.0, 3.0, (8, 50, 4)).astype(np.float32)
+    mask = np.ones((8, 50), np.int64)
+    mask[:, 40:] = 0
+    x[:, 40:] = 1000.0                # padding: computed, never read, so never calibrated on
+    x[5, 0, 2] = 20.0                 # one huge real value (BERT's [CLS] and [SEP] have such) is kept
+    feeds = [{"x": x[i:i + 4], "attention_mask": mask[i:i + 4]} for i in (0, 4)]
+    real = x[mask.astype(bool)]
+    model = _one_matmul_model()
+    assert activation_ranges(model, ["x"], feeds)["x"] == pytest.approx((real.min(), 20.0))
+
+    onnx.save(model, str(tmp_path / "one.onnx"))
+    quantize_int8_static(tmp_path / "one.onnx", tmp_path / "one.int8.onnx", feeds)
+    assert [n.op_type for n in onnx.load(str(tmp_path / "one.int8.onnx")).graph.node] == [
+        "QuantizeLinear", "MatMulIntegerToFloat"]     # the bias joined the product
+    want, got = (ort.InferenceSession(str(tmp_path / name), providers=["CPUExecutionProvider"]).run(None, feeds[0])[0]
+                 for name in ("one.onnx", "one.int8.onnx"))
+    real = mask[:4].astype(bool)
+    assert np.abs(got - want)[real].max() < 0.5     # x is rounded to steps of 21 / 255
 
 
 def test_parity_passes_for_the_exported_graph_and_fails_for_changed_weights(tiny_checkpoint, tiny_bundle):
