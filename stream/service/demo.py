@@ -102,6 +102,7 @@ class Demo:
         self.enriched: set[str] = set()
         self.titles: dict[str, str] = {}
         self.last_drift: dict | None = None
+        self.interrupted = False       # Ctrl-C while streaming: the loops end, then the demo stops
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -111,7 +112,10 @@ class Demo:
         try:
             self._start()
             asyncio.run(self._stream())
-            return 0
+            if not self.interrupted:
+                return 0
+            self.say("\ninterrupted: stopping what the demo started")
+            return 130
         except KeyboardInterrupt:
             self.say("\ninterrupted: stopping what the demo started")
             return 130
@@ -165,7 +169,12 @@ class Demo:
         producer = AIOKafkaProducer(bootstrap_servers=c.kafka_bootstrap, acks="all")
         consumer = AIOKafkaConsumer(DEMO_TOPICS["enriched_topic"], DEMO_TOPICS["drift_topic"],
                                     bootstrap_servers=c.kafka_bootstrap, group_id=None, auto_offset_reset="latest")
+        # Ctrl-C sets a flag the loops check. asyncio's own handling cancels the main task, and a
+        # cancellation swallowed inside a Kafka client call left the demo running (seen once).
+        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, self._interrupt)
         await self._wait_for_worker()
+        if self.interrupted:
+            return
         await producer.start()
         await consumer.start()
         try:
@@ -175,17 +184,21 @@ class Demo:
             await consumer.stop()
             await producer.stop()
 
+    def _interrupt(self) -> None:
+        self.interrupted = True
+
     async def _wait_for_worker(self) -> None:
         log = self.config.cache / "worker.log"
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self.interrupted:
             if self.worker.poll() is not None:
                 raise DemoError(f"the worker exited with {self.worker.returncode}; see {log}")
             if b"Ready" in log.read_bytes():
                 self.say("worker: ready")
                 return
             await asyncio.sleep(0.3)
-        raise DemoError(f"the worker did not get ready in 120 s; see {log}")
+        if not self.interrupted:
+            raise DemoError(f"the worker did not get ready in 120 s; see {log}")
 
     async def _feed(self, producer) -> None:
         c, sent = self.config, 0
@@ -209,7 +222,7 @@ class Demo:
         started = last_status = time.monotonic()
         last_sample = float("-inf")                  # the first enriched product is shown at once
         window: deque[tuple[float, int]] = deque(maxlen=10)
-        while True:
+        while not self.interrupted:
             batch = await consumer.getmany(timeout_ms=500)
             now = time.monotonic()
             for records in batch.values():
@@ -227,7 +240,9 @@ class Demo:
             if c.events and feeder.done() and now - started > c.timeout:
                 self.say(f"gave up waiting: {len(self.enriched)} of {c.events} enriched")
                 break
-        self._summary(time.monotonic() - started)
+        feeder.cancel()
+        if not self.interrupted:
+            self._summary(time.monotonic() - started)
 
     def _take(self, record, show: bool) -> bool:
         """Count an enriched record of this run (or keep a drift report); True if it was shown."""

@@ -58,6 +58,13 @@ async def take(flow: BatchFlow, events: list[Event]) -> None:
         e.message.refcount -= 1
 
 
+def started(max_batch: int) -> tuple[Recorder, BatchFlow]:
+    r = Recorder()
+    flow = BatchFlow(max_batch, r.prepare, r.deliver, r.ack, r.fail)
+    flow.start()
+    return r, flow
+
+
 async def settle() -> None:
     for _ in range(20):
         await asyncio.sleep(0)
@@ -69,9 +76,7 @@ def run(coro):
 
 def test_the_next_batch_is_in_the_model_while_the_last_one_is_delivered_and_nothing_is_acked_early():
     async def scenario():
-        r = Recorder()
-        flow = BatchFlow(4, r.prepare, r.deliver, r.ack, r.fail)
-        flow.start()
+        r, flow = started(4)
         r.delivery_gate.clear()                      # publishing is slow
         first = [Event(i) for i in range(4)]
         await take(flow, first)
@@ -95,9 +100,7 @@ def test_the_next_batch_is_in_the_model_while_the_last_one_is_delivered_and_noth
 
 def test_takes_that_arrive_while_the_model_is_busy_go_in_together_up_to_max_batch():
     async def scenario():
-        r = Recorder()
-        flow = BatchFlow(5, r.prepare, r.deliver, r.ack, r.fail)
-        flow.start()
+        r, flow = started(5)
         r.model_gate.clear()
         await take(flow, [Event(0)])                 # an idle model starts at once, with one event
         await settle()
@@ -115,9 +118,7 @@ def test_takes_that_arrive_while_the_model_is_busy_go_in_together_up_to_max_batc
 
 def test_a_full_waiting_batch_makes_the_agent_wait():
     async def scenario():
-        r = Recorder()
-        flow = BatchFlow(2, r.prepare, r.deliver, r.ack, r.fail)
-        flow.start()
+        r, flow = started(2)
         r.model_gate.clear()
         await take(flow, [Event(0), Event(1)])
         await settle()                               # in the model
@@ -154,9 +155,7 @@ def test_a_failing_stage_stops_the_flow_and_acks_nothing_of_its_batch(stage):
 
 def test_stopping_leaves_what_is_in_flight_unacked_and_is_not_a_failure():
     async def scenario():
-        r = Recorder()
-        flow = BatchFlow(2, r.prepare, r.deliver, r.ack, r.fail)
-        flow.start()
+        r, flow = started(2)
         r.delivery_gate.clear()
         events = [Event(0), Event(1)]
         await take(flow, events)
