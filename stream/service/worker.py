@@ -27,8 +27,7 @@ from stream.service.enrich import DLQ, ENRICHED, BatchResult, enrich, parse_batc
 from stream.service.events import Limits, ProductEvent, RawEvent
 from stream.service.failpoints import PoisonedPipeline, failpoint
 from stream.service.flow import BatchFlow
-from stream.service.fixups import (SeekThenDeliverTableManager, as_current_event, batch_fetches,
-                                   reseek_stalled_consumer)
+from stream.service.fixups import SeekThenDeliverTableManager, as_current_event, reseek_stalled_consumer
 from stream.service.health import Health
 from stream.service.serving import ServingPipeline
 from stream.service.settings import Settings
@@ -113,19 +112,12 @@ class EnrichmentWorker:
         self.app.agent(self.input, name="enrich")(self.process)
         self.app.timer(1.0)(self.close_window_if_due)  # time-based windows close without traffic too
         self.app.timer(5.0)(self.measure_lag)
-        self.app.on_partitions_assigned.connect(self.on_assigned)
         self.next_offsets: dict[int, int] = {}          # input partition -> next offset to process
         self.lag_partitions: set[str] = set()
         self.last_progress = time.monotonic()           # the stall watchdog's clock
         self.flow: BatchFlow | None = None              # the agent's batch pipeline, once it runs
         self.unwritten: dict[str, dict] = {}            # state enriched but not yet written to the table
         self.stalled_once = False
-
-    async def on_assigned(self, sender, assigned, **kwargs) -> None:
-        """After each assignment (the consumer is running): fewer, larger fetches (fixups.py)."""
-        if not batch_fetches(self.app):
-            log.warning("cannot set the consumer's fetch sizes (unknown faust/aiokafka internals); "
-                        "using faust's defaults")
 
     async def process(self, stream) -> None:
         flow = BatchFlow(self.settings.max_batch, self.prepare, self.deliver, stream.ack, self.fail)
