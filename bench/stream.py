@@ -123,7 +123,7 @@ def main() -> None:
     produce(bootstrap, topics.input, product_events(products, 1))
     work = Path(tempfile.mkdtemp(prefix="tagstream-stream-bench-"))
     port = free_port()
-    worker = WorkerProcess(bootstrap, topics, bundle, work, max_batch=args.batch, max_wait=args.wait,
+    worker = WorkerProcess(bootstrap, topics, bundle, work, max_batch=args.batch, max_wait=args.wait, pipeline="true",
                            threads=args.threads, variant=args.variant, metrics_port=port)
     counters = Counters(port)
     profile = None

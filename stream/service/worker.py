@@ -116,10 +116,14 @@ class EnrichmentWorker:
         self.lag_partitions: set[str] = set()
         self.last_progress = time.monotonic()           # the stall watchdog's clock
         self.flow: BatchFlow | None = None              # the agent's batch pipeline, once it runs
+        self.serial_busy = False                        # without the pipeline: a batch is in hand
         self.unwritten: dict[str, dict] = {}            # state enriched but not yet written to the table
         self.stalled_once = False
 
     async def process(self, stream) -> None:
+        if not self.settings.pipeline:
+            await self.process_serially(stream)
+            return
         flow = BatchFlow(self.settings.max_batch, self.prepare, self.deliver, stream.ack, self.fail)
         self.flow = flow
         flow.start()
@@ -131,10 +135,22 @@ class EnrichmentWorker:
         finally:
             await flow.stop()
 
+    async def process_serially(self, stream) -> None:
+        """One batch at a time (the default): taken, enriched, published, state written; returning
+        to take_events acks its events, so their offsets may be committed."""
+        async for events in stream.take_events(self.settings.max_batch, within=self.settings.max_wait):
+            self.serial_busy, self.last_progress = True, time.monotonic()
+            try:
+                await self.deliver(events, await self.prepare(events))
+            except Exception as err:  # noqa: BLE001 - returning would ack the batch: stop uncommitted
+                self.fail(err)
+            finally:
+                self.serial_busy = False
+
     @property
     def busy(self) -> bool:
         """Some taken event is not delivered yet (the stall watchdog leaves such a worker alone)."""
-        return self.flow is not None and self.flow.busy
+        return self.serial_busy or (self.flow is not None and self.flow.busy)
 
     def fail(self, err: BaseException) -> None:
         """A batch stage failed: stop now, before any held event is acked (nothing is lost: the
