@@ -23,14 +23,16 @@ def failpoint(name: str) -> str | None:
     ``slow_inference:<seconds>`` makes every batch's inference that much slower (e.g. longer than the
     consumer's session timeout); ``poison_text:<text>`` makes the model raise on any batch holding a
     title that contains ``<text>`` (see ``PoisonedPipeline``); ``stall_consumer:1`` stops the consumer's
-    flow after the first batch, the state the stall watchdog repairs; ``fail_send:<n>`` makes the
-    n-th output send raise, as a broker refusing a record would.
+    flow after the first batch, the state the stall watchdog repairs (``stall_consumer:hard``: and
+    its first repair leaves the flow stopped); ``fail_send:<n>`` makes the
+    n-th output send raise, as a broker refusing a record would; ``skip_fetched:1`` moves every input
+    partition to its end when recovery completes, as faust silently dropping fetched records does.
     """
     spec = os.environ.get("TAGSTREAM_FAILPOINT", "")
     if not spec.startswith(name + ":"):
         return
     arg = spec.split(":", 1)[1]
-    if name in ("poison_text", "stall_consumer"):
+    if name in ("poison_text", "stall_consumer", "skip_fetched"):
         return arg
     if name == "slow_inference":
         time.sleep(float(arg))

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import faust
 import orjson
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 
 from stream.service import metrics
 from stream.service.drift import DriftConfig, DriftWindow, TextObservation
@@ -27,7 +27,7 @@ from stream.service.enrich import DLQ, ENRICHED, BatchResult, enrich, parse_batc
 from stream.service.events import Limits, ProductEvent, RawEvent
 from stream.service.failpoints import PoisonedPipeline, failpoint
 from stream.service.flow import BatchFlow
-from stream.service.fixups import SeekThenDeliverTableManager, as_current_event, reseek_stalled_consumer
+from stream.service.fixups import SeekThenDeliverTableManager, as_current_event, reseek_stalled_consumer, rejoin_group
 from stream.service.health import Health
 from stream.service.serving import ServingPipeline
 from stream.service.settings import Settings
@@ -119,6 +119,7 @@ class EnrichmentWorker:
         self.serial_busy = False                        # without the pipeline: a batch is in hand
         self.unwritten: dict[str, dict] = {}            # state enriched but not yet written to the table
         self.stalled_once = False
+        self.repairs_since_progress = 0                 # stall repairs with no batch since
 
     async def process(self, stream) -> None:
         if not self.settings.pipeline:
@@ -205,7 +206,7 @@ class EnrichmentWorker:
                 del self.unwritten[pid]
         metrics.count_batch(result)
         await self.observe_drift(observations)
-        self.last_progress = time.monotonic()
+        self.last_progress, self.repairs_since_progress = time.monotonic(), 0
         self.health.batch_done()
         if failpoint("stall_consumer") and not self.stalled_once:
             self.stalled_once = True
@@ -333,8 +334,10 @@ class EnrichmentWorker:
     async def _unstall(self, lags: dict[int, int]) -> None:
         """Watchdog: events are waiting, no batch is in flight, and none came for stall_seconds.
 
-        Seen rarely after a restart: the consumer ready, lag on its partitions, and nothing
-        delivered. The repair (``fixups.reseek_stalled_consumer``) redoes what recovery ends with.
+        The repair (``fixups.reseek_stalled_consumer``) redoes what recovery ends with: every input
+        partition sought to its committed (or earliest) offset, queues cleared, flow resumed. A
+        second stall with no batch in between asks the group for a rebalance, which assigns and
+        positions everything afresh. A failing repair is logged; the timer goes on.
         """
         idle = time.monotonic() - self.last_progress
         if not any(lags.values()) or self.busy or idle < self.settings.stall_seconds:
@@ -344,7 +347,16 @@ class EnrichmentWorker:
             return
         metrics.STALLS.inc()
         self.health.stalled()                  # not ready until a batch completes again
-        await reseek_stalled_consumer(self.app, self.settings.input_topic, idle, lags)
+        self.repairs_since_progress += 1
+        try:
+            if self.repairs_since_progress > 1:
+                log.warning("still no batch after a re-seek (lag %s): asking the group to rebalance", lags)
+                await rejoin_group(self.app)
+            else:
+                await asyncio.wait_for(reseek_stalled_consumer(self.app, self.settings.input_topic, idle, lags),
+                                       self.settings.stall_seconds)
+        except (KafkaError, IllegalStateError, AssertionError, asyncio.TimeoutError) as err:
+            log.warning("the stall repair failed (%s: %s); the next measurement tries again", type(err).__name__, err)
         self.last_progress = time.monotonic()
 
     def _enrich(self, batch, parsed, snapshot) -> tuple[BatchResult, list[TextObservation]]:

@@ -13,7 +13,8 @@ import pytest
 from model.synth import generate, load_taxonomy_json
 from tests.conftest import DEMO_TAXONOMY
 from bench.broker import broker_restart
-from bench.harness import WorkerProcess, consume, event, free_port, group_lag, produce, report, scrape
+from bench.harness import (WorkerProcess, consume, create_topic, event, free_port, group_lag, produce, report,
+                           scrape)
 
 
 def test_sigkill_three_times_mid_stream_loses_nothing(kafka, topics, tiny_bundle, tmp_path):
@@ -148,15 +149,17 @@ def test_a_batch_whose_inference_raises_dead_letters_only_the_offender(kafka, to
     assert lost == 0
 
 
-def test_a_stalled_consumer_is_noticed_and_resumed(kafka, topics, tiny_bundle, tmp_path):
+@pytest.mark.parametrize("stall", ["1", "hard"])
+def test_a_stalled_consumer_is_noticed_and_resumed(kafka, topics, tiny_bundle, tmp_path, stall):
     # The failpoint stops the consumer's flow after the first batch: events wait, nothing is
-    # delivered. The watchdog sees lag without progress, logs the consumer's state, re-seeks.
+    # delivered. The watchdog sees lag without progress, logs the consumer's state, re-seeks;
+    # "hard": that repair leaves the flow stopped, and the next one asks for a rebalance.
     products = generate(load_taxonomy_json(DEMO_TAXONOMY), 200, seed=47, lang="mixed", products=True)
     records = [(p["id"].encode(), event(p["id"], 1, p["title"])) for p in products]
     sent = {(p["id"], 1) for p in products}
     port = free_port()
     worker = WorkerProcess(kafka, topics, tiny_bundle, tmp_path, max_batch=16, stall_seconds=6, metrics_port=port,
-                           failpoint="stall_consumer:1").wait_ready()
+                           failpoint=f"stall_consumer:{stall}").wait_ready()
     try:
         produce(kafka, topics.input, records[:16])
         consume(kafka, topics.enriched, count=16, timeout=60)
@@ -168,5 +171,27 @@ def test_a_stalled_consumer_is_noticed_and_resumed(kafka, topics, tiny_bundle, t
         worker.stop()
     assert "failpoint stall_consumer" in worker.log()
     assert "seeking to the committed offsets and resuming" in worker.log()
-    assert stalls >= 1
-    assert report("stalled consumer", sent, out) == 0
+    assert stalls >= (2 if stall == "hard" else 1)
+    assert ("asking the group to rebalance" in worker.log()) == (stall == "hard")
+    assert report(f"stalled consumer ({stall})", sent, out) == 0
+
+
+
+def test_records_faust_took_and_dropped_before_the_first_commit_are_read_again(kafka, topics, tiny_bundle, tmp_path):
+    # With nothing committed, aiokafka's seek to the committed offsets leaves a partition where it
+    # is; if faust had taken (and dropped) its records during recovery, they used to be skipped
+    # for good. The failpoint moves every input partition to its end at that moment; the worker's
+    # own positioning must bring them back to the start.
+    products = generate(load_taxonomy_json(DEMO_TAXONOMY), 80, seed=53, lang="mixed", products=True)
+    records = [(p["id"].encode(), event(p["id"], 1, p["title"])) for p in products]
+    sent = {(p["id"], 1) for p in products}
+    create_topic(kafka, topics.input, 4)
+    assert len({partition for partition, _ in produce(kafka, topics.input, records)}) == 4
+    # stall_seconds: the watchdog (which would repair this too) stays out of it.
+    worker = WorkerProcess(kafka, topics, tiny_bundle, tmp_path, failpoint="skip_fetched:1",
+                           stall_seconds=300).wait_ready()
+    try:
+        out = consume(kafka, topics.enriched, until=lambda r: {(x.key.decode(), 1) for x in r} >= sent, timeout=60)
+    finally:
+        worker.stop()
+    assert report("dropped before the first commit", sent, out) == 0, worker.log()[-4000:]

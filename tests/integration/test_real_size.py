@@ -45,7 +45,10 @@ def _restart_delivers_all(name: str, kafka, topics, bundle, tmp_path, records) -
         out = consume(kafka, topics.enriched, until=lambda r: {(x.key.decode(), 1) for x in r} >= sent, timeout=90)
     finally:
         worker.stop()
-    return report(name, sent, out)
+    lost = report(name, sent, out)
+    if lost:
+        print(f"the restarted worker's log:\n{worker.log()[-6000:]}")
+    return lost
 
 
 def test_real_size_and_hostile_records_are_enriched_or_dead_lettered(kafka, topics, tiny_bundle, tmp_path):
