@@ -59,7 +59,8 @@ class Settings:
     store: str = setting("rocksdb", "where per-product state lives: rocksdb (on disk under data_dir, the "
                                     "changelog topic as backup) or memory (replayed from the changelog at start)",
                          choices=("rocksdb", "memory"))
-    pipeline: bool = setting(False, "overlap the model with taking and publishing batches (stream/service/flow.py)")
+    pipeline: bool = setting(True, "overlap the model with taking and publishing batches (stream/service/flow.py); "
+                                   "false: one batch at a time")
     skip_unchanged: bool = setting(True, "re-use the last tags when title and description are unchanged "
                                          "(false: every upsert goes through the model)")
     metrics_port: int = setting(9464, "port of the Prometheus /metrics endpoint and the /healthz and /readyz "

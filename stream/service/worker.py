@@ -27,7 +27,8 @@ from stream.service.enrich import DLQ, ENRICHED, BatchResult, enrich, parse_batc
 from stream.service.events import Limits, ProductEvent, RawEvent
 from stream.service.failpoints import PoisonedPipeline, failpoint
 from stream.service.flow import BatchFlow
-from stream.service.fixups import SeekThenDeliverTableManager, as_current_event, reseek_stalled_consumer, rejoin_group
+from stream.service.fixups import (SeekThenDeliverTableManager, as_current_event, batch_fetches, rejoin_group,
+                                   reseek_stalled_consumer)
 from stream.service.health import Health
 from stream.service.serving import ServingPipeline
 from stream.service.settings import Settings
@@ -112,6 +113,7 @@ class EnrichmentWorker:
         self.app.agent(self.input, name="enrich")(self.process)
         self.app.timer(1.0)(self.close_window_if_due)  # time-based windows close without traffic too
         self.app.timer(5.0)(self.measure_lag)
+        self.app.on_partitions_assigned.connect(self.on_assigned)
         self.next_offsets: dict[int, int] = {}          # input partition -> next offset to process
         self.lag_partitions: set[str] = set()
         self.last_progress = time.monotonic()           # the stall watchdog's clock
@@ -120,6 +122,12 @@ class EnrichmentWorker:
         self.unwritten: dict[str, dict] = {}            # state enriched but not yet written to the table
         self.stalled_once = False
         self.repairs_since_progress = 0                 # stall repairs with no batch since
+
+    async def on_assigned(self, sender, assigned, **kwargs) -> None:
+        """After each assignment (the consumer is running): fewer, larger fetches (fixups.py)."""
+        if not batch_fetches(self.app):
+            log.warning("cannot set the consumer's fetch sizes (unknown faust/aiokafka internals); "
+                        "using faust's defaults")
 
     async def process(self, stream) -> None:
         if not self.settings.pipeline:

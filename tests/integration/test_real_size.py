@@ -96,7 +96,8 @@ def test_a_record_the_broker_refuses_stops_the_worker_uncommitted_and_a_restart_
     good = _products(30, seed=3)
     wide = (b"wide", event("wide", 1, "耐克 Nike 男士跑步鞋 黑色 42码", "华为 小米 耐克 阿迪达斯 红色 黑色 白色 " * 40))
     records = good[:15] + [wide] + good[15:]
-    worker = WorkerProcess(kafka, topics, tiny_bundle, tmp_path, max_batch=8).wait_ready()
+    # One batch at a time (--pipeline false) here; the failing-send test below runs the pipeline.
+    worker = WorkerProcess(kafka, topics, tiny_bundle, tmp_path, max_batch=8, pipeline="false").wait_ready()
     produce(kafka, topics.input, records)
     code = _wait_exit(worker)
     worker.stop()

@@ -46,6 +46,7 @@ def test_thousand_events_come_out_with_the_offline_tags(kafka, topics, tiny_bund
         worker.stop()
     got = {v["product_id"]: v for v in values(out)}
     assert len(out) == 1000 and set(got) == {p["id"] for p in products}
+    assert "cannot set the consumer's fetch sizes" not in worker.log()   # fixups.batch_fetches took
 
     offline = Pipeline.load(tiny_bundle, device="cpu")
     expected = [[t.to_json() for t in found.tags] for found in offline(products)]
