@@ -84,7 +84,9 @@ def rows(found: dict[str, dict]) -> list[tuple[str, str, str, str, str, str]]:
                         f"vs max_wait + 2 x full-batch inference ({s['max_wait_s'] * 1000:.0f} + 2 x {full} ms)",
                         f"p50 / p95 / p99 {lat['p50_ms']:,.0f} / {lat['p95_ms']:,.0f} / {lat['p99_ms']:,.0f} ms; "
                         f"bound {lat['bound_ms']:,.0f} ms",
-                        f"{lat['p99_ms'] / lat['bound_ms']:.2f} of bound", "<= 1.0", _met(lat["p99_within_bound"])))
+                        f"{lat['p99_ms'] / lat['bound_ms']:.2f} of bound",
+                        *(("<= 1.0", _met(lat["p99_within_bound"])) if round(lat.get("load", 0.7), 2) == 0.7
+                          else ("— (the goal is set at 70%)", "—"))))
         if s.get("profile"):
             p = s["profile"]
             top = "; ".join(f"{c['component']} {c['share']:.0%}" for c in p["top_outside_model"])
