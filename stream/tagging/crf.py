@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from os import PathLike
+from typing import Sequence
 
 import numpy as np
 
@@ -152,6 +153,14 @@ def marginals(emissions: np.ndarray, mask: np.ndarray, crf: CrfParams) -> np.nda
     joint = alphas * betas
     total = joint.sum(axis=2, keepdims=True)
     return np.where(mask[:, :, None] & (total > 0), joint / np.where(total > 0, total, 1.0), 0.0)
+
+
+def path_probabilities(marg: np.ndarray, path: Sequence[int]) -> list[float]:
+    """Each position's marginal probability of its decoded tag, in [0, 1]: a span's confidence
+    (``span_confidence``) is the min over its positions, taken from this once per item instead of
+    once per span (serving tags thousands of spans a second)."""
+    probs = np.asarray(marg)[np.arange(len(path)), np.asarray(path, dtype=np.int64)]
+    return np.clip(probs, 0.0, 1.0).tolist()
 
 
 def span_confidence(marg: np.ndarray, path: list[int], start: int, end: int) -> float:

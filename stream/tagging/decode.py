@@ -11,16 +11,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from stream.tagging.crf import span_confidence
+from stream.tagging.crf import path_probabilities
 from stream.tagging.spans import TaggedSpan, tag_runs
 from stream.tagging.tokenization import PaddedBatch, TextEncoder, Units, Window
 
 # Best tag-id path per row, and per-unit marginals (batch, units, tags) when the scorer has them.
 ScoreFn = Callable[[PaddedBatch], tuple[list[list[int]], np.ndarray | None]]
-
-
-def _confidence(marginals: np.ndarray | None, path: Sequence[int], start: int, end: int) -> float:
-    return 1.0 if marginals is None else span_confidence(marginals, list(path), start, end)
 
 
 def plan_batches(windows: Sequence[Window], batch_size: int, max_tokens: int | None = None) -> list[list[int]]:
@@ -104,7 +100,9 @@ def score_units(encoder: TextEncoder, units: Sequence[Units], score: ScoreFn, la
         for row, i in enumerate(batch):
             tags = [labels[t] for t in paths[row]]
             marg = None if marginals is None else marginals[row]
-            runs[i] = [(a, b, kind, _confidence(marg, paths[row], a, b)) for a, b, kind in tag_runs(tags)]
+            # A span's confidence: the least probable of its decoded tags (crf.span_confidence).
+            probs = None if marg is None else path_probabilities(marg, paths[row])
+            runs[i] = [(a, b, kind, 1.0 if probs is None else min(probs[a:b])) for a, b, kind in tag_runs(tags)]
             if entropies is not None and marg is not None:
                 w = windows[i]
                 own = slice(w.own_start - w.unit_start, w.own_end - w.unit_start)

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from stream.tagging.crf import (
     CrfParams,
     marginals,
+    path_probabilities,
     sequence_log_partition,
     span_confidence,
     viterbi_decode,
@@ -191,3 +192,12 @@ def test_span_confidence():
     assert conf == pytest.approx(min(marg[t, path[t]] for t in range(1, 4)))
     with pytest.raises(ValueError, match="expected 0 <= start < end <= 5"):
         span_confidence(marg, path, 3, 3)
+
+
+def test_path_probabilities_give_each_span_its_span_confidence():
+    rng = np.random.default_rng(3)
+    marg = rng.dirichlet(np.ones(5), size=7)
+    path = [int(i) for i in rng.integers(0, 5, size=7)]
+    probs = path_probabilities(marg, path)
+    for start, end in ((0, 7), (1, 4), (6, 7)):
+        assert min(probs[start:end]) == span_confidence(marg, path, start, end)
