@@ -7,11 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchcrf import CRF
 from transformers import AutoConfig, AutoModel, BertConfig, PretrainedConfig
 
-from model.config import LEXICON_AT
+from model.config import HEADS, LEXICON_AT
 
 WEIGHTS = "model.pt"
 ENCODER_CONFIG = "config.json"
@@ -24,10 +25,12 @@ class BertCrf(nn.Module):
     """Emissions come from every sub-token; the CRF runs over each unit's first sub-token."""
 
     def __init__(self, encoder: nn.Module, num_tags: int, dropout: float = 0.1,
-                 lexicon_width: int = 0, lexicon_dim: int = 32, lexicon_at: str = "output") -> None:
+                 lexicon_width: int = 0, lexicon_dim: int = 32, lexicon_at: str = "output", head: str = "crf") -> None:
         super().__init__()
         if lexicon_at not in LEXICON_AT:
             raise ValueError(f"expected lexicon_at in {LEXICON_AT}, got {lexicon_at!r}")
+        if head not in HEADS:
+            raise ValueError(f"expected head in {HEADS}, got {head!r}")
         self.encoder = encoder
         self.dropout = nn.Dropout(dropout)
         self.lexicon_width = lexicon_width
@@ -43,6 +46,11 @@ class BertCrf(nn.Module):
         extra = lexicon_dim if lexicon_width and not at_input else 0
         self.emit = nn.Linear(encoder.config.hidden_size + extra, num_tags)
         self.crf = CRF(num_tags, batch_first=True)
+        self.head = head
+        if head == "softmax":
+            # Zero transitions make Viterbi the per-unit argmax: serving and export stay as they are.
+            for param in self.crf.parameters():
+                param.requires_grad_(False).zero_()
 
     @property
     def num_tags(self) -> int:
@@ -83,6 +91,10 @@ class BertCrf(nn.Module):
         if tags.shape != unit_mask.shape:
             raise ValueError(f"expected tags of shape {tuple(unit_mask.shape)}, got {tuple(tags.shape)}")
         emissions = self.unit_emissions(input_ids, attention_mask, unit_positions, lexicon)
+        if self.head == "softmax":
+            # Summed over units and averaged over sequences, like the CRF's loss.
+            mask = unit_mask.bool()
+            return F.cross_entropy(emissions[mask], tags[mask], reduction="sum") / len(emissions)
         return -self.crf(emissions, tags, mask=unit_mask, reduction="mean")
 
     def partial_loss(self, input_ids, attention_mask, unit_positions, unit_mask, allowed, lexicon=None,
@@ -91,6 +103,8 @@ class BertCrf(nn.Module):
         logZ(all paths) - logZ(allowed paths). With one allowed tag per unit it is `loss`. ``tags`` is
         accepted and ignored, so a collated batch passes as it is. ``log_prior`` (batch, units, tags)
         weighs the allowed paths (`constrained_nll`)."""
+        if self.head != "crf":
+            raise ValueError("partially annotated (weak) examples need the CRF head")
         if allowed.shape[:2] != unit_mask.shape or allowed.size(-1) != self.num_tags:
             raise ValueError(f"expected allowed of shape {(*unit_mask.shape, self.num_tags)}, "
                              f"got {tuple(allowed.shape)}")
@@ -159,10 +173,10 @@ def save(model: BertCrf, directory: Path) -> None:
 
 
 def load(directory: str | Path, num_tags: int, dropout: float = 0.1, lexicon_width: int = 0,
-         lexicon_dim: int = 32, lexicon_at: str = "output") -> BertCrf:
+         lexicon_dim: int = 32, lexicon_at: str = "output", head: str = "crf") -> BertCrf:
     directory = Path(directory)
     config = AutoConfig.from_pretrained(str(directory), local_files_only=True)
-    model = BertCrf(encoder_from_config(config), num_tags, dropout, lexicon_width, lexicon_dim, lexicon_at)
+    model = BertCrf(encoder_from_config(config), num_tags, dropout, lexicon_width, lexicon_dim, lexicon_at, head)
     state = torch.load(directory / WEIGHTS, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     model.eval()

@@ -12,7 +12,9 @@ from typing import Any
 
 DEFAULT_EPOCHS = 10       # pretraining epochs when no budget is given at all
 LEXICON_AT = ("input", "output")
+HEADS = ("crf", "softmax")
 WEAK_UNMATCHED = ("prior", "unknown", "o")
+WHOLE_WORDS = ("chars", "jieba")
 
 
 def option(default: Any, help: str, **meta: Any) -> Any:
@@ -59,6 +61,12 @@ class TrainConfig:
                              choices=LEXICON_AT)
     lexicon_dim: int = option(32, "size of the lexicon feature embedding at the output (at the input it is the "
                                   "token embedding size)", above=0)
+    head: str = option("crf", "output layer: 'crf' (a linear-chain CRF, Viterbi at serving) or 'softmax' (each unit "
+                              "on its own, cross-entropy; served as a CRF with zero transitions)", choices=HEADS)
+    words: str | None = option(None, "untyped word-boundary features from a word dictionary: 'jieba' (the installed "
+                                      "jieba package's, about 350,000 Chinese words) or a file of 'word frequency' "
+                                      "lines; per character, the frequency-weighted share of words that begin, "
+                                      "continue, end or form it. Shipped in the bundle", metavar="DICT")
     weak: tuple[str, ...] = option((), "weakly labelled JSONL (e.g. from `tagstream autolabel`): training data whose "
                                        "unmatched positions are unknown; never dev", metavar="FILE")
     weak_unmatched: str = option("prior", "what weak (partial) examples' positions outside their spans are, to the "
@@ -82,6 +90,10 @@ class TrainConfig:
             raise ValueError(f"lexicon_at must be one of {', '.join(LEXICON_AT)}, got {self.lexicon_at!r}")
         if self.weak_unmatched not in WEAK_UNMATCHED:
             raise ValueError(f"weak_unmatched must be one of {', '.join(WEAK_UNMATCHED)}, got {self.weak_unmatched!r}")
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {', '.join(HEADS)}, got {self.head!r}")
+        if self.head != "crf" and self.weak:
+            raise ValueError("--weak needs the CRF head: the partial-annotation loss sums over tag sequences")
 
     @property
     def encoder_lr(self) -> float:
@@ -108,6 +120,9 @@ class PretrainConfig:
     clip: float = option(1.0, "gradient norm clip", above=0)
     mask_prob: float = option(0.15, "share of words predicted (all sub-tokens of a word; each CJK character is "
                                     "a word)", above=0, below=1)
+    whole_words: str = option("chars", "what a masked word is: 'chars' (every CJK character, every space-separated "
+                                       "word) or 'jieba' (Chinese words as jieba segments them; all characters of a "
+                                       "word are masked together)", choices=WHOLE_WORDS)
     epochs: int | None = option(None, f"passes over the texts (default {DEFAULT_EPOCHS} when no budget is given)",
                                 above=0)
     max_steps: int | None = option(None, "step budget", above=0)

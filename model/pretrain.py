@@ -1,8 +1,10 @@
 """Masked-language-model pretraining of a small BERT on unlabelled product texts: whole words are
-masked (every CJK character is a word), and the result is a base model for `tagstream train --base-model`."""
+masked (every CJK character is a word, or with `--whole-words jieba` each word jieba segments), and
+the result is a base model for `tagstream train --base-model`."""
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import random
@@ -25,6 +27,7 @@ from model.schedule import ESTIMATE_AFTER, PretrainSchedule, budget_spent, pretr
 from model.texts import read_texts
 from model.train import length_batches
 from model.vocab import build_wordpiece
+from model.words import JIEBA, segment
 from stream.tagging.tokenization import SPECIAL_TOKENS
 
 TOKENIZER = "tokenizer.json"
@@ -68,15 +71,23 @@ class Encoded:
     words: list[int]
 
 
-def encode_texts(tokenizer: Tokenizer, texts: Sequence[str], max_length: int) -> list[Encoded]:
-    """Texts to sub-tokens cut to fit ``max_length`` with [CLS] and [SEP]; texts with no token are left out."""
+def encode_texts(tokenizer: Tokenizer, texts: Sequence[str], max_length: int,
+                 segments: Sequence[Sequence[tuple[int, int]]] | None = None) -> list[Encoded]:
+    """Texts to sub-tokens cut to fit ``max_length`` with [CLS] and [SEP]; texts with no token are
+    left out. A word is the tokenizer's (each CJK character alone), or with ``segments`` (per text,
+    character ``(start, end)`` words covering it) the segment a sub-token starts in."""
     tokenizer.no_truncation()
     tokenizer.no_padding()
     keep = max_length - 2
     out = []
-    for enc in tokenizer.encode_batch(list(texts), add_special_tokens=False):
-        if enc.ids:
-            out.append(Encoded(list(enc.ids[:keep]), list(enc.word_ids[:keep])))
+    for k, enc in enumerate(tokenizer.encode_batch(list(texts), add_special_tokens=False)):
+        if not enc.ids:
+            continue
+        words = list(enc.word_ids[:keep])
+        if segments is not None:
+            ends = [end for _, end in segments[k]]
+            words = [bisect.bisect_right(ends, start) for start, _ in enc.offsets[:keep]]
+        out.append(Encoded(list(enc.ids[:keep]), words))
     return out
 
 
@@ -316,8 +327,9 @@ def pretrain(config: PretrainConfig, log: Callable[[str], None] = print) -> Pret
 
     tokenizer = build_wordpiece(train_texts, vocab_size=config.vocab_size)
     masker = Masker.for_tokenizer(tokenizer, config.mask_prob)
-    train_set = encode_texts(tokenizer, train_texts, config.max_length)
-    held_set = encode_texts(tokenizer, held_texts, config.max_length)
+    train_set, held_set = (encode_texts(tokenizer, part, config.max_length,
+                                        segment(part) if config.whole_words == JIEBA else None)
+                           for part in (train_texts, held_texts))
     if not train_set:
         raise DataError(f"{', '.join(config.texts)}: no text has a token to learn from")
     model = masked_lm(tokenizer.get_vocab_size(), config)

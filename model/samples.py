@@ -12,6 +12,7 @@ import torch
 
 from model.config import WEAK_UNMATCHED, TrainConfig
 from model.data import DataError, Example
+from model.words import word_dictionary
 from stream.tagging.lexicon import Lexicon, read_specs
 from stream.tagging.spans import OUTSIDE, unit_tags
 from stream.tagging.tokenization import PaddedBatch, TextEncoder, Window
@@ -131,19 +132,21 @@ def training_samples(config: TrainConfig, encoder: TextEncoder, examples: list[E
     """
     unmatched = config.weak_unmatched
     given = read_specs(config.lexicon) if config.lexicon else {}
-    if not given and not config.lexicon_from_train:
+    words = word_dictionary(config.words) if config.words else None
+    if not given and not config.lexicon_from_train and words is None:
         samples, snapped = make_samples(encoder, examples, labels, unmatched)
         return samples, snapped, None
     own = entity_strings(examples) if config.lexicon_from_train else {}
-    types = sorted(set(given) | set(own) | {label[2:] for label in labels if label != "O"})
-    lexicon = Lexicon.build(types, merge_forms(given, own))
+    typed = given or config.lexicon_from_train
+    types = sorted(set(given) | set(own) | {label[2:] for label in labels if label != "O"}) if typed else []
+    lexicon = Lexicon.build(types, merge_forms(given, own), words)
     if not config.lexicon_from_train:
         samples, snapped = make_samples(encoder.with_lexicon(lexicon), examples, labels, unmatched)
         return samples, snapped, lexicon
     halves = [examples[0::2], examples[1::2]]
     samples, snapped = [], 0
     for k, half in enumerate(halves):
-        other = Lexicon.build(types, merge_forms(given, entity_strings(halves[1 - k])))
+        other = Lexicon.build(types, merge_forms(given, entity_strings(halves[1 - k])), words)
         part, bad = make_samples(encoder.with_lexicon(other), half, labels, unmatched)
         samples += part
         snapped += bad

@@ -157,7 +157,7 @@ def _start_checkpoint(out: Path, tokenizer, lexicon: Lexicon | None, taxonomy: P
     tokenizer.save(str(out / TOKENIZER))
     for name in (LEXICON_FILE, TAXONOMY):
         (out / name).unlink(missing_ok=True)
-    if lexicon:
+    if lexicon is not None:
         lexicon.save(out / LEXICON_FILE)
     if taxonomy:
         shutil.copyfile(taxonomy, out / TAXONOMY)
@@ -181,6 +181,11 @@ def _step(model: bert_crf.BertCrf, batch: dict[str, torch.Tensor], optimizer, sc
     return loss.item()
 
 
+def _words_meta(lexicon: Lexicon) -> dict | None:
+    words = lexicon.words
+    return {"source": words.source, "entries": len(words)} if words is not None else None
+
+
 def _meta(config: TrainConfig, labels: list[str], lexicon: Lexicon | None, taxonomy: Path | None,
           best_epoch: int, best_scores: Scores | None, stopped: str, samples_per_second: float | None,
           cpu_seconds: float, weak_titles: int = 0) -> dict:
@@ -191,9 +196,11 @@ def _meta(config: TrainConfig, labels: list[str], lexicon: Lexicon | None, taxon
         "max_length": config.max_length,
         "stride": config.stride,
         "dropout": config.dropout,
+        "head": config.head,
         "lexicon": {"types": list(lexicon.types), "width": lexicon.width, "dim": config.lexicon_dim,
                     "at": config.lexicon_at, "entries": len(lexicon), "sources": list(config.lexicon),
-                    "from_train": config.lexicon_from_train} if lexicon else None,
+                    "from_train": config.lexicon_from_train,
+                    "words": _words_meta(lexicon)} if lexicon is not None else None,
         "taxonomy": str(taxonomy) if taxonomy else None,
         "cpu_seconds": round(cpu_seconds, 1),
         "base_model": str(config.base_model) if config.base_model else None,
@@ -210,6 +217,13 @@ def _meta(config: TrainConfig, labels: list[str], lexicon: Lexicon | None, taxon
     }
 
 
+def _describe_lexicon(config: TrainConfig, lexicon: Lexicon | None) -> str:
+    if lexicon is None:
+        return ""
+    words = f", words: {lexicon.words.source} ({len(lexicon.words)})" if lexicon.words is not None else ""
+    return f"; lexicon ({config.lexicon_at}): {len(lexicon)} entries, {len(lexicon.types)} types{words}"
+
+
 def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -222,16 +236,15 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     samples, snapped, lexicon = training_samples(config, text_encoder, train_examples, labels)
     o_prior = weak_o_prior(config, samples)
     text_encoder = text_encoder.with_lexicon(lexicon)
-    model = bert_crf.BertCrf(encoder_module, len(labels), config.dropout, lexicon.width if lexicon else 0,
-                             config.lexicon_dim, config.lexicon_at)
+    model = bert_crf.BertCrf(encoder_module, len(labels), config.dropout, lexicon.width if lexicon is not None else 0,
+                             config.lexicon_dim, config.lexicon_at, config.head)
 
     log(f"train: {len(train_examples)} texts -> {len(samples)} windows, {len(labels)} tags; "
         f"dev: {len(dev)} texts; spans snapped to token edges: {snapped}"
         + (f"; partial texts: {sum(e.partial for e in train_examples)} (unmatched: {config.weak_unmatched}"
            + (f", P(O) {o_prior:.3f}" if o_prior is not None else "") + ")"
            if any(e.partial for e in train_examples) else "")
-        + (f"; lexicon ({config.lexicon_at}): {len(lexicon)} entries, {len(lexicon.types)} types" if lexicon else "")
-        + (f"; taxonomy {taxonomy} goes with the checkpoint" if taxonomy else ""))
+        + _describe_lexicon(config, lexicon) + (f"; taxonomy {taxonomy} goes with the checkpoint" if taxonomy else ""))
 
     optimizer = _optimizer(config, model)
     schedule = BudgetSchedule(config, steps_per_epoch=math.ceil(len(samples) / config.batch_size))
@@ -317,9 +330,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             raise DataError(f"{path}: not a checkpoint (trained with a lexicon, but {LEXICON_FILE} is missing)")
         lexicon = Lexicon.load(path / LEXICON_FILE)
     # Checkpoints from before the input form lack "at": theirs is the output form.
-    model = bert_crf.load(path, len(meta["labels"]), meta.get("dropout", 0.1), lexicon.width if lexicon else 0,
+    width = lexicon.width if lexicon is not None else 0
+    model = bert_crf.load(path, len(meta["labels"]), meta.get("dropout", 0.1), width,
                           lexicon_meta["dim"] if lexicon_meta else 32,
-                          lexicon_meta.get("at", "output") if lexicon_meta else "output")
+                          lexicon_meta.get("at", "output") if lexicon_meta else "output", meta.get("head", "crf"))
     encoder = TextEncoder.from_file(path / TOKENIZER, meta["max_length"], meta["stride"], lexicon)
     taxonomy = path / TAXONOMY
     return Checkpoint(model, encoder, meta["labels"], meta, path, taxonomy if taxonomy.is_file() else None)

@@ -3,6 +3,8 @@ flags per unit and tag type. Training and serving compute them the same way, thr
 
 One Aho-Corasick automaton (pyahocorasick) per lexicon finds every match, overlapping ones too;
 a match counts only where it starts and ends on unit edges, so "HP" never fires inside "HPX".
+A lexicon may also carry an untyped word dictionary (`stream.tagging.words`), whose frequency-
+weighted word-position features follow the typed flags.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import orjson
 from stream.tagging.taxonomy import Taxonomy, TaxonomyError
 from stream.tagging.jsonfile import read_json
 from stream.tagging.text import fold
+from stream.tagging.words import WIDTH as WORD_WIDTH, WordDictionary, WordsError
 
 LEXICON_FILE = "lexicon.json"
 FORMAT_VERSION = 1
@@ -31,14 +34,17 @@ class LexiconError(ValueError):
 @dataclass(frozen=True)
 class Lexicon:
     """Surface forms per tag type. ``types`` fixes the feature layout a model was trained with:
-    feature ``4 * t + f`` is flag ``FLAGS[f]`` of ``types[t]``."""
+    feature ``4 * t + f`` is flag ``FLAGS[f]`` of ``types[t]``; with ``words``, its `WORD_WIDTH`
+    features come after them."""
 
     types: tuple[str, ...]
     entries: Mapping[str, frozenset[str]]
+    words: WordDictionary | None = None
     _automaton: object = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def build(cls, types: Sequence[str], entries: Mapping[str, Iterable[str]]) -> "Lexicon":
+    def build(cls, types: Sequence[str], entries: Mapping[str, Iterable[str]],
+              words: WordDictionary | None = None) -> "Lexicon":
         """Entries of a type outside ``types`` are ignored: a model has no features for them."""
         types = tuple(types)
         if len(set(types)) != len(types):
@@ -52,15 +58,22 @@ class Lexicon:
                 automaton.add_word(key, (length, owners | 1 << index))
         if len(automaton):
             automaton.make_automaton()
-        return cls(types, kept, automaton)
+        return cls(types, kept, words, automaton)
 
     def with_entries(self, more: Mapping[str, Iterable[str]]) -> "Lexicon":
         """The same feature layout with more forms (a taxonomy applied after training)."""
-        return Lexicon.build(self.types, {t: [*self.entries[t], *more.get(t, ())] for t in self.types})
+        return Lexicon.build(self.types, {t: [*self.entries[t], *more.get(t, ())] for t in self.types}, self.words)
+
+    def with_words(self, words: WordDictionary | None) -> "Lexicon":
+        return Lexicon.build(self.types, self.entries, words)
+
+    @property
+    def typed_width(self) -> int:
+        return len(FLAGS) * len(self.types)
 
     @property
     def width(self) -> int:
-        return len(FLAGS) * len(self.types)
+        return self.typed_width + (WORD_WIDTH if self.words is not None else 0)
 
     def __len__(self) -> int:
         return sum(len(forms) for forms in self.entries.values())
@@ -82,6 +95,8 @@ class Lexicon:
         features = np.zeros((len(spans), self.width), dtype=np.float32)
         if not spans:
             return features
+        if self.words is not None:
+            features[:, self.typed_width:] = self.words.unit_features(text, spans)
         starts = {s: i for i, (s, _) in enumerate(spans)}
         ends = {e: i for i, (_, e) in enumerate(spans)}
         for start, end, index in self.matches(text):
@@ -99,11 +114,16 @@ class Lexicon:
 
     # -- files --------------------------------------------------------------------------------
     def to_json(self) -> dict:
-        return {"format_version": FORMAT_VERSION, "types": list(self.types),
-                "entries": {t: sorted(self.entries[t]) for t in self.types}}
+        out = {"format_version": FORMAT_VERSION, "types": list(self.types),
+               "entries": {t: sorted(self.entries[t]) for t in self.types}}
+        if self.words is not None:
+            out["words"] = self.words.to_json()
+        return out
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_bytes(orjson.dumps(self.to_json(), option=orjson.OPT_INDENT_2))
+        # A word dictionary is hundreds of thousands of pairs: one line each would triple the file.
+        option = orjson.OPT_INDENT_2 if self.words is None else 0
+        Path(path).write_bytes(orjson.dumps(self.to_json(), option=option))
 
     @classmethod
     def load(cls, path: str | Path) -> "Lexicon":
@@ -112,12 +132,18 @@ class Lexicon:
         if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
             raise LexiconError(f"{path}: not a lexicon of format version {FORMAT_VERSION}")
         types, entries = data.get("types"), data.get("entries")
-        if not isinstance(types, list) or not all(isinstance(t, str) for t in types) or not types:
-            raise LexiconError(f"{path}: 'types' must be a non-empty list of tag types")
+        if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
+            raise LexiconError(f"{path}: 'types' must be a list of tag types")
         if not isinstance(entries, dict) or not all(
                 isinstance(v, list) and all(isinstance(f, str) for f in v) for v in entries.values()):
             raise LexiconError(f"{path}: 'entries' must map each tag type to a list of strings")
-        return cls.build(types, entries)
+        try:
+            words = WordDictionary.from_json(data["words"], str(path)) if "words" in data else None
+        except WordsError as err:
+            raise LexiconError(str(err)) from None
+        if not types and words is None:
+            raise LexiconError(f"{path}: 'types' must be a non-empty list of tag types (or 'words' given)")
+        return cls.build(types, entries, words)
 
 
 def taxonomy_forms(taxonomy) -> dict[str, list[str]]:

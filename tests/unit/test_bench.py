@@ -1,9 +1,14 @@
-"""The benchmarks' own logic: the update mix they send, the padding they count, the profile they summarise."""
+"""The benchmarks' own logic: the update mix they send, the padding they count, the profile they
+summarise, the accuracy table they build from finished runs."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import orjson
 
+from bench import accuracy
 from bench.bucketing import padding
 from bench.profile_summary import IDLE, MODEL, summarise
 from bench.update_mix import update_mix
@@ -56,3 +61,20 @@ def test_profile_summary_separates_model_idle_and_the_rest(tmp_path):
     assert summary["model_share"] == shares[MODEL] == 0.6
     top = [c["component"] for c in summary["top_outside_model"]]
     assert top[0].startswith("Kafka client") and {t.split(" ")[0] for t in top[1:]} == {"tokenization", "CRF"}
+
+
+def test_the_accuracy_table_is_built_from_finished_runs_of_rows_still_defined(tmp_path, monkeypatch):
+    monkeypatch.setattr(accuracy, "CACHE", tmp_path)
+    row, other = accuracy.ROWS["zh"][:2]
+    for job, f1 in zip(accuracy.jobs_for("zh", [row], [13, 14, 15]) + accuracy.jobs_for("zh", [other], [13]),
+                       (0.60, 0.64, 0.62, 0.70)):
+        out = Path(job["out"])   # under tmp_path
+        out.mkdir(parents=True)
+        stale = {**job, "row": {**job["row"], "fine_tune": 1}} if job["row"] is other else job
+        (out / "run.json").write_text(json.dumps({
+            "job": stale, "dev_f1": f1 + 0.01, "epochs": 3, "cpu_seconds": {"total": 100 + f1},
+            "test": {"micro": {"f1": f1, "precision": f1, "recall": f1}}}), encoding="utf-8")
+    rows = accuracy.summarise("zh", accuracy.finished("zh"))
+    assert [r["name"] for r in rows] == [row["name"]]            # the other row's run is of an older definition
+    assert rows[0]["seeds"] == [13, 14, 15] and rows[0]["test_f1"] == [0.6, 0.64, 0.62]
+    assert f"| {row['name']} | 3 | 0.630 ± 0.020 | **0.620 ± 0.020** |" in accuracy.markdown("zh", rows)

