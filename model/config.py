@@ -7,7 +7,7 @@ Field metadata: ``help``, and where a value has bounds ``minimum`` (inclusive), 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 DEFAULT_EPOCHS = 10       # pretraining epochs when no budget is given at all
@@ -15,6 +15,12 @@ LEXICON_AT = ("input", "output")
 HEADS = ("crf", "softmax")
 WEAK_UNMATCHED = ("prior", "unknown", "o")
 WHOLE_WORDS = ("chars", "jieba")
+# What `bench/accuracy.py` found best per language (README, "Recipes"); a recipe fills only the
+# settings left at their defaults, so a flag given beside it still wins.
+RECIPES = {
+    "zh": {"words": "jieba", "lexicon_at": "input"},
+    "en": {"lr": 2e-4, "max_length": 64, "stride": 16},
+}
 
 
 def option(default: Any, help: str, **meta: Any) -> Any:
@@ -84,8 +90,18 @@ class TrainConfig:
     dev_fraction: float = option(0.1, "share of the training data held out as dev when no dev file is given",
                                  above=0, below=1)
     name: str = option("tagstream-tagger", "model name recorded in the checkpoint")
+    recipe: str | None = option(None, "the measured best settings for a language, for every setting left at its default: "
+                                      + "; ".join(f"{k}: " + ", ".join(f"{n}={v}" for n, v in r.items())
+                                                  for k, r in RECIPES.items()), choices=tuple(RECIPES))
 
     def __post_init__(self) -> None:
+        if self.recipe is not None:
+            if self.recipe not in RECIPES:
+                raise ValueError(f"recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
+            defaults = {f.name: f.default for f in fields(self)}
+            for name, value in RECIPES[self.recipe].items():
+                if getattr(self, name) == defaults[name]:
+                    object.__setattr__(self, name, value)
         if self.lexicon_at not in LEXICON_AT:
             raise ValueError(f"lexicon_at must be one of {', '.join(LEXICON_AT)}, got {self.lexicon_at!r}")
         if self.weak_unmatched not in WEAK_UNMATCHED:

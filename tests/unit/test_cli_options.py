@@ -63,6 +63,17 @@ def test_parsing_gives_back_the_config_with_its_defaults():
                                                                          Settings().metrics_port)
 
 
+def test_a_recipe_fills_the_settings_left_at_their_defaults_and_a_given_flag_wins():
+    args = build_parser().parse_args(["train", "--train", "a.bioes", "--out", "ck", "--recipe", "zh"])
+    config = from_args(args, TrainConfig)
+    assert (config.words, config.lexicon_at, config.recipe) == ("jieba", "input", "zh")
+    args = build_parser().parse_args(["train", "--train", "a.jsonl", "--out", "ck", "--recipe", "en", "--lr", "1e-4"])
+    config = from_args(args, TrainConfig)
+    assert (config.lr, config.max_length, config.stride) == (1e-4, 64, 16)
+    with pytest.raises(ValueError, match="recipe must be one of zh, en"):
+        TrainConfig(train=("a",), out="b", recipe="fr")
+
+
 def test_retrain_keeps_its_own_taxonomy_apart_from_the_training_config():
     args = build_parser().parse_args(["retrain", "--train", "t.jsonl", "--store", "s", "--held-out", "h.jsonl",
                                       "--taxonomy", "new.json", "--epochs", "2"])
