@@ -18,7 +18,7 @@ import numpy as np
 import orjson
 
 from stream.tagging.taxonomy import Taxonomy, TaxonomyError
-from stream.tagging.jsonfile import read_json
+from stream.tagging.jsonfile import read_json, read_lines
 from stream.tagging.text import fold
 from stream.tagging.words import WIDTH as WORD_WIDTH, WordDictionary, WordsError
 
@@ -157,12 +157,7 @@ def taxonomy_forms(taxonomy) -> dict[str, list[str]]:
 def read_word_list(path: str | Path) -> list[str]:
     """A gazetteer: one entry per line; blank lines and surrounding spaces ignored."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as err:
-        raise LexiconError(f"{path}: cannot read ({err.strerror or err})") from None
-    except UnicodeDecodeError as err:
-        raise LexiconError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    lines = read_lines(path, LexiconError)
     words = [line.strip() for line in lines if line.strip()]
     if not words:
         raise LexiconError(f"{path}: no entries")

@@ -19,6 +19,7 @@ from typing import Iterable, Mapping, Sequence
 import ahocorasick
 import numpy as np
 
+from stream.tagging.jsonfile import read_lines
 from stream.tagging.text import fold
 
 # Per flag (begins, continues, ends, alone forms a word): the share of the unit's word weight in
@@ -100,12 +101,7 @@ def read_word_frequencies(path: str | Path) -> list[tuple[str, int]]:
     """``word frequency [anything else]`` per line (jieba's dict.txt has a part of speech third);
     a line with a word alone counts 1. Blank lines are skipped; anything else is an error with its line."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as err:
-        raise WordsError(f"{path}: cannot read ({err.strerror or err})") from None
-    except UnicodeDecodeError as err:
-        raise WordsError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    lines = read_lines(path, WordsError)
     out = []
     for number, line in enumerate(lines, 1):
         parts = line.split()
