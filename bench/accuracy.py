@@ -61,6 +61,8 @@ ROWS = {
         _zh("gazetteers at the input", 200, lexicon=GAZETTEERS, lexicon_at="input"),
         _zh("jieba words alone", 200, words="jieba", lexicon_at="input"),
         _zh("gazetteers + jieba words", 200, lexicon=GAZETTEERS, words="jieba", lexicon_at="input"),
+        _zh("gazetteers + jieba words, average of the last 3 epochs", 200, lexicon=GAZETTEERS, words="jieba",
+            lexicon_at="input", average_last=3),
         _zh("gazetteers + jieba words, softmax head", 200, lexicon=GAZETTEERS, words="jieba", lexicon_at="input",
             head="softmax"),
         _zh("+ pretraining 300, characters masked", 200, 300, lexicon=GAZETTEERS, words="jieba", lexicon_at="input"),
@@ -78,6 +80,7 @@ ROWS = {
         _en("+ lexicon from train, at the input", 300, lexicon_from_train=True, lexicon_at="input"),
         _en("MiniLM-L6, lr 5e-5", 300, lr=5e-5),
         _en("MiniLM-L6, softmax head", 300, head="softmax"),
+        _en("MiniLM-L6, average of the last 3 epochs", 300, average_last=3),
         _en("30 min: MiniLM-L6, fine-tune 1,800", 1800),
     ],
 }

@@ -54,6 +54,8 @@ class TrainConfig:
     clip: float = option(1.0, "gradient norm clip", above=0)
     dropout: float = option(0.1, "dropout before the emission layer", minimum=0, below=1)
     patience: int = option(3, "epochs without dev improvement before stopping", above=0)
+    average_last: int = option(0, "at the end, average the weights of the last N epochs' models, and keep the "
+                                   "average where its dev F1 beats the best single epoch (0 or 1: off)", minimum=0)
     seed: int = option(13, "random seed")
     max_seconds: float | None = option(None, "training time budget (wall clock)", above=0)
     max_cpu_seconds: float | None = option(None, "training budget in process CPU time (the same compute on a "

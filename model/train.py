@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import random
@@ -217,6 +218,47 @@ def _meta(config: TrainConfig, labels: list[str], lexicon: Lexicon | None, taxon
     }
 
 
+class _LastEpochs:
+    """The weights of the last ``n`` epochs, for checkpoint averaging (``n`` < 2: keeps nothing)."""
+
+    def __init__(self, n: int) -> None:
+        self.states: collections.deque = collections.deque(maxlen=max(n, 1))
+        self.n = n
+
+    def add(self, model: bert_crf.BertCrf) -> None:
+        if self.n > 1:
+            self.states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    def keep_average_if_better(self, model, evaluate: Callable[[], Scores], best_f1: float, out: Path,
+                               log: Callable[[str], None]) -> Scores | None:
+        """Load the average into ``model``; save it and return its dev scores if they beat ``best_f1``."""
+        if len(self.states) < 2:
+            return None
+        first = self.states[0]
+        model.load_state_dict({k: (sum(s[k].double() for s in self.states) / len(self.states)).to(first[k].dtype)
+                               for k in first})
+        scores = evaluate()
+        kept = scores.micro.f1 > best_f1
+        log(f"average of the last {len(self.states)} epochs: dev micro-F1 {scores.micro.f1:.4f} against the best "
+            f"single epoch's {best_f1:.4f}: {'kept' if kept else 'not kept'}")
+        if kept:
+            bert_crf.save(model, out)
+        return scores if kept else None
+
+
+def _record_epoch(out: Path, epoch: int, losses: list[float], scores: Scores, seconds: float,
+                  samples_per_second: float | None, log: Callable[[str], None]) -> dict:
+    """One epoch's record, appended to the checkpoint's epoch log and logged."""
+    record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None,
+              "dev_micro_f1": scores.micro.f1, "dev": scores.to_json(), "seconds": round(seconds, 2),
+              "train_samples_per_second": samples_per_second}
+    with (out / EPOCH_LOG).open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+    log(f"epoch {epoch}: loss {record['train_loss']:.4f}  dev micro-F1 {scores.micro.f1:.4f}  "
+        f"({samples_per_second} samples/s)")
+    return record
+
+
 def _describe_lexicon(config: TrainConfig, lexicon: Lexicon | None) -> str:
     if lexicon is None:
         return ""
@@ -256,7 +298,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     started, cpu_started = time.monotonic(), time.process_time()
     best_f1, best_epoch, best_scores, stale = -1.0, 0, None, 0
     epochs: list[dict] = []
-    seen, train_time, stopped = 0, 0.0, "epochs"
+    seen, train_time, stopped, last_epochs = 0, 0.0, "epochs", _LastEpochs(config.average_last)
     for epoch in range(1, config.epochs + 1):
         model.train()
         epoch_start, losses = time.monotonic(), []
@@ -275,15 +317,9 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         train_time += time.monotonic() - epoch_start
         scores = evaluate_model(model, text_encoder, labels, dev)
         schedule.observe(scheduler.last_epoch, time.monotonic() - started, time.process_time() - cpu_started)
-        record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None,
-                  "dev_micro_f1": scores.micro.f1, "dev": scores.to_json(),
-                  "seconds": round(time.monotonic() - epoch_start, 2),
-                  "train_samples_per_second": round(seen / train_time, 1) if train_time else None}
-        epochs.append(record)
-        with (out / EPOCH_LOG).open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
-        log(f"epoch {epoch}: loss {record['train_loss']:.4f}  dev micro-F1 {scores.micro.f1:.4f}  "
-            f"({record['train_samples_per_second']} samples/s)")
+        epochs.append(_record_epoch(out, epoch, losses, scores, time.monotonic() - epoch_start,
+                                    round(seen / train_time, 1) if train_time else None, log))
+        last_epochs.add(model)
         if scores.micro.f1 > best_f1:
             best_f1, best_epoch, best_scores, stale = scores.micro.f1, epoch, scores, 0
             bert_crf.save(model, out)
@@ -297,8 +333,12 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         if best_f1 >= 1.0 and losses and np.mean(losses) < 0.01:
             stopped = "converged"
             break
+    averaged = last_epochs.keep_average_if_better(model, lambda: evaluate_model(model, text_encoder, labels, dev),
+                                                  best_f1, out, log)
+    best_scores = averaged or best_scores
     meta = _meta(config, labels, lexicon, taxonomy, best_epoch, best_scores, stopped,
                  round(seen / train_time, 1) if train_time else None, time.process_time() - cpu_started, weak_titles)
+    meta["averaged_epochs"] = len(last_epochs.states) if averaged else None
     if meta["weak"] is not None:
         meta["weak"]["o_prior"] = o_prior
     (out / TAGGER_META).write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
