@@ -18,7 +18,7 @@ WHOLE_WORDS = ("chars", "jieba")
 # What `bench/accuracy.py` found best per language (README, "Recipes"); a recipe fills only the
 # settings left at their defaults, so a flag given beside it still wins.
 RECIPES = {
-    "zh": {"words": "jieba", "lexicon_at": "input"},
+    "zh": {"words": "jieba", "lexicon_at": "input", "lr": 1e-3},
     "en": {"lr": 2e-4, "max_length": 64, "stride": 16},
 }
 
