@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
-import platform
 import re
 import statistics
 import sys
@@ -34,8 +33,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-SHARED = ROOT.parent / "shared" / "data"
-DATA = {"zh": SHARED / "ecommerce-ner", "en": SHARED / "ae-110k"}
+from bench.active_learning import DATA, gazetteers, split_files  # noqa: E402
+from bench.common import machine  # noqa: E402
+
 CACHE = ROOT / "bench" / ".cache" / "accuracy"
 SMALL = {"layers": 2, "hidden": 128, "heads": 4}
 WIDE = {"layers": 4, "hidden": 256, "heads": 4}
@@ -90,16 +90,6 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
-def split(data: str, name: str) -> Path:
-    return DATA[data] / (f"{name}.bioes" if data == "zh" else f"{name}.jsonl")
-
-
-def gazetteers() -> tuple[str, ...]:
-    folder = DATA["zh"] / "gazetteers"
-    return (*(f"HP={p}" for p in sorted(folder.glob("brand*.txt"))),
-            *(f"HC={p}" for p in sorted(folder.glob("product*.txt"))))
-
-
 def _log(tag: str):
     return lambda line: print(f"[{tag}] {line}", file=sys.stderr, flush=True)
 
@@ -117,7 +107,7 @@ def pretrained(data: str, row: dict, seed: int) -> tuple[Path, float]:
         fcntl.flock(lock, fcntl.LOCK_EX)   # another row's run may be making this very model: wait for it
         done = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
         if {k: done.get("config", {}).get(k) for k in wanted} != wanted:
-            pretrain(PretrainConfig(texts=(str(split(data, "train")),), out=str(out),
+            pretrain(PretrainConfig(texts=(str(split_files(data)["train"]),), out=str(out),
                                     max_cpu_seconds=settings["budget"], whole_words=settings["whole_words"],
                                     seed=seed, threads=1, **row["shape"]), log=_log(f"pretrain {data} seed {seed}"))
             done = json.loads(record.read_text(encoding="utf-8"))
@@ -156,14 +146,14 @@ def run(job: dict) -> dict:
     if options.get("lexicon") == GAZETTEERS:
         options["lexicon"] = gazetteers()
     shape = row.get("shape", {}) if base is None else {}
-    config = TrainConfig(train=(str(split(data, "train")),), dev=str(split(data, "dev")), out=str(out / "ck"),
+    config = TrainConfig(train=(str(split_files(data)["train"]),), dev=str(split_files(data)["dev"]), out=str(out / "ck"),
                          base_model=base, seed=seed, threads=1, max_cpu_seconds=row["fine_tune"], epochs=1000,
                          patience=1000, **shape, **options)
     started = time.process_time()
     result = train(config, log=_log(f"{data} {row['name']} seed {seed}"))
     fine_tune_cpu = time.process_time() - started
     checkpoint = load_checkpoint(out / "ck")
-    test = load_examples([split(data, "test")])
+    test = load_examples([split_files(data)["test"]])
     scores = evaluate_model(checkpoint.model, checkpoint.encoder, checkpoint.labels, test)
     done = {"job": job, "dev_f1": result.dev.micro.f1, "best_epoch": result.best_epoch, "epochs": len(result.epochs),
             "cpu_seconds": {"pretrain": round(pretrain_cpu, 1), "fine_tune": round(fine_tune_cpu, 1),
@@ -225,23 +215,14 @@ def markdown(data: str, rows: list[dict]) -> str:
 
 def write(data: str, out: Path) -> str:
     rows = summarise(data, finished(data))
+    if not rows:
+        sys.exit(f"no finished {data} runs under {CACHE / data}: the results in {out} are left as they are")
     out.mkdir(parents=True, exist_ok=True)
-    report = {"benchmark": "accuracy", "data": data, "machine": platform.platform(),
-              "processor": _processor(), "rows": rows}
+    report = {"benchmark": "accuracy", "data": data, "machine": machine(threads=1), "rows": rows}
     (out / f"accuracy-{data}.json").write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
     text = markdown(data, rows)
     (out / f"accuracy-{data}.md").write_text(text, encoding="utf-8")
     return text
-
-
-def _processor() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def main() -> None:
@@ -257,7 +238,7 @@ def main() -> None:
     unknown = sorted(set(args.rows or ()) - set(names))
     if unknown:
         parser.error(f"unknown rows {unknown}; the {args.data} rows are: {names}")
-    if not split(args.data, "train").is_file():
+    if not split_files(args.data)["train"].is_file():
         sys.exit(f"{DATA[args.data]}: the real labelled data is not there (it lives in ../shared/data)")
     if not args.table:
         rows = [r for r in ROWS[args.data] if r["name"] in (args.rows or names)]

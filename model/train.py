@@ -223,10 +223,9 @@ class _LastEpochs:
 
     def __init__(self, n: int) -> None:
         self.states: collections.deque = collections.deque(maxlen=max(n, 1))
-        self.n = n
 
     def add(self, model: bert_crf.BertCrf) -> None:
-        if self.n > 1:
+        if self.states.maxlen > 1:
             self.states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
 
     def keep_average_if_better(self, model, evaluate: Callable[[], Scores], best_f1: float, out: Path,

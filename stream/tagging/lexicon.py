@@ -20,7 +20,7 @@ import orjson
 from stream.tagging.taxonomy import Taxonomy, TaxonomyError
 from stream.tagging.jsonfile import read_json, read_lines
 from stream.tagging.text import fold
-from stream.tagging.words import WIDTH as WORD_WIDTH, WordDictionary, WordsError
+from stream.tagging.words import WIDTH as WORD_WIDTH, WordDictionary, WordsError, unit_edges
 
 LEXICON_FILE = "lexicon.json"
 FORMAT_VERSION = 1
@@ -64,9 +64,6 @@ class Lexicon:
         """The same feature layout with more forms (a taxonomy applied after training)."""
         return Lexicon.build(self.types, {t: [*self.entries[t], *more.get(t, ())] for t in self.types}, self.words)
 
-    def with_words(self, words: WordDictionary | None) -> "Lexicon":
-        return Lexicon.build(self.types, self.entries, words)
-
     @property
     def typed_width(self) -> int:
         return len(FLAGS) * len(self.types)
@@ -80,10 +77,13 @@ class Lexicon:
 
     def matches(self, text: str) -> list[tuple[int, int, int]]:
         """Every ``(start, end, type index)`` whose form occurs in ``text``, overlaps included."""
+        return self._matches_folded(fold(text))
+
+    def _matches_folded(self, folded: str) -> list[tuple[int, int, int]]:
         if not len(self._automaton):
             return []
         out = []
-        for last, (length, owners) in self._automaton.iter(fold(text)):
+        for last, (length, owners) in self._automaton.iter(folded):
             for index in range(len(self.types)):
                 if owners >> index & 1:
                     out.append((last + 1 - length, last + 1, index))
@@ -95,11 +95,12 @@ class Lexicon:
         features = np.zeros((len(spans), self.width), dtype=np.float32)
         if not spans:
             return features
+        # Folded once and edges mapped once per text, for the typed flags and the words alike.
+        folded = fold(text)
+        starts, ends = unit_edges(spans)
         if self.words is not None:
-            features[:, self.typed_width:] = self.words.unit_features(text, spans)
-        starts = {s: i for i, (s, _) in enumerate(spans)}
-        ends = {e: i for i, (_, e) in enumerate(spans)}
-        for start, end, index in self.matches(text):
+            features[:, self.typed_width:] = self.words.features_at(folded, starts, ends, len(spans))
+        for start, end, index in self._matches_folded(folded):
             first, last = starts.get(start), ends.get(end)
             if first is None or last is None or last < first:
                 continue

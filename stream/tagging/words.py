@@ -27,6 +27,11 @@ from stream.tagging.text import fold
 WIDTH = 8
 
 
+def unit_edges(spans: Sequence[tuple[int, int]]) -> tuple[dict[int, int], dict[int, int]]:
+    """Character offset -> index of the unit starting there, and of the unit ending there."""
+    return {s: i for i, (s, _) in enumerate(spans)}, {e: i for i, (_, e) in enumerate(spans)}
+
+
 class WordsError(ValueError):
     """A word dictionary that cannot be used; the message says where and what is wrong."""
 
@@ -63,13 +68,16 @@ class WordDictionary:
 
     def unit_features(self, text: str, spans: Sequence[tuple[int, int]]) -> np.ndarray:
         """Shape (units, `WIDTH`). A word counts where it starts and ends on unit edges."""
-        # shape: (units, 4): word weight per flag
-        mass = np.zeros((len(spans), 4), dtype=np.float64)
-        if not spans:
+        return self.features_at(fold(text), *unit_edges(spans), len(spans))
+
+    def features_at(self, folded: str, starts: Mapping[int, int], ends: Mapping[int, int],
+                    units: int) -> np.ndarray:
+        """`unit_features` of a text already folded, its unit edges already mapped (`unit_edges`)."""
+        if not units:
             return np.zeros((0, WIDTH), dtype=np.float32)
-        starts = {s: i for i, (s, _) in enumerate(spans)}
-        ends = {e: i for i, (_, e) in enumerate(spans)}
-        for last, (length, weight) in self._automaton.iter(fold(text)):
+        # shape: (units, 4): word weight per flag
+        mass = np.zeros((units, 4), dtype=np.float64)
+        for last, (length, weight) in self._automaton.iter(folded):
             first, final = starts.get(last + 1 - length), ends.get(last + 1)
             if first is None or final is None or final < first:
                 continue
