@@ -67,34 +67,16 @@ def budget_for(budget: tuple[float, float], labelled: int) -> float:
     return round(base + per_title * labelled, 1)
 
 
-def scorer(model):
-    """Emissions from PyTorch, Viterbi and marginals from the serving CRF (numpy)."""
-    import torch
-
-    from model.train import batch_tensors
-    from stream.tagging.crf import CrfParams, marginals, viterbi_decode
-
-    crf = model.crf
-    params = CrfParams(crf.transitions.detach().numpy(), crf.start_transitions.detach().numpy(),
-                       crf.end_transitions.detach().numpy())
-
-    def score(batch):
-        tensors = batch_tensors(batch)
-        with torch.no_grad():
-            units = model.unit_emissions(tensors["input_ids"], tensors["attention_mask"], tensors["unit_positions"],
-                                         tensors.get("lexicon")).numpy()
-        return viterbi_decode(units, batch.unit_mask, params), marginals(units, batch.unit_mask, params)
-    return score
-
-
 def pick_next(checkpoint, pool: list, n: int, **options) -> tuple[list[str], dict]:
     """The ids of the ``n`` titles `review select` would send to people, and its report."""
+    from model.teacher import marginal_scorer
     from stream.service.review import Candidate, select
     from stream.tagging.decode import score_units
     from stream.tagging.spans import Tag
 
     checkpoint.model.eval()
-    scored = score_units(checkpoint.encoder, checkpoint.encoder.units([e.text for e in pool]), scorer(checkpoint.model),
+    scored = score_units(checkpoint.encoder, checkpoint.encoder.units([e.text for e in pool]),
+                         marginal_scorer(checkpoint.model),
                          checkpoint.labels, entropy=True)
     candidates = []
     for example, result in zip(pool, scored):

@@ -5,8 +5,9 @@ CRF (unmatched positions unknown) beat treating unmatched positions as O?
 
 Rows: dictionary matching alone (no model), a model trained on autolabelled titles only (0 gold),
 200 gold titles alone, 200 gold + the autolabelled rest of train (gold labels hidden) with unmatched
-positions read as O, as unknown (the partial-annotation CRF) and as unknown with P(O) estimated on
-the gold titles, and all gold. zh: ../shared/data/ecommerce-ner; its gazetteers are the dictionary
+positions read as O, as unknown (the partial-annotation CRF), as unknown with P(O) estimated on
+the gold titles and as unknown weighed by the posteriors of a teacher trained on the 200 gold titles,
+and all gold. zh: ../shared/data/ecommerce-ner; its gazetteers are the dictionary
 (brand -> HP, product -> HC); for the mixed rows the 200 gold titles' entities join it and the forms
 those titles show to be mostly wrong leave it (`autolabel --check-against`); a 2-layer/128
 BERT-CRF from scratch with the gazetteers as input lexicon. en: ../shared/data/ae-110k has no gazetteer, so the dictionary is the
@@ -41,26 +42,29 @@ ROWS = (("autolabelled train only, unmatched = O", 0, True, "o"),
         ("200 gold + autolabelled rest, unmatched unknown (partial CRF)", GOLD, True, "unknown"),
         ("all gold", None, False, None),
         ("200 gold + autolabelled rest, unmatched unknown, P(O) cross-fitted on gold (partial CRF + prior)", GOLD,
-         True, "prior"))
+         True, "prior"),
+        ("200 gold + autolabelled rest, unmatched unknown, weighed by the 200-gold model (partial CRF + teacher)",
+         GOLD, True, "teacher"))
 
 
-def dictionary(data: str, seed_examples, with_gold: bool) -> tuple[dict[str, list[str]], dict | None]:
-    """The forms autolabel matches, and what checking them against the gold titles dropped. zh: the
-    gazetteers, plus (with gold) the gold titles' entities, minus the forms those titles show to be
-    mostly wrong (`check_forms`). en: the gold titles' values (ae-110k has no gazetteer)."""
+def dictionary(data: str, seed_examples, with_gold: bool, confirmed: bool = False) -> tuple[dict[str, list[str]], dict | None]:
+    """The forms autolabel matches, and what checking them against the gold titles dropped: the
+    gold titles' entities (zh: plus the gazetteers) minus the forms those titles show to be mostly
+    wrong (`check_forms`: "Men" is a value in one title and plain text in ten others). zh without
+    gold: the gazetteers alone. en has no gazetteer, so its dictionary is the gold titles' values.
+    ``confirmed``: only the forms the gold titles met and found mostly right (`--confirmed-only`)."""
     from model.samples import entity_strings, merge_forms
     from stream.tagging.autolabel import check_forms
     from stream.tagging.lexicon import read_specs
 
     own = entity_strings(seed_examples)
-    if data != "zh":
-        return own, None
-    if not with_gold:
+    if data == "zh" and not with_gold:
         return read_specs(gazetteers()), None
-    return check_forms(merge_forms(read_specs(gazetteers()), own), [(e.text, e.spans) for e in seed_examples])
+    base = read_specs(gazetteers()) if data == "zh" else {}
+    return check_forms(merge_forms(base, own), [(e.text, e.spans) for e in seed_examples], confirmed_only=confirmed)
 
 
-def weak_records(data: str, seed: int, with_gold: bool = True) -> tuple[list, list, dict]:
+def weak_records(data: str, seed: int, with_gold: bool = True, confirmed: bool = False) -> tuple[list, list, dict]:
     """(the seed's gold examples, the autolabelled rest as partial examples, autolabel report);
     without gold, every training title is autolabelled from the gazetteers alone."""
     from model.data import Example, load_examples
@@ -72,20 +76,20 @@ def weak_records(data: str, seed: int, with_gold: bool = True) -> tuple[list, li
     gold = [e for e in examples if e.id in gold_ids]
     rest = [e for e in examples if e.id not in gold_ids or (not with_gold and data == "zh")]
     report = AutolabelReport()
-    forms, checked = dictionary(data, gold, with_gold)
+    forms, checked = dictionary(data, gold, with_gold, confirmed)
     spans = autolabel([e.text for e in rest], lexicon_of(forms), report=report)
     weak = [Example(e.id, e.text, tuple(s), partial=True) for e, s in zip(rest, spans)]
     return gold, weak, {**report.to_json(), "checked": checked}
 
 
-def o_prior(data: str, gold) -> float:
+def o_prior(data: str, gold, confirmed: bool = False) -> float:
     """P(O) at unmatched positions, cross-fitted on the gold titles with the same dictionary recipe
     (what `autolabel --check-against` prints for `train --weak-o-prior`)."""
     from stream.tagging.autolabel import unmatched_o_share
     from stream.tagging.lexicon import read_specs
 
     base = read_specs(gazetteers()) if data == "zh" else {}
-    return unmatched_o_share(base, [(e.text, e.spans) for e in gold], add_gold_forms=True)
+    return unmatched_o_share(base, [(e.text, e.spans) for e in gold], add_gold_forms=True, confirmed_only=confirmed)
 
 
 def run_row(job: dict) -> dict:
@@ -103,26 +107,33 @@ def run_row(job: dict) -> dict:
     torch.set_num_threads(1)
     out = Path(job["out"])
     out.mkdir(parents=True, exist_ok=True)
-    gold, weak, autolabelled = weak_records(job["data"], job["seed"], with_gold=job["gold"] != 0)
+    confirmed = job.get("dictionary") == "confirmed by gold"
+    gold, weak, autolabelled = weak_records(job["data"], job["seed"], with_gold=job["gold"] != 0, confirmed=confirmed)
     if job["gold"] is None:
         gold = load_examples([split_files(job["data"])["train"]])
     train_file, weak_file = out / "gold.jsonl", out / "weak.jsonl"
     write_jsonl(train_file, gold if job["gold"] != 0 else weak)
     write_jsonl(weak_file, weak)
     config = train_config(job["data"], train_file, out / "checkpoint", job["seed"], job["budget"])
+    started = time.process_time()
+    teacher = None
+    if job["unmatched"] == "teacher":   # the "200 gold" row's model, trained here (its CPU time counts)
+        teacher = str(out / "teacher")
+        train(replace(config, out=teacher), log=lambda line: None)
     if job["weak"] and job["gold"]:
-        config = replace(config, weak=(str(weak_file),), weak_unmatched=job["unmatched"],
-                         weak_o_prior=o_prior(job["data"], gold) if job["unmatched"] == "prior" else None)
+        config = replace(config, weak=(str(weak_file),), weak_unmatched=job["unmatched"], weak_teacher=teacher,
+                         weak_weight=job.get("weak_weight", 1.0),
+                         weak_o_prior=o_prior(job["data"], gold, confirmed) if job["unmatched"] == "prior" else None)
     elif job["weak"]:
         config = replace(config, weak_unmatched=job["unmatched"])
-    started = time.process_time()
     result = train(config, log=lambda line: None)
     scores, _ = test_scores(job["data"], out / "checkpoint")
     done = {"job": job, "test_f1": scores.micro.f1, "dev_f1": result.dev.micro.f1, "test": scores.to_json(),
             "cpu_seconds": round(time.process_time() - started, 1), "epochs": len(result.epochs),
             "autolabel": autolabelled if job["weak"] else None}
     record.write_text(json.dumps(done, indent=1), encoding="utf-8")
-    (out / "checkpoint" / "model.pt").unlink(missing_ok=True)
+    for checkpoint in ("checkpoint", "teacher"):
+        (out / checkpoint / "model.pt").unlink(missing_ok=True)
     print(f"[{job['data']} seed {job['seed']}] {job['name']}: test F1 {done['test_f1']:.4f} ({done['cpu_seconds']} CPU-s)",
           file=sys.stderr, flush=True)
     return done
@@ -148,35 +159,50 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[13])
     parser.add_argument("--budget", type=float, default=None, help="CPU-seconds per training (default zh 120, en 150)")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--weak-weight", type=float, default=1.0, help="weight of a weak title in the mixed rows")
+    parser.add_argument("--confirmed-only", action="store_true",
+                        help="mixed rows: only the dictionary forms the 200 gold titles confirmed")
+    parser.add_argument("--rows", type=int, nargs="+", help="row numbers (0-based, in ROWS) to run (default all)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
     budget = args.budget or (120.0 if args.data == "zh" else 150.0)
-    jobs = [{"data": args.data, "seed": seed, "name": name, "gold": gold, "weak": weak, "unmatched": unmatched,
-             "budget": budget, "out": str(CACHE / args.data / f"s{seed}-{i}"),
-             **({"dictionary": "gazetteers only" if gold == 0 else "checked against gold"} if weak else {}),
-             **({"o_prior": "cross-fitted"} if unmatched == "prior" else {})}
-            for seed in args.seeds for i, (name, gold, weak, unmatched) in enumerate(ROWS)]
+    variant = ("-confirmed" if args.confirmed_only else "") + (f"-w{args.weak_weight:g}" if args.weak_weight != 1 else "")
+    chosen = [(i, row) for i, row in enumerate(ROWS) if args.rows is None or i in args.rows]
+    jobs = []
+    for seed in args.seeds:
+        for i, (name, gold, weak, unmatched) in chosen:
+            mixed = bool(weak and gold)
+            jobs.append({"data": args.data, "seed": seed, "name": name, "gold": gold, "weak": weak,
+                         "unmatched": unmatched, "budget": budget,
+                         "out": str(CACHE / args.data / f"s{seed}-{i}{variant if mixed else ''}"),
+                         **({"dictionary": "gazetteers only" if gold == 0 else
+                             "confirmed by gold" if args.confirmed_only else "checked against gold"} if weak else {}),
+                         **({"weak_weight": args.weak_weight} if mixed and args.weak_weight != 1 else {}),
+                         **({"o_prior": "cross-fitted"} if unmatched == "prior" else {})})
     with ProcessPoolExecutor(args.jobs) as pool:
         runs = list(pool.map(run_row, jobs))
     dictionaries = {seed: dictionary_only(args.data, seed) for seed in args.seeds}
     rows = [{"name": "dictionary matching only (no model)", "values": [d["test_f1"] for d in dictionaries.values()]}]
-    for name, *_ in ROWS:
+    for _, (name, *_) in chosen:
         rows.append({"name": name, "values": [r["test_f1"] for r in runs if r["job"]["name"] == name],
                      "cpu_seconds": [r["cpu_seconds"] for r in runs if r["job"]["name"] == name]})
     for row in rows:
         row["mean"] = statistics.mean(row["values"])
         row["spread"] = (max(row["values"]) - min(row["values"])) / 2
     model = "2x128 scratch + gazetteer lexicon (input)" if args.data == "zh" else "MiniLM-L6"
-    lines = [f"Weak labels on {args.data} ({model}), test micro-F1, seeds {args.seeds}, {budget:.0f} CPU-s per training:",
+    lines = [f"Weak labels on {args.data} ({model}), test micro-F1, seeds {args.seeds}, {budget:.0f} CPU-s per training"
+             + (", dictionary: forms confirmed by the gold titles only" if args.confirmed_only else "")
+             + (f", weak titles weigh {args.weak_weight:g}" if args.weak_weight != 1 else "") + ":",
              "", "| row | test F1 |", "|---|---|"]
     lines += [f"| {r['name']} | {r['mean']:.3f}" + (f" ± {r['spread']:.3f}" if len(r["values"]) > 1 else "") + " |"
               for r in rows]
     report = {"benchmark": "weak_labels", "data": args.data, "seeds": args.seeds, "budget_cpu_seconds": budget,
+              "weak_weight": args.weak_weight, "confirmed_only": args.confirmed_only,
               "machine": platform.platform(), "rows": rows, "runs": runs, "dictionary": dictionaries}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"weak_labels-{args.data}.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
-    (out / f"weak_labels-{args.data}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (out / f"weak_labels-{args.data}{variant}.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    (out / f"weak_labels-{args.data}{variant}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
 
 

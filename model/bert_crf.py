@@ -86,19 +86,22 @@ class BertCrf(nn.Module):
         # shape: (batch, units, tags)
         return emissions.gather(1, index)
 
-    def loss(self, input_ids, attention_mask, unit_positions, unit_mask, tags, lexicon=None) -> torch.Tensor:
-        """Mean CRF negative log-likelihood per sequence."""
+    def loss(self, input_ids, attention_mask, unit_positions, unit_mask, tags, lexicon=None,
+             weight=None) -> torch.Tensor:
+        """Mean CRF negative log-likelihood per sequence; ``weight`` (batch,) scales each sequence's."""
         if tags.shape != unit_mask.shape:
             raise ValueError(f"expected tags of shape {tuple(unit_mask.shape)}, got {tuple(tags.shape)}")
         emissions = self.unit_emissions(input_ids, attention_mask, unit_positions, lexicon)
         if self.head == "softmax":
             # Summed over units and averaged over sequences, like the CRF's loss.
             mask = unit_mask.bool()
-            return F.cross_entropy(emissions[mask], tags[mask], reduction="sum") / len(emissions)
-        return -self.crf(emissions, tags, mask=unit_mask, reduction="mean")
+            # shape: (batch, units)
+            per_unit = F.cross_entropy(emissions.transpose(1, 2), tags, reduction="none") * mask
+            return _weighted_mean(per_unit.sum(dim=1), weight)
+        return _weighted_mean(-self.crf(emissions, tags, mask=unit_mask, reduction="none"), weight)
 
     def partial_loss(self, input_ids, attention_mask, unit_positions, unit_mask, allowed, lexicon=None,
-                     tags=None, log_prior=None) -> torch.Tensor:
+                     tags=None, log_prior=None, weight=None) -> torch.Tensor:
         """Mean negative log-probability of the tag sequences ``allowed`` admits (partial annotation):
         logZ(all paths) - logZ(allowed paths). With one allowed tag per unit it is `loss`. ``tags`` is
         accepted and ignored, so a collated batch passes as it is. ``log_prior`` (batch, units, tags)
@@ -109,12 +112,17 @@ class BertCrf(nn.Module):
             raise ValueError(f"expected allowed of shape {(*unit_mask.shape, self.num_tags)}, "
                              f"got {tuple(allowed.shape)}")
         emissions = self.unit_emissions(input_ids, attention_mask, unit_positions, lexicon)
-        return constrained_nll(self.crf, emissions, unit_mask, allowed, log_prior).mean()
+        return _weighted_mean(constrained_nll(self.crf, emissions, unit_mask, allowed, log_prior), weight)
 
     @torch.no_grad()
     def decode(self, input_ids, attention_mask, unit_positions, unit_mask, lexicon=None) -> list[list[int]]:
         emissions = self.unit_emissions(input_ids, attention_mask, unit_positions, lexicon)
         return self.crf.decode(emissions, mask=unit_mask)
+
+
+def _weighted_mean(per_sequence: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """The batch's loss: the mean over sequences, each scaled by its weight when there are weights."""
+    return (per_sequence if weight is None else per_sequence * weight).mean()
 
 
 def constrained_nll(crf: CRF, emissions: torch.Tensor, mask: torch.Tensor, allowed: torch.Tensor,

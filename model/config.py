@@ -13,7 +13,7 @@ from typing import Any
 DEFAULT_EPOCHS = 10       # pretraining epochs when no budget is given at all
 LEXICON_AT = ("input", "output")
 HEADS = ("crf", "softmax")
-WEAK_UNMATCHED = ("prior", "unknown", "o")
+WEAK_UNMATCHED = ("prior", "unknown", "teacher", "o")
 WHOLE_WORDS = ("chars", "jieba")
 # What `bench/accuracy.py` found best per language (README, "Recipes"); a recipe fills only the
 # settings left at their defaults, so a flag given beside it still wins.
@@ -81,10 +81,16 @@ class TrainConfig:
                                           "partial-annotation CRF (marginal likelihood over every tag sequence that "
                                           "agrees with the known spans): 'prior' unknown, O with probability "
                                           "--weak-o-prior and the entity tags sharing the rest; 'unknown' every tag "
-                                          "equally possible; 'o' O (the naive baseline)", choices=WEAK_UNMATCHED)
+                                          "equally possible; 'teacher' unknown, weighted by the tag posteriors of "
+                                          "--weak-teacher; 'o' O (the naive baseline)", choices=WEAK_UNMATCHED)
     weak_o_prior: float | None = option(None, "with --weak-unmatched prior: how likely an unknown position is O "
                                               "(default: the share of O units in the gold training titles)",
                                         above=0, below=1)
+    weak_weight: float = option(1.0, "weight of each weak title in the loss, against 1 for a gold title (below 1: "
+                                     "the gold titles' word counts for more than the dictionary's)", above=0)
+    weak_teacher: str | None = option(None, "with --weak-unmatched teacher: a checkpoint trained on the gold titles "
+                                            "(same base model), whose CRF posteriors weigh each unknown position",
+                                      metavar="CHECKPOINT")
     taxonomy: str | None = option(None, "taxonomy JSON saved with the checkpoint, which its bundles ship "
                                         "(default: the lexicon's taxonomy JSON when exactly one is given)")
     threads: int | None = option(None, "CPU threads for PyTorch", above=0)
@@ -110,6 +116,8 @@ class TrainConfig:
             raise ValueError(f"weak_unmatched must be one of {', '.join(WEAK_UNMATCHED)}, got {self.weak_unmatched!r}")
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {', '.join(HEADS)}, got {self.head!r}")
+        if (self.weak_unmatched == "teacher") != (self.weak_teacher is not None):
+            raise ValueError("--weak-unmatched teacher and --weak-teacher CHECKPOINT go together")
         if self.head != "crf" and self.weak:
             raise ValueError("--weak needs the CRF head: the partial-annotation loss sums over tag sequences")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -23,6 +23,8 @@ class Sample:
     window: Window
     tags: list[int]   # one tag id per unit the window covers (O where unknown)
     known: tuple[bool, ...] | None = None   # per unit, whether its tag is known; None: all are (gold)
+    prior: np.ndarray | None = None   # (units, tags): a teacher's posteriors, weighing the unknown units
+    weight: float = 1.0               # of its loss (weak titles: --weak-weight)
 
     def allowed(self, num_tags: int) -> np.ndarray:
         """Per unit, the tags a training path may take there: exactly the known tag, any where unknown."""
@@ -35,11 +37,14 @@ class Sample:
 
 
 def make_samples(encoder: TextEncoder, examples: Sequence[Example], labels: Sequence[str],
-                 unmatched: str = "unknown") -> tuple[list[Sample], int]:
+                 unmatched: str = "unknown", priors: Mapping[str, np.ndarray] | None = None,
+                 weak_weight: float = 1.0) -> tuple[list[Sample], int]:
     """One sample per window; returns the samples and how many spans were snapped to units.
 
-    A partial example's units outside its spans are unknown (``unmatched`` "prior" or "unknown") or
-    O (``"o"``: then it is a gold example like any other)."""
+    A partial example's units outside its spans are unknown (``unmatched`` "prior", "unknown" or
+    "teacher") or O (``"o"``: then it is a gold example like any other). ``priors`` (with "teacher"):
+    per partial example's text, the teacher's posteriors per unit (`model.teacher.unit_posteriors`);
+    a partial example's samples weigh ``weak_weight`` in the loss, however its unmatched units are read."""
     if unmatched not in WEAK_UNMATCHED:
         raise ValueError(f"expected unmatched in {WEAK_UNMATCHED}, got {unmatched!r}")
     index = {tag: i for i, tag in enumerate(labels)}
@@ -48,9 +53,15 @@ def make_samples(encoder: TextEncoder, examples: Sequence[Example], labels: Sequ
         tags, bad = unit_tags(units.spans, ex.spans)
         snapped += len(bad)
         known = [t != OUTSIDE for t in tags] if ex.partial and unmatched != "o" else None
+        prior = priors[ex.text] if known is not None and priors is not None else None
+        if prior is not None and len(prior) != len(units):
+            raise DataError(f"the teacher split {ex.id!r} into {len(prior)} units, the model being trained into "
+                            f"{len(units)}: a teacher must be trained from the same base model")
         for w in encoder.windows(units):
             samples.append(Sample(w, [index[t] for t in tags[w.unit_start:w.unit_end]],
-                                  None if known is None else tuple(known[w.unit_start:w.unit_end])))
+                                  None if known is None else tuple(known[w.unit_start:w.unit_end]),
+                                  None if prior is None else prior[w.unit_start:w.unit_end],
+                                  weak_weight if ex.partial else 1.0))
     return samples, snapped
 
 
@@ -67,27 +78,38 @@ def collate(samples: Sequence[Sample], encoder: TextEncoder, num_tags: int | Non
     """The serving padding (`TextEncoder.pad`) plus the gold tags, as tensors; when a sample has
     unknown units (and ``num_tags`` is given), also ``allowed``: shape (batch, units, tags), every tag
     allowed at padding. A batch of gold samples only has no ``allowed``, so it trains as before.
+    ``weight`` (batch,): each sample's loss weight, when one is not 1.
     With ``o_prior``, also ``log_prior`` of the same shape: at unknown units log P(O) = log o_prior
-    for tag 0 (O) and the rest shared evenly by the entity tags; 0 elsewhere."""
+    for tag 0 (O) and the rest shared evenly by the entity tags; 0 elsewhere. A sample with its own
+    ``prior`` (a teacher's posteriors) has their logs at its unknown units instead."""
     batch = encoder.pad([s.window for s in samples])
     tags = torch.zeros(batch.unit_mask.shape, dtype=torch.long)
     for row, s in enumerate(samples):
         tags[row, :len(s.tags)] = torch.tensor(s.tags)
     out = {**batch_tensors(batch), "tags": tags}
+    if any(s.weight != 1.0 for s in samples):
+        out["weight"] = torch.tensor([s.weight for s in samples], dtype=torch.float32)
     if num_tags is not None and any(s.known is not None for s in samples):
         # shape: (batch, units, tags)
         allowed = np.ones((*batch.unit_mask.shape, num_tags), dtype=bool)
         for row, s in enumerate(samples):
             allowed[row, :len(s.tags)] = s.allowed(num_tags)
         out["allowed"] = torch.from_numpy(allowed)
-        if o_prior is not None:
-            unknown_row = np.full(num_tags, np.log((1.0 - o_prior) / max(1, num_tags - 1)))
-            unknown_row[0] = np.log(o_prior)
+        if o_prior is not None or any(s.prior is not None for s in samples):
+            unknown_row = None
+            if o_prior is not None:
+                unknown_row = np.full(num_tags, np.log((1.0 - o_prior) / max(1, num_tags - 1)))
+                unknown_row[0] = np.log(o_prior)
             # shape: (batch, units, tags)
             log_prior = np.zeros(allowed.shape, dtype=np.float32)
             for row, s in enumerate(samples):
-                if s.known is not None:
-                    log_prior[row, :len(s.tags)][~np.asarray(s.known, dtype=bool)] = unknown_row
+                if s.known is None:
+                    continue
+                unknown = ~np.asarray(s.known, dtype=bool)
+                if s.prior is not None:
+                    log_prior[row, :len(s.tags)][unknown] = np.log(s.prior[unknown])
+                elif unknown_row is not None:
+                    log_prior[row, :len(s.tags)][unknown] = unknown_row
             out["log_prior"] = torch.from_numpy(log_prior)
     return out
 
@@ -122,9 +144,10 @@ def weak_o_prior(config: TrainConfig, samples: Sequence[Sample]) -> float | None
     return min(0.99, max(0.01, sum(t == 0 for t in gold) / len(gold)))
 
 
-def training_samples(config: TrainConfig, encoder: TextEncoder, examples: list[Example],
-                     labels: Sequence[str]) -> tuple[list[Sample], int, Lexicon | None]:
-    """Samples, spans snapped, and the lexicon the checkpoint serves with (None without one).
+def training_samples(config: TrainConfig, encoder: TextEncoder, examples: list[Example], labels: Sequence[str],
+                     priors: Mapping[str, np.ndarray] | None = None) -> tuple[list[Sample], int, Lexicon | None]:
+    """Samples, spans snapped, and the lexicon the checkpoint serves with (None without one);
+    ``priors``: a teacher's posteriors for the partial examples (see `make_samples`).
 
     A lexicon made from the training set's own entities would mark every gold span, and the
     model would learn to trust it blindly; so each half of the training texts gets features
@@ -134,20 +157,20 @@ def training_samples(config: TrainConfig, encoder: TextEncoder, examples: list[E
     given = read_specs(config.lexicon) if config.lexicon else {}
     words = word_dictionary(config.words) if config.words else None
     if not given and not config.lexicon_from_train and words is None:
-        samples, snapped = make_samples(encoder, examples, labels, unmatched)
+        samples, snapped = make_samples(encoder, examples, labels, unmatched, priors, config.weak_weight)
         return samples, snapped, None
     own = entity_strings(examples) if config.lexicon_from_train else {}
     typed = given or config.lexicon_from_train
     types = sorted(set(given) | set(own) | {label[2:] for label in labels if label != "O"}) if typed else []
     lexicon = Lexicon.build(types, merge_forms(given, own), words)
     if not config.lexicon_from_train:
-        samples, snapped = make_samples(encoder.with_lexicon(lexicon), examples, labels, unmatched)
+        samples, snapped = make_samples(encoder.with_lexicon(lexicon), examples, labels, unmatched, priors, config.weak_weight)
         return samples, snapped, lexicon
     halves = [examples[0::2], examples[1::2]]
     samples, snapped = [], 0
     for k, half in enumerate(halves):
         other = Lexicon.build(types, merge_forms(given, entity_strings(halves[1 - k])), words)
-        part, bad = make_samples(encoder.with_lexicon(other), half, labels, unmatched)
+        part, bad = make_samples(encoder.with_lexicon(other), half, labels, unmatched, priors, config.weak_weight)
         samples += part
         snapped += bad
     return samples, snapped, lexicon

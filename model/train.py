@@ -24,6 +24,7 @@ from model.metrics import Scores, entity_scores
 from model.samples import (Sample, batch_tensors, bucketed_batches, collate, length_batches,  # noqa: F401
                            make_samples, training_samples, weak_o_prior)
 from model.schedule import BudgetSchedule
+from model.teacher import unit_posteriors
 from model.vocab import base_model_tokenizer, build_wordpiece
 from stream.tagging.decode import ScoreFn, tag_texts
 from stream.tagging.lexicon import LEXICON_FILE, Lexicon
@@ -207,7 +208,8 @@ def _meta(config: TrainConfig, labels: list[str], lexicon: Lexicon | None, taxon
         "base_model": str(config.base_model) if config.base_model else None,
         "train_files": list(config.train),
         "weak": {"files": list(config.weak), "titles": weak_titles,
-                 "unmatched": config.weak_unmatched} if config.weak else None,
+                 "unmatched": config.weak_unmatched, "teacher": config.weak_teacher,
+                 "weight": config.weak_weight} if config.weak else None,
         "training_data_sha256": data_hash([*config.train, *config.weak]),
         "best_epoch": best_epoch,
         "dev": best_scores.to_json() if best_scores else None,
@@ -274,7 +276,9 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
 
     tokenizer, encoder_module = _encoder(config, train_examples)
     text_encoder = TextEncoder(tokenizer, config.max_length, config.stride)
-    samples, snapped, lexicon = training_samples(config, text_encoder, train_examples, labels)
+    priors = unit_posteriors(load_checkpoint(config.weak_teacher), [e.text for e in train_examples if e.partial],
+                             labels) if config.weak_teacher else None
+    samples, snapped, lexicon = training_samples(config, text_encoder, train_examples, labels, priors)
     o_prior = weak_o_prior(config, samples)
     text_encoder = text_encoder.with_lexicon(lexicon)
     model = bert_crf.BertCrf(encoder_module, len(labels), config.dropout, lexicon.width if lexicon is not None else 0,

@@ -36,6 +36,9 @@ def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--check-against", nargs="+", action="extend", default=[], metavar="FILE",
                    help="labelled titles (JSONL or CoNLL): forms that matched there but were a gold span of their "
                         "type less than half the time are dropped before labelling, and listed")
+    p.add_argument("--confirmed-only", action="store_true",
+                   help="with --check-against: keep only the forms the labelled titles met and found mostly right "
+                        "(fewer weak spans, more of them right; suits `train --weak-unmatched unknown|teacher`)")
     p.add_argument("--prefer", nargs="+", action="extend", default=[], metavar="TYPE",
                    help="types that win ties, in this order (the others follow by name)")
 
@@ -54,6 +57,8 @@ def cmd_autolabel(args: argparse.Namespace) -> int:
     if unknown:
         raise CliError(f"--prefer: {', '.join(unknown)} not in the lexicon's types ({', '.join(sorted(forms))})")
     types = [*dict.fromkeys(args.prefer), *sorted(set(forms) - set(args.prefer))]
+    if args.confirmed_only and not args.check_against:
+        raise CliError("--confirmed-only needs --check-against (labelled titles that confirm the forms)")
     if args.check_against:
         from model.data import load_examples
         from stream.tagging.autolabel import check_forms, unmatched_o_share
@@ -64,9 +69,10 @@ def cmd_autolabel(args: argparse.Namespace) -> int:
             raise CliError(str(err)) from None
         pairs = [(e.text, e.spans) for e in gold]
         o_share = unmatched_o_share(forms, pairs, min_chars=args.min_chars)
-        forms, checked = check_forms(forms, pairs, min_chars=args.min_chars)
+        forms, checked = check_forms(forms, pairs, min_chars=args.min_chars, confirmed_only=args.confirmed_only)
         print(f"checked against {len(gold)} labelled titles: {checked['checked']} forms met, {checked['dropped']} "
               f"dropped as mostly wrong (e.g. {', '.join(checked['most_frequent_dropped'][:5]) or 'none'})"
+              + (f", {checked['unconfirmed']} never met dropped (--confirmed-only)" if args.confirmed_only else "")
               + (f"; an unmatched position is O {o_share:.1%} of the time there (2-fold): train with "
                  f"--weak-o-prior {o_share:.3f}" if o_share is not None else ""), file=sys.stderr)
     lexicon = lexicon_of(forms, types)

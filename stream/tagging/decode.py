@@ -64,10 +64,11 @@ def merge_window_runs(windows: Sequence[Window], runs_per_window: Sequence[Seque
 class ScoredText:
     """One text's tags, and how unsure the CRF was at each of its units: the marginal entropy
     over tags, divided by log(tags) so 0 is certain and 1 is uniform (None unless asked for; all
-    zeros without marginals)."""
+    zeros without marginals), and with ``marginals`` the CRF's per-unit posteriors themselves."""
 
     spans: list[TaggedSpan]
-    entropy: np.ndarray | None = None   # shape: (units,)
+    entropy: np.ndarray | None = None     # shape: (units,)
+    marginals: np.ndarray | None = None   # shape: (units, tags); None unless asked for
 
 
 def token_entropy(marginals: np.ndarray) -> np.ndarray:
@@ -81,9 +82,10 @@ def token_entropy(marginals: np.ndarray) -> np.ndarray:
 
 def score_units(encoder: TextEncoder, units: Sequence[Units], score: ScoreFn, labels: Sequence[str],
                 *, batch_size: int = 64, fields: Sequence[str] | None = None, bucket: bool = True,
-                entropy: bool = False, max_tokens: int | None = None) -> list[ScoredText]:
+                entropy: bool = False, marginals: bool = False, max_tokens: int | None = None) -> list[ScoredText]:
     """Tag already-tokenised texts; ``fields`` names each text's field (default ``text``). With
-    ``entropy`` (review, not serving), also each unit's entropy, from the window that owns it."""
+    ``entropy`` (review, not serving), also each unit's entropy, from the window that owns it; with
+    ``marginals`` (a teacher for weak labels), each unit's posteriors over the tags, likewise."""
     owners: list[int] = []
     windows: list[Window] = []
     for index, u in enumerate(units):
@@ -92,21 +94,28 @@ def score_units(encoder: TextEncoder, units: Sequence[Units], score: ScoreFn, la
             windows.append(w)
     runs: list[list[tuple]] = [[] for _ in windows]
     entropies = [np.zeros(len(u)) for u in units] if entropy else None
+    posteriors: list[np.ndarray | None] = [None] * len(units)
     batches = plan_batches(windows, batch_size, max_tokens) if bucket else [
         list(range(i, min(i + batch_size, len(windows)))) for i in range(0, len(windows), batch_size)]
     for batch in batches:
         padded = encoder.pad([windows[i] for i in batch])
-        paths, marginals = score(padded)
+        paths, batch_marginals = score(padded)
         for row, i in enumerate(batch):
             tags = [labels[t] for t in paths[row]]
-            marg = None if marginals is None else marginals[row]
+            marg = None if batch_marginals is None else batch_marginals[row]
             # A span's confidence: the least probable of its decoded tags (crf.span_confidence).
             probs = None if marg is None else path_probabilities(marg, paths[row])
             runs[i] = [(a, b, kind, 1.0 if probs is None else min(probs[a:b])) for a, b, kind in tag_runs(tags)]
-            if entropies is not None and marg is not None:
-                w = windows[i]
-                own = slice(w.own_start - w.unit_start, w.own_end - w.unit_start)
+            if marg is None or not (entropy or marginals):
+                continue
+            w = windows[i]
+            own = slice(w.own_start - w.unit_start, w.own_end - w.unit_start)
+            if entropies is not None:
                 entropies[owners[i]][w.own_start:w.own_end] = token_entropy(marg[own])
+            if marginals:
+                if posteriors[owners[i]] is None:
+                    posteriors[owners[i]] = np.zeros((len(units[owners[i]]), marg.shape[-1]), dtype=np.float32)
+                posteriors[owners[i]][w.own_start:w.own_end] = marg[own]
     per_text_windows: list[list[int]] = [[] for _ in units]
     for i, owner in enumerate(owners):
         per_text_windows[owner].append(i)
@@ -119,7 +128,7 @@ def score_units(encoder: TextEncoder, units: Sequence[Units], score: ScoreFn, la
         for a, b, kind, conf in merged:
             start, end = u.spans[a][0], u.spans[b - 1][1]
             spans.append(TaggedSpan(field, start, end, u.text[start:end], kind, conf))
-        out.append(ScoredText(spans, entropies[index] if entropies is not None else None))
+        out.append(ScoredText(spans, entropies[index] if entropies is not None else None, posteriors[index]))
     return out
 
 

@@ -93,6 +93,9 @@ def test_forms_that_gold_titles_show_wrong_are_dropped():
     assert kept == {"brand": ["Nike", "Puma"], "product": ["跑鞋"]}   # Puma: never met, stays
     assert report["checked"] == 3 and report["dropped"] == 1
     assert report["most_frequent_dropped"] == ["brand '包邮' (0/3)"]
+    confirmed, report = check_forms(forms, gold, confirmed_only=True)
+    assert confirmed == {"brand": ["Nike"], "product": ["跑鞋"]}          # Puma: never met, gone
+    assert report["unconfirmed"] == 1
 
 
 def test_how_often_an_unmatched_position_is_o_is_cross_fitted():

@@ -41,6 +41,26 @@ def _logsumexp(values: list[float]) -> float:
     return top + math.log(sum(math.exp(v - top) for v in values))
 
 
+def test_a_weight_scales_each_sequences_loss():
+    torch.manual_seed(1)
+    model = bert_crf.BertCrf(bert_crf.scratch_encoder(50, 1, 16, 2, 64), num_tags=4).eval()
+    batch = {"input_ids": torch.randint(5, 50, (2, 7)), "attention_mask": torch.ones(2, 7, dtype=torch.long),
+             "unit_positions": torch.tensor([[1, 2, 3, 4], [1, 3, 0, 0]]),
+             "unit_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]], dtype=torch.bool),
+             "tags": torch.tensor([[0, 1, 2, 0], [3, 0, 0, 0]])}
+    allowed = torch.nn.functional.one_hot(batch["tags"], 4).bool()
+    with torch.no_grad():
+        first = model.loss(**{k: v[:1] for k, v in batch.items()})
+        second = model.loss(**{k: v[1:] for k, v in batch.items()})
+        weight = torch.tensor([1.0, 0.25])
+        assert torch.allclose(model.loss(**batch, weight=weight), (first + 0.25 * second) / 2, atol=1e-5)
+        assert torch.allclose(model.partial_loss(**batch, allowed=allowed, weight=weight), (first + 0.25 * second) / 2,
+                              atol=1e-4)
+        softmax = bert_crf.BertCrf(model.encoder, num_tags=4, head="softmax").eval()
+        assert torch.allclose(softmax.loss(**batch), (softmax.loss(**{k: v[:1] for k, v in batch.items()})
+                                                     + softmax.loss(**{k: v[1:] for k, v in batch.items()})) / 2)
+
+
 def test_with_every_unit_known_the_partial_loss_is_the_ordinary_nll():
     crf = _crf(5)
     emissions = torch.randn(3, 6, 5) * 3
@@ -201,3 +221,65 @@ def test_partial_examples_are_training_data_only(tmp_path):
     dev_file.write_text(json.dumps(partial[0], ensure_ascii=False) + "\n")
     with pytest.raises(DataError, match="dev data must be fully labelled"):
         _split(TrainConfig(train=(str(train_file),), out="x", dev=str(dev_file)), logged.append)
+
+
+def test_a_teachers_posteriors_weigh_the_unknown_units_of_weak_titles(tiny_checkpoint, tmp_path):
+    """`--weak-unmatched teacher`: per unit, the gold-trained teacher's CRF posteriors in the student's
+    tag order (rows sum to 1, never below the floor, a tag it lacks only the floor); collate puts their
+    logs at unknown units only; and a student trains with them from the teacher checkpoint."""
+    import numpy as np
+
+    from model.config import TrainConfig
+    from model.samples import Sample
+    from model.teacher import FLOOR, unit_posteriors
+    from model.train import load_checkpoint, train
+
+    teacher = load_checkpoint(tiny_checkpoint)
+    texts = [json.loads(line)["text"] for line in (tiny_checkpoint.parent / "dev.jsonl").read_text().splitlines()[:6]]
+    labels = list(reversed(teacher.labels)) + ["S-unseen"]
+    posteriors = unit_posteriors(teacher, texts + texts[:1], labels)
+    assert len(posteriors) == len(texts)
+    for text, units in zip(texts, teacher.encoder.units(texts)):
+        p = posteriors[text]
+        assert p.shape == (len(units), len(labels))
+        assert np.allclose(p.sum(axis=-1), 1.0, atol=1e-5) and (p >= FLOOR / 2).all()
+        assert (p[:, -1] <= FLOOR + 1e-9).all()          # the teacher never saw S-unseen
+    in_order = unit_posteriors(teacher, texts[:1], teacher.labels)[texts[0]]
+    assert np.allclose(in_order[:, ::-1], posteriors[texts[0]][:, :-1], atol=1e-3)
+
+    prior = np.full((3, 4), 0.25, dtype=np.float32)
+    prior[:, 0] = [0.7, 0.1, 0.4]
+    prior[:, 1:] = ((1 - prior[:, :1]) / 3)
+    weak = Sample(None, [2, 0, 0], known=(True, False, False), prior=prior)
+
+    class _Pad:   # collate's padding step, for samples without real windows
+        def pad(self, windows):
+            from stream.tagging.tokenization import PaddedBatch
+
+            n = len(windows)
+            return PaddedBatch(np.zeros((n, 4), np.int64), np.ones((n, 4), np.int64), np.zeros((n, 3), np.int64),
+                               np.ones((n, 3), bool))
+    batch = collate([Sample(None, [0, 1, 0]), weak], _Pad(), num_tags=4)
+    assert "weight" not in batch
+    batch = collate([Sample(None, [0, 1, 0]), Sample(None, [2, 0, 0], known=(True, False, False), prior=prior,
+                                                         weight=0.25)], _Pad(), num_tags=4)
+    assert batch["weight"].tolist() == [1.0, 0.25]
+    assert torch.allclose(batch["log_prior"][0], torch.zeros(3, 4))
+    assert torch.allclose(batch["log_prior"][1, 0], torch.zeros(4))
+    assert torch.allclose(batch["log_prior"][1, 1:], torch.log(torch.from_numpy(prior[1:])))
+
+    gold, weak_file = tmp_path / "gold.jsonl", tmp_path / "weak.jsonl"
+    rows = [json.loads(line) for line in (tiny_checkpoint.parent / "train.jsonl").read_text().splitlines()]
+    gold.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows[:40]), encoding="utf-8")
+    weak_file.write_text("".join(json.dumps({**r, "spans": r["spans"][:1]}, ensure_ascii=False) + "\n"
+                                 for r in rows[40:80]), encoding="utf-8")
+    with pytest.raises(ValueError, match="go together"):
+        TrainConfig(train=(str(gold),), out="x", weak=(str(weak_file),), weak_unmatched="teacher")
+    result = train(TrainConfig(train=(str(gold),), dev=str(tiny_checkpoint.parent / "dev.jsonl"), out=str(tmp_path / "s"),
+                               weak=(str(weak_file),), weak_unmatched="teacher", weak_teacher=str(tiny_checkpoint),
+                               weak_weight=0.5, layers=1, hidden=32, heads=2, epochs=1, batch_size=16, threads=2,
+                               vocab_size=500),
+                   log=lambda _: None)
+    meta = json.loads((result.out / "tagger.json").read_text())
+    assert meta["weak"]["unmatched"] == "teacher" and meta["weak"]["teacher"] == str(tiny_checkpoint)
+    assert meta["weak"]["weight"] == 0.5
