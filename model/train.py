@@ -273,11 +273,11 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     seed_everything(config.seed)
     taxonomy = checkpoint_taxonomy(config)
     train_examples, dev, labels, weak_titles = _split(config, log)
+    priors = unit_posteriors(load_checkpoint(config.weak_teacher), [e.text for e in train_examples if e.partial],
+                             labels) if config.weak_teacher else None
 
     tokenizer, encoder_module = _encoder(config, train_examples)
     text_encoder = TextEncoder(tokenizer, config.max_length, config.stride)
-    priors = unit_posteriors(load_checkpoint(config.weak_teacher), [e.text for e in train_examples if e.partial],
-                             labels) if config.weak_teacher else None
     samples, snapped, lexicon = training_samples(config, text_encoder, train_examples, labels, priors)
     o_prior = weak_o_prior(config, samples)
     text_encoder = text_encoder.with_lexicon(lexicon)

@@ -49,9 +49,40 @@ def test_train_with_weak_titles_records_them_in_the_checkpoint(cli, tmp_path):
     assert "unmatched: prior, P(O) 0." in run.stderr and "dev micro-F1" in run.stdout
     meta = json.loads((tmp_path / "ck" / "tagger.json").read_text())
     o_prior = meta["weak"].pop("o_prior")
-    assert meta["weak"] == {"files": [str(weak)], "titles": 80, "unmatched": "prior"} and 0 < o_prior < 1
+    assert meta["weak"] == {"files": [str(weak)], "titles": 80, "unmatched": "prior", "teacher": None,
+                            "weight": 1.0} and 0 < o_prior < 1
     assert meta["config"]["weak"] == [str(weak)]
     naive = cli("train", "--train", str(gold), "--dev", str(dev), "--weak", str(weak), "--weak-unmatched", "o",
                 "--out", str(tmp_path / "ck-o"), *small)
     assert "unmatched: o" in naive.stderr
     assert json.loads((tmp_path / "ck-o" / "tagger.json").read_text())["weak"]["unmatched"] == "o"
+
+
+
+def test_weak_titles_with_confirmed_forms_and_a_teacher(cli, tmp_path):
+    """The recipe that beat reading unmatched positions as O on real data: a dictionary cut to the
+    forms gold titles confirm, a teacher trained on the gold titles, the partial CRF weighed by it."""
+    pytest.importorskip("torch")
+    gold = write_synth(tmp_path / "gold.jsonl", 40, seed=22)
+    dev = write_synth(tmp_path / "dev.jsonl", 30, seed=23)
+    titles, _ = _titles(tmp_path / "titles.txt", 60, seed=24)
+    weak = tmp_path / "weak.jsonl"
+    run = cli("autolabel", "--in", str(titles), "--out", str(weak), "--lexicon", str(DEMO_TAXONOMY),
+              "--check-against", str(gold), "--confirmed-only")
+    assert "never met dropped (--confirmed-only)" in run.stderr
+    one_line_error(cli("autolabel", "--in", str(titles), "--out", str(weak), "--lexicon", str(DEMO_TAXONOMY),
+                       "--confirmed-only", check=False), "--confirmed-only needs --check-against")
+    small = ["--layers", "1", "--hidden", "32", "--heads", "2", "--vocab-size", "1000", "--epochs", "2",
+             "--threads", "2"]
+    cli("train", "--train", str(gold), "--dev", str(dev), "--out", str(tmp_path / "teacher"), *small)
+    run = cli("train", "--train", str(gold), "--dev", str(dev), "--weak", str(weak), "--weak-unmatched", "teacher",
+              "--weak-teacher", str(tmp_path / "teacher"), "--weak-weight", "0.5", "--out", str(tmp_path / "ck"),
+              *small)
+    assert "unmatched: teacher" in run.stderr
+    meta = json.loads((tmp_path / "ck" / "tagger.json").read_text())["weak"]
+    assert (meta["unmatched"], meta["teacher"], meta["weight"]) == ("teacher", str(tmp_path / "teacher"), 0.5)
+    one_line_error(cli("train", "--train", str(gold), "--weak", str(weak), "--weak-unmatched", "teacher",
+                       "--out", str(tmp_path / "x"), *small, check=False), "go together")
+    one_line_error(cli("train", "--train", str(gold), "--weak", str(weak), "--weak-unmatched", "teacher",
+                       "--weak-teacher", str(tmp_path / "nothing"), "--out", str(tmp_path / "x"), *small, check=False),
+                   "not a checkpoint")
