@@ -153,6 +153,51 @@ def dictionary_only(data: str, seed: int) -> dict:
     return {"test_f1": scores.micro.f1, "test": scores.to_json(), "autolabel_train_rest": report}
 
 
+def _cell(values: list[float]) -> str:
+    if not values:
+        return "—"
+    mean = statistics.mean(values)
+    if len(values) == 1:
+        return f"{mean:.3f} (1 seed)"
+    return f"{mean:.3f} ± {(max(values) - min(values)) / 2:.3f} ({len(values)} seeds)"
+
+
+def gathered(data: str) -> tuple[list[str], list[dict]]:
+    """Every cached run of ``data``, as (variant columns, one row per ROWS entry with the test F1 per
+    variant and seed): the table over several invocations (`--table`)."""
+    runs = [json.loads(path.read_text(encoding="utf-8")) for path in sorted((CACHE / data).glob("s*/row.json"))]
+    variants = sorted({_variant(r["job"]) for r in runs if r["job"]["weak"] and r["job"]["gold"]})
+    rows = []
+    for name, gold, weak, _ in ROWS:
+        mine = [r for r in runs if r["job"]["name"] == name]
+        columns = variants if weak and gold else [""]
+        rows.append({"name": name, "cells": {v: {str(r["job"]["seed"]): r["test_f1"] for r in mine
+                                                 if not (weak and gold) or _variant(r["job"]) == v}
+                                             for v in columns}})
+    return variants, rows
+
+
+def _variant(job: dict) -> str:
+    parts = ["confirmed forms only" if job.get("dictionary") == "confirmed by gold" else "checked dictionary"]
+    if job.get("weak_weight", 1.0) != 1.0:
+        parts.append(f"weak weight {job['weak_weight']:g}")
+    return ", ".join(parts)
+
+
+def table_markdown(data: str, variants: list[str], rows: list[dict]) -> str:
+    model = "2x128 scratch + gazetteer lexicon (input)" if data == "zh" else "MiniLM-L6"
+    lines = [f"Weak labels on {data} ({model}), test micro-F1, mean ± half-range over the seeds run "
+             "(rows without weak labels: first column):", "", "| row | " + " | ".join(variants) + " |",
+             "|---" * (len(variants) + 1) + "|"]
+    for row in rows:
+        if "" in row["cells"]:   # no weak labels: one value, in the first column
+            cells = [_cell(list(row["cells"][""].values()))] + [""] * (len(variants) - 1)
+        else:
+            cells = [_cell(list(row["cells"].get(v, {}).values())) for v in variants]
+        lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", choices=("zh", "en"), required=True)
@@ -164,7 +209,20 @@ def main() -> None:
                         help="mixed rows: only the dictionary forms the 200 gold titles confirmed")
     parser.add_argument("--rows", type=int, nargs="+", help="row numbers (0-based, in ROWS) to run (default all)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    parser.add_argument("--table", action="store_true",
+                        help="train nothing: gather every cached run into weak_labels-<data>-all.json/.md")
     args = parser.parse_args()
+    if args.table:
+        variants, rows = gathered(args.data)
+        text = table_markdown(args.data, variants, rows)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"weak_labels-{args.data}-all.json").write_text(
+            json.dumps({"benchmark": "weak_labels", "data": args.data, "variants": variants, "rows": rows,
+                        "machine": platform.platform()}, indent=1), encoding="utf-8")
+        (out / f"weak_labels-{args.data}-all.md").write_text(text, encoding="utf-8")
+        print(text)
+        return
     budget = args.budget or (120.0 if args.data == "zh" else 150.0)
     variant = ("-confirmed" if args.confirmed_only else "") + (f"-w{args.weak_weight:g}" if args.weak_weight != 1 else "")
     chosen = [(i, row) for i, row in enumerate(ROWS) if args.rows is None or i in args.rows]

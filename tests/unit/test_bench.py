@@ -78,3 +78,27 @@ def test_the_accuracy_table_is_built_from_finished_runs_of_rows_still_defined(tm
     assert [r["name"] for r in rows] == [row["name"]]            # the other row's run is of an older definition
     assert rows[0]["seeds"] == [13, 14, 15] and rows[0]["test_f1"] == [0.6, 0.64, 0.62]
     assert f"| {row['name']} | 3 | 0.630 ± 0.020 | **0.620 ± 0.020** |" in accuracy.markdown("zh", rows)
+
+
+def test_the_weak_labels_table_gathers_cached_runs_per_dictionary_variant(tmp_path, monkeypatch):
+    from bench import weak_labels
+
+    monkeypatch.setattr(weak_labels, "CACHE", tmp_path)
+    gold_only, (mixed, *_) = weak_labels.ROWS[2], [r for r in weak_labels.ROWS if r[1] and r[2]]
+
+    def run(folder: str, row, seed: int, f1: float, **job) -> None:
+        name, gold, weak, unmatched = row
+        (tmp_path / "zh" / folder).mkdir(parents=True)
+        (tmp_path / "zh" / folder / "row.json").write_text(json.dumps(
+            {"job": {"name": name, "gold": gold, "weak": weak, "unmatched": unmatched, "seed": seed, **job},
+             "test_f1": f1}))
+    run("s13-2", gold_only, 13, 0.50)
+    run("s14-2", gold_only, 14, 0.52)
+    run("s13-3", mixed, 13, 0.40, dictionary="checked against gold")
+    run("s13-3-confirmed", mixed, 13, 0.30, dictionary="confirmed by gold")
+    run("s14-3-confirmed-w0.3", mixed, 14, 0.35, dictionary="confirmed by gold", weak_weight=0.3)
+    variants, rows = weak_labels.gathered("zh")
+    assert variants == ["checked dictionary", "confirmed forms only", "confirmed forms only, weak weight 0.3"]
+    text = weak_labels.table_markdown("zh", variants, rows)
+    assert f"| {gold_only[0]} | 0.510 ± 0.010 (2 seeds) |  |  |" in text
+    assert f"| {mixed[0]} | 0.400 (1 seed) | 0.300 (1 seed) | 0.350 (1 seed) |" in text
