@@ -47,7 +47,8 @@ ROWS = (("autolabelled train only, unmatched = O", 0, True, "o"),
          GOLD, True, "teacher"))
 
 
-def dictionary(data: str, seed_examples, with_gold: bool, confirmed: bool = False) -> tuple[dict[str, list[str]], dict | None]:
+def dictionary(data: str, seed_examples, with_gold: bool,
+               confirmed: bool = False) -> tuple[dict[str, list[str]], dict | None]:
     """The forms autolabel matches, and what checking them against the gold titles dropped: the
     gold titles' entities (zh: plus the gazetteers) minus the forms those titles show to be mostly
     wrong (`check_forms`: "Men" is a value in one title and plain text in ten others). zh without
@@ -224,7 +225,8 @@ def main() -> None:
         print(text)
         return
     budget = args.budget or (120.0 if args.data == "zh" else 150.0)
-    variant = ("-confirmed" if args.confirmed_only else "") + (f"-w{args.weak_weight:g}" if args.weak_weight != 1 else "")
+    variant = (("-confirmed" if args.confirmed_only else "")
+               + (f"-w{args.weak_weight:g}" if args.weak_weight != 1 else ""))
     chosen = [(i, row) for i, row in enumerate(ROWS) if args.rows is None or i in args.rows]
     jobs = []
     for seed in args.seeds:

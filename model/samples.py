@@ -164,7 +164,8 @@ def training_samples(config: TrainConfig, encoder: TextEncoder, examples: list[E
     types = sorted(set(given) | set(own) | {label[2:] for label in labels if label != "O"}) if typed else []
     lexicon = Lexicon.build(types, merge_forms(given, own), words)
     if not config.lexicon_from_train:
-        samples, snapped = make_samples(encoder.with_lexicon(lexicon), examples, labels, unmatched, priors, config.weak_weight)
+        samples, snapped = make_samples(encoder.with_lexicon(lexicon), examples, labels, unmatched, priors,
+                                        config.weak_weight)
         return samples, snapped, lexicon
     halves = [examples[0::2], examples[1::2]]
     samples, snapped = [], 0

@@ -275,7 +275,8 @@ def test_a_teachers_posteriors_weigh_the_unknown_units_of_weak_titles(tiny_check
                                  for r in rows[40:80]), encoding="utf-8")
     with pytest.raises(ValueError, match="go together"):
         TrainConfig(train=(str(gold),), out="x", weak=(str(weak_file),), weak_unmatched="teacher")
-    result = train(TrainConfig(train=(str(gold),), dev=str(tiny_checkpoint.parent / "dev.jsonl"), out=str(tmp_path / "s"),
+    dev = str(tiny_checkpoint.parent / "dev.jsonl")
+    result = train(TrainConfig(train=(str(gold),), dev=dev, out=str(tmp_path / "s"),
                                weak=(str(weak_file),), weak_unmatched="teacher", weak_teacher=str(tiny_checkpoint),
                                weak_weight=0.5, layers=1, hidden=32, heads=2, epochs=1, batch_size=16, threads=2,
                                vocab_size=500),
