@@ -44,7 +44,10 @@ ROWS = (("autolabelled train only, unmatched = O", 0, True, "o"),
         ("200 gold + autolabelled rest, unmatched unknown, P(O) cross-fitted on gold (partial CRF + prior)", GOLD,
          True, "prior"),
         ("200 gold + autolabelled rest, unmatched unknown, weighed by the 200-gold model (partial CRF + teacher)",
-         GOLD, True, "teacher"))
+         GOLD, True, "teacher"),
+        # The control for the row above: the same teacher, its tags taken as given (self-training).
+        ("200 gold + autolabelled rest, unmatched = the 200-gold model's tags (no partial CRF)", GOLD, True,
+         "teacher-tags"))
 
 
 def dictionary(data: str, seed_examples, with_gold: bool,
@@ -117,12 +120,15 @@ def run_row(job: dict) -> dict:
     write_jsonl(weak_file, weak)
     config = train_config(job["data"], train_file, out / "checkpoint", job["seed"], job["budget"])
     started = time.process_time()
-    teacher = None
-    if job["unmatched"] == "teacher":   # the "200 gold" row's model, trained here (its CPU time counts)
+    teacher, unmatched = None, job["unmatched"]
+    if unmatched in ("teacher", "teacher-tags"):   # the "200 gold" row's model, trained here (its CPU time counts)
         teacher = str(out / "teacher")
         train(replace(config, out=teacher), log=lambda line: None)
+    if unmatched == "teacher-tags":
+        write_jsonl(weak_file, with_teacher_tags(teacher, weak))
+        teacher, unmatched = None, "o"
     if job["weak"] and job["gold"]:
-        config = replace(config, weak=(str(weak_file),), weak_unmatched=job["unmatched"], weak_teacher=teacher,
+        config = replace(config, weak=(str(weak_file),), weak_unmatched=unmatched, weak_teacher=teacher,
                          weak_weight=job.get("weak_weight", 1.0),
                          weak_o_prior=o_prior(job["data"], gold, confirmed) if job["unmatched"] == "prior" else None)
     elif job["weak"]:
@@ -138,6 +144,21 @@ def run_row(job: dict) -> dict:
     print(f"[{job['data']} seed {job['seed']}] {job['name']}: test F1 {done['test_f1']:.4f} ({done['cpu_seconds']} CPU-s)",
           file=sys.stderr, flush=True)
     return done
+
+
+def with_teacher_tags(teacher: str, weak: list) -> list:
+    """The weak titles with the teacher's spans added wherever they overlap no dictionary span."""
+    from dataclasses import replace
+
+    from model.train import load_checkpoint, predict
+
+    checkpoint = load_checkpoint(teacher)
+    out = []
+    for example, tagged in zip(weak, predict(checkpoint.model, checkpoint.encoder, checkpoint.labels, weak)):
+        taken = {i for s in example.spans for i in range(s.start, s.end)}
+        extra = [s for s in tagged if not taken.intersection(range(s.start, s.end))]
+        out.append(replace(example, spans=tuple(sorted([*example.spans, *extra]))))
+    return out
 
 
 def dictionary_only(data: str, seed: int) -> dict:
