@@ -89,7 +89,8 @@ class TrainConfig:
     weak_weight: float = option(1.0, "weight of each weak title in the loss, against 1 for a gold title (below 1: "
                                      "the gold titles' word counts for more than the dictionary's)", above=0)
     weak_teacher: str | None = option(None, "with --weak-unmatched teacher: a checkpoint trained on the gold titles "
-                                            "(same base model), whose CRF posteriors weigh each unknown position",
+                                            "(same base model), whose CRF posteriors weigh each unknown position "
+                                            "(default: one is trained first, with these settings, into OUT/teacher)",
                                       metavar="CHECKPOINT")
     taxonomy: str | None = option(None, "taxonomy JSON saved with the checkpoint, which its bundles ship "
                                         "(default: the lexicon's taxonomy JSON when exactly one is given)")
@@ -116,8 +117,8 @@ class TrainConfig:
             raise ValueError(f"weak_unmatched must be one of {', '.join(WEAK_UNMATCHED)}, got {self.weak_unmatched!r}")
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {', '.join(HEADS)}, got {self.head!r}")
-        if (self.weak_unmatched == "teacher") != (self.weak_teacher is not None):
-            raise ValueError("--weak-unmatched teacher and --weak-teacher CHECKPOINT go together")
+        if self.weak_teacher is not None and self.weak_unmatched != "teacher":
+            raise ValueError("--weak-teacher is for --weak-unmatched teacher")
         if self.head != "crf" and self.weak:
             raise ValueError("--weak needs the CRF head: the partial-annotation loss sums over tag sequences")
 

@@ -267,7 +267,19 @@ def _describe_lexicon(config: TrainConfig, lexicon: Lexicon | None) -> str:
     return f"; lexicon ({config.lexicon_at}): {len(lexicon)} entries, {len(lexicon.types)} types{words}"
 
 
+def _with_teacher(config: TrainConfig, log: Callable[[str], None]) -> TrainConfig:
+    """Under ``--weak-unmatched teacher`` without ``--weak-teacher``: the teacher is trained first, on
+    the gold titles alone with the same settings, into ``<out>/teacher``."""
+    if config.weak_unmatched != "teacher" or config.weak_teacher is not None:
+        return config
+    teacher = str(Path(config.out) / "teacher")
+    log(f"teacher: training on the gold titles alone into {teacher}")
+    train(replace(config, weak=(), weak_unmatched="prior", out=teacher), log=log)
+    return replace(config, weak_teacher=teacher)
+
+
 def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
+    config = _with_teacher(config, log)
     if config.threads:
         torch.set_num_threads(config.threads)
     seed_everything(config.seed)

@@ -81,8 +81,14 @@ def test_weak_titles_with_confirmed_forms_and_a_teacher(cli, tmp_path):
     assert "unmatched: teacher" in run.stderr
     meta = json.loads((tmp_path / "ck" / "tagger.json").read_text())["weak"]
     assert (meta["unmatched"], meta["teacher"], meta["weight"]) == ("teacher", str(tmp_path / "teacher"), 0.5)
-    one_line_error(cli("train", "--train", str(gold), "--weak", str(weak), "--weak-unmatched", "teacher",
-                       "--out", str(tmp_path / "x"), *small, check=False), "go together")
+    one_line_error(cli("train", "--train", str(gold), "--weak", str(weak), "--weak-teacher", str(tmp_path / "teacher"),
+                       "--out", str(tmp_path / "x"), *small, check=False), "--weak-teacher is for --weak-unmatched teacher")
+    # Without --weak-teacher, one is trained first on the gold titles, with the same settings.
+    run = cli("train", "--train", str(gold), "--dev", str(dev), "--weak", str(weak), "--weak-unmatched", "teacher",
+              "--out", str(tmp_path / "ck2"), *small)
+    assert "teacher: training on the gold titles alone" in run.stdout + run.stderr
+    assert json.loads((tmp_path / "ck2" / "tagger.json").read_text())["weak"]["teacher"] == str(tmp_path / "ck2" / "teacher")
+    assert json.loads((tmp_path / "ck2" / "teacher" / "tagger.json").read_text())["weak"] is None
     one_line_error(cli("train", "--train", str(gold), "--weak", str(weak), "--weak-unmatched", "teacher",
                        "--weak-teacher", str(tmp_path / "nothing"), "--out", str(tmp_path / "x"), *small, check=False),
                    "not a checkpoint")

@@ -273,8 +273,8 @@ def test_a_teachers_posteriors_weigh_the_unknown_units_of_weak_titles(tiny_check
     gold.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows[:40]), encoding="utf-8")
     weak_file.write_text("".join(json.dumps({**r, "spans": r["spans"][:1]}, ensure_ascii=False) + "\n"
                                  for r in rows[40:80]), encoding="utf-8")
-    with pytest.raises(ValueError, match="go together"):
-        TrainConfig(train=(str(gold),), out="x", weak=(str(weak_file),), weak_unmatched="teacher")
+    with pytest.raises(ValueError, match="--weak-teacher is for --weak-unmatched teacher"):
+        TrainConfig(train=(str(gold),), out="x", weak=(str(weak_file),), weak_teacher=str(tiny_checkpoint))
     dev = str(tiny_checkpoint.parent / "dev.jsonl")
     result = train(TrainConfig(train=(str(gold),), dev=dev, out=str(tmp_path / "s"),
                                weak=(str(weak_file),), weak_unmatched="teacher", weak_teacher=str(tiny_checkpoint),
