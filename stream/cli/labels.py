@@ -68,7 +68,7 @@ def cmd_autolabel(args: argparse.Namespace) -> int:
         except DataError as err:
             raise CliError(str(err)) from None
         pairs = [(e.text, e.spans) for e in gold]
-        o_share = unmatched_o_share(forms, pairs, min_chars=args.min_chars)
+        o_share = unmatched_o_share(forms, pairs, min_chars=args.min_chars, confirmed_only=args.confirmed_only)
         forms, checked = check_forms(forms, pairs, min_chars=args.min_chars, confirmed_only=args.confirmed_only)
         print(f"checked against {len(gold)} labelled titles: {checked['checked']} forms met, {checked['dropped']} "
               f"dropped as mostly wrong (e.g. {', '.join(checked['most_frequent_dropped'][:5]) or 'none'})"
