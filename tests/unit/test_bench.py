@@ -77,7 +77,22 @@ def test_the_accuracy_table_is_built_from_finished_runs_of_rows_still_defined(tm
     rows = accuracy.summarise("zh", accuracy.finished("zh"))
     assert [r["name"] for r in rows] == [row["name"]]            # the other row's run is of an older definition
     assert rows[0]["seeds"] == [13, 14, 15] and rows[0]["test_f1"] == [0.6, 0.64, 0.62]
-    assert f"| {row['name']} | 3 | 0.630 ± 0.020 | **0.620 ± 0.020** |" in accuracy.markdown("zh", rows)
+
+    # An earlier results file (committed; its runs are no longer cached) keeps the rows this cache lacks.
+    results = tmp_path / "results"
+    results.mkdir()
+    earlier = {**rows[0], "seeds": [13], "dev_f1": [0.5], "test_f1": [0.5]}
+    (results / "accuracy-zh.json").write_text(json.dumps({
+        "data": "zh", "machine": "Linux", "processor": "Older CPU",
+        "rows": [{**earlier, "name": other["name"], "row": other}, earlier,
+                 {**earlier, "name": "a row since removed", "row": {"name": "a row since removed"}}]}))
+    text = accuracy.write("zh", results)
+    assert f"| {row['name']} | 3 | 0.630 ± 0.020 | **0.620 ± 0.020** |" in text     # the cache wins
+    assert f"| {other['name']} | 1 | 0.500 | **0.500** |" in text and "| Older CPU |" in text
+    assert "since removed" not in text
+    assert text.index(row["name"]) < text.index(other["name"])                       # in ROWS order
+    assert [r["name"] for r in json.loads((results / "accuracy-zh.json").read_text())["rows"]] == [
+        row["name"], other["name"]]
 
 
 def test_the_weak_labels_table_gathers_cached_runs_per_dictionary_variant(tmp_path, monkeypatch):
