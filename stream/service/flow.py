@@ -12,6 +12,11 @@ and delivered strictly in the order they were taken, so a partition's outputs ke
 Batching adapts to the load: the model takes everything that arrived while it was busy (up to
 ``max_batch`` events) and starts at once when it is idle; a quiet stream gets small batches and
 low latency, a backlog gets full ones.
+
+With ``lanes`` above one, that many batches are in the model at once (each on its own inference
+thread); they are still delivered and acked in the order they were taken, whichever finishes
+first. Keeping batches that share a product apart is ``prepare``'s business (the worker waits for
+the earlier batch's state before it reads its own).
 """
 
 from __future__ import annotations
@@ -31,16 +36,23 @@ Fail = Callable[[BaseException], None]               # must not return: stops th
 class BatchFlow:
     """Two stages on the event loop (model, then delivery) fed by the agent through ``put``."""
 
-    def __init__(self, max_batch: int, prepare: Prepare, deliver: Deliver, ack: Ack, fail: Fail) -> None:
+    def __init__(self, max_batch: int, prepare: Prepare, deliver: Deliver, ack: Ack, fail: Fail,
+                 lanes: int = 1) -> None:
+        if lanes < 1:
+            raise ValueError(f"lanes must be at least 1, got {lanes}")
         self.max_batch = max_batch
         self._prepare, self._deliver, self._ack, self._fail = prepare, deliver, ack, fail
         self._waiting: list = []                  # taken, held, not yet in the model
         self._arrived = asyncio.Event()           # _waiting is not empty
         self._room = asyncio.Event()              # _waiting has room for another take
         self._room.set()
-        self._ready: asyncio.Queue = asyncio.Queue(maxsize=1)   # enriched, waiting for delivery
+        self._lanes = asyncio.Semaphore(lanes)    # a free lane: the model may start another batch
+        # (events, the batch's model task) in the order taken: in the model, or enriched and
+        # waiting for delivery.
+        self._ready: asyncio.Queue = asyncio.Queue(maxsize=lanes)
         self._held = 0                            # events taken and not yet acked
         self._tasks: list[asyncio.Task] = []
+        self._in_model: set[asyncio.Task] = set()
 
     @property
     def busy(self) -> bool:
@@ -57,7 +69,9 @@ class BatchFlow:
         for task in self._tasks:
             task.remove_done_callback(self._stage_ended)
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for task in self._in_model:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *self._in_model, return_exceptions=True)
         self._tasks = []
 
     async def put(self, events: Sequence) -> None:
@@ -83,13 +97,21 @@ class BatchFlow:
 
     async def _model_stage(self) -> None:
         while True:
+            await self._lanes.acquire()
             events = await self._next_batch()
-            prepared = await self._prepare(events)
-            await self._ready.put((events, prepared))
+            task = asyncio.ensure_future(self._prepare(events))
+            self._in_model.add(task)
+            task.add_done_callback(self._lane_freed)
+            await self._ready.put((events, task))
+
+    def _lane_freed(self, task: asyncio.Task) -> None:
+        self._in_model.discard(task)
+        self._lanes.release()
 
     async def _delivery_stage(self) -> None:
         while True:
-            events, prepared = await self._ready.get()
+            events, task = await self._ready.get()
+            prepared = await task       # a failed model task fails this stage: nothing of it is acked
             await self._deliver(events, prepared)
             for event in events:
                 await self._ack(event)

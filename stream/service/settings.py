@@ -37,7 +37,9 @@ class Settings:
     bundle: str = setting("models", "model bundle directory, or a model store whose CURRENT pointer is watched")
     variant: str = setting("fp32", "model variant to serve", choices=("fp32", "int8", "fp16"))
     device: str = setting("auto", "where inference runs", choices=("auto", "cpu", "cuda"))
-    threads: int = setting(0, "ONNX Runtime intra-op threads (0: one per core)")
+    threads: int = setting(0, "ONNX Runtime intra-op threads per batch (0: one per core, shared among the lanes)")
+    lanes: int = setting(1, "batches in the model at once, each on its own inference thread (with pipeline); "
+                            "their outputs keep the order the batches were taken")
     reload_interval: float = setting(2.0, "seconds between checks of the bundle pointer")
     session_timeout: float = setting(30.0, "seconds before the group gives a silent (crashed) worker's partitions away")
     stall_seconds: float = setting(30.0, "seconds with events waiting and no batch before the consumer is re-seeked")
@@ -115,7 +117,7 @@ class Settings:
         return settings
 
     def check(self) -> None:
-        for name in ("partitions", "replication", "max_batch", "max_event_bytes", "max_field_chars",
+        for name in ("partitions", "replication", "max_batch", "lanes", "max_event_bytes", "max_field_chars",
                      "max_tags_per_field", "max_output_bytes", "dlq_value_prefix_bytes", "max_product_id_chars"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{self.env_name(name)} must be at least 1, got {getattr(self, name)}")

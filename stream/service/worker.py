@@ -13,7 +13,6 @@ import logging
 import os
 import socket
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import faust
@@ -30,7 +29,7 @@ from stream.service.flow import BatchFlow
 from stream.service.fixups import (SeekThenDeliverTableManager, as_current_event, batch_fetches, rejoin_group,
                                    reseek_stalled_consumer)
 from stream.service.health import Health
-from stream.service.serving import ServingPipeline
+from stream.service.serving import Lanes, ServingPipeline
 from stream.service.settings import Settings
 from stream.service.clients import kafka_client_options, ssl_context
 
@@ -70,7 +69,7 @@ class EnrichmentWorker:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.models = ServingPipeline(settings)
         self.health = Health.from_settings(settings)     # what /healthz and /readyz answer
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self.lanes = Lanes(self.models, self.models.lanes)
         self.limits = Limits(settings.max_event_bytes, settings.max_field_chars, settings.max_product_id_chars,
                              settings.key_policy, settings.max_tags_per_field, settings.max_output_bytes,
                              settings.dlq_value_prefix_bytes)
@@ -133,7 +132,8 @@ class EnrichmentWorker:
         if not self.settings.pipeline:
             await self.process_serially(stream)
             return
-        flow = BatchFlow(self.settings.max_batch, self.prepare, self.deliver, stream.ack, self.fail)
+        flow = BatchFlow(self.settings.max_batch, self.prepare, self.deliver, stream.ack, self.fail,
+                         lanes=self.settings.lanes)
         self.flow = flow
         flow.start()
         try:
@@ -188,18 +188,19 @@ class EnrichmentWorker:
         parsed = parse_batch(batch, self.limits)
         # Each product's state is written under the (last) event that carried it: its partition.
         carrier = {e.product_id: events[i] for i, e in enumerate(parsed) if isinstance(e, ProductEvent)}
-        snapshot = {}
-        with as_current_event(None):
-            for pid in carrier:
-                value = self.unwritten[pid] if pid in self.unwritten else self.state.get(pid.encode("utf-8"))
-                if value is not None:
-                    snapshot[pid] = value
-        started = time.perf_counter()
-        loop = asyncio.get_running_loop()
-        result, observations = await loop.run_in_executor(self.executor, self._enrich, batch, parsed, snapshot)
-        metrics.INFERENCE_SECONDS.observe(time.perf_counter() - started)
-        # The next batch may hold the same products before this one's state is written.
-        self.unwritten.update(result.state)
+        async with self.lanes.batch(carrier) as pipeline:     # after the earlier batches with these products
+            snapshot = {}
+            with as_current_event(None):
+                for pid in carrier:
+                    value = self.unwritten[pid] if pid in self.unwritten else self.state.get(pid.encode("utf-8"))
+                    if value is not None:
+                        snapshot[pid] = value
+            started = time.perf_counter()
+            result, observations = await asyncio.get_running_loop().run_in_executor(
+                self.lanes.executor, self._enrich, pipeline, batch, parsed, snapshot)
+            metrics.INFERENCE_SECONDS.observe(time.perf_counter() - started)
+            # The next batch may hold the same products before this one's state is written.
+            self.unwritten.update(result.state)
         return Prepared(result, observations, carrier)
 
     async def deliver(self, events: list, prepared: Prepared) -> None:
@@ -367,9 +368,8 @@ class EnrichmentWorker:
             log.warning("the stall repair failed (%s: %s); the next measurement tries again", type(err).__name__, err)
         self.last_progress = time.monotonic()
 
-    def _enrich(self, batch, parsed, snapshot) -> tuple[BatchResult, list[TextObservation]]:
+    def _enrich(self, pipeline, batch, parsed, snapshot) -> tuple[BatchResult, list[TextObservation]]:
         failpoint("slow_inference")
-        pipeline = self.models.maybe_reload()
         poison = failpoint("poison_text")
         result = enrich(batch, PoisonedPipeline(pipeline, poison) if poison else pipeline, snapshot,
                         limits=self.limits, worker=self.worker_id, skip_unchanged=self.settings.skip_unchanged,

@@ -166,6 +166,46 @@ def test_two_workers_split_the_partitions_and_keep_order_per_product(kafka, topi
     assert all(c > 0 for c in consumed) and sum(consumed) == 300
 
 
+def test_two_lanes_keep_each_products_updates_in_order_and_compare_them_with_the_update_before(
+        kafka, topics, tiny_bundle, tmp_path):
+    """Small batches, two in the model at once, every product updated ten times: a batch must read
+    the state the batch before it wrote, or an update is compared with an older one (a wrong skip,
+    or a missed one)."""
+    products = _products(8, seed=25)
+    # The title per version: unchanged (a skip) at versions 4, 6 and 9.
+    pattern = "ABAABBABBA"
+    titles = {p["id"]: {"A": p["title"], "B": f"{p['title']} 新款"} for p in products}
+    records = [(p["id"].encode(), event(p["id"], v + 1, titles[p["id"]][which], p["description"]))
+               for v, which in enumerate(pattern) for p in products]
+    port = free_port()
+    worker = WorkerProcess(kafka, topics, tiny_bundle, tmp_path, metrics_port=port, lanes=2, max_batch=4,
+                           max_wait=0.01).wait_ready()
+    try:
+        produce(kafka, topics.input, records)
+        out = consume(kafka, topics.enriched, count=len(records), timeout=120)
+        time.sleep(1.5)
+        metrics = scrape(port)
+    finally:
+        worker.stop()
+    offline = Pipeline.load(tiny_bundle, device="cpu")
+    expected = {}
+    for p in products:
+        for which, title in titles[p["id"]].items():
+            expected[p["id"], which] = _without_confidence(
+                [t.to_json() for t in offline([{**p, "title": title}])[0].tags])
+    by_product: dict[str, list[dict]] = {}
+    for record in values(out):
+        by_product.setdefault(record["product_id"], []).append(record)
+    assert len(out) == len(records) and len(by_product) == len(products)
+    for pid, got in by_product.items():
+        assert [r["version"] for r in got] == list(range(1, 11)), pid
+        for record, which in zip(got, pattern):
+            assert _without_confidence(record["tags"]) == expected[pid, which], (pid, record["version"])
+    assert metrics['tagstream_events_skipped_total{reason="unchanged"}'] == 3 * len(products)
+    assert metrics["tagstream_model_products_total"] == 7 * len(products)
+    assert "2 lanes of 1 thread" in worker.log()
+
+
 def test_hot_reload_mid_stream(kafka, topics, tiny_bundle, tmp_path):
     store = tmp_path / "store"
     store.mkdir()

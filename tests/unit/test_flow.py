@@ -163,3 +163,68 @@ def test_stopping_leaves_what_is_in_flight_unacked_and_is_not_a_failure():
         await flow.stop()
         assert r.acked == [] and not r.failed and all(e.message.refcount == 1 for e in events)
     run(scenario())
+
+
+def test_with_two_lanes_two_batches_are_in_the_model_at_once_and_are_delivered_in_the_order_taken():
+    async def scenario():
+        r = Recorder()
+        gates = {0: asyncio.Event(), 2: asyncio.Event()}     # per batch, by its first event
+
+        async def prepare(events):
+            r.log.append(("model", [e.n for e in events]))
+            await gates[events[0].n].wait()
+            return [e.n * 10 for e in events]
+        flow = BatchFlow(2, prepare, r.deliver, r.ack, r.fail, lanes=2)
+        flow.start()
+        await take(flow, [Event(0), Event(1)])
+        await settle()
+        await take(flow, [Event(2), Event(3)])
+        await settle()
+        assert r.log == [("model", [0, 1]), ("model", [2, 3])]     # both in the model
+        gates[2].set()                                              # the later batch finishes first...
+        await settle()
+        assert [e[0] for e in r.log] == ["model", "model"] and r.acked == []    # ...and waits for the first
+        gates[4] = asyncio.Event()
+        await take(flow, [Event(4), Event(5)])
+        await settle()
+        assert r.log[-1] == ("model", [4, 5])                       # in the lane the second batch left
+        gates[4].set()
+        await settle()
+        assert r.acked == []                                        # still behind the first
+        gates[0].set()
+        await settle()
+        assert [e[1] for e in r.log if e[0] == "deliver"] == [[0, 1], [2, 3], [4, 5]]
+        assert r.acked == list(range(6)) and not flow.busy and not r.failed
+        await flow.stop()
+    run(scenario())
+
+
+def test_with_two_lanes_a_failed_later_batch_lets_the_earlier_one_finish_and_is_not_acked():
+    async def scenario():
+        r = Recorder()
+        first_gate = asyncio.Event()
+
+        async def prepare(events):
+            if events[0].n == 2:
+                raise RuntimeError("broken")
+            await first_gate.wait()
+            return [e.n for e in events]
+        flow = BatchFlow(2, prepare, r.deliver, r.ack, r.fail, lanes=2)
+        flow.start()
+        first, second = [Event(0), Event(1)], [Event(2), Event(3)]
+        await take(flow, first)
+        await settle()
+        await take(flow, second)
+        await settle()
+        assert not r.failed                          # the failure waits its turn
+        first_gate.set()
+        await settle()
+        assert r.acked == [0, 1] and [str(e) for e in r.failed] == ["broken"]
+        assert all(e.message.refcount == 1 for e in second)
+        await flow.stop()
+    run(scenario())
+
+
+def test_lanes_must_be_at_least_one():
+    with pytest.raises(ValueError, match="lanes must be at least 1"):
+        BatchFlow(2, None, None, None, None, lanes=0)
