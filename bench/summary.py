@@ -73,9 +73,18 @@ def rows(found: dict[str, dict]) -> list[tuple[str, str, str, str, str, str]]:
     if "stream" in found:
         s = found["stream"]
         ratio = s["ratio_streaming_to_model_only"]
-        out.append(("streaming (`bench/stream.py`)", f"one worker through Kafka vs model-only, batch {s['batch']}",
+        shape = f", {s['lanes']} lane(s) x {s['threads_per_lane']} thread(s)" if "lanes" in s else ""
+        out.append(("streaming (`bench/stream.py`)",
+                    f"one worker through Kafka vs model-only in the same shape, batch {s['batch']}{shape}",
                     f"{s['streaming_events_per_second']:,.1f} vs {s['model_only_events_per_second']:,.1f} events/s",
                     f"{ratio:.2f}", ">= 0.90", _met(ratio >= 0.9)))
+        if s.get("model_only_shapes"):
+            best = max(s["model_only_shapes"], key=lambda r: r["events_per_second"])
+            shapes = "; ".join(f"{r['lanes']} x {r['threads']}: {r['events_per_second']:,.1f}"
+                               for r in s["model_only_shapes"])
+            out.append(("streaming (`bench/stream.py`)", "the same worker vs the fastest model-only shape "
+                        "(lanes x threads)", f"{s['streaming_events_per_second']:,.1f} events/s; model-only {shapes}",
+                        f"{s['ratio_streaming_to_best_model_only']:.2f}", "—", "—"))
         full = s.get("model_only_full_batch", {}).get("p50_ms")
         phases = s.get("latency_phases") or ([s["latency"]] if "bound_ms" in s.get("latency", {}) else [])
         for lat in phases:
