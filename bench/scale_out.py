@@ -275,7 +275,8 @@ def run_mode(bootstrap: str, bundle: Path, count: int, events: list, sent: set, 
     ports = [free_port() for _ in range(count)]
     started = time.time()
     workers = [WorkerProcess(bootstrap, topics, bundle, work, max_batch=args.batch, max_wait=args.wait, pipeline="true",
-                             threads=args.threads, variant=args.variant, metrics_port=port) for port in ports]
+                             threads=args.threads, lanes=1, variant=args.variant, metrics_port=port)
+               for port in ports]      # a one-thread worker: one lane of one thread
     pids = {f"worker-{i}": w.proc.pid for i, w in enumerate(workers)}
     pids.update({"broker": pid} if (pid := broker_pid()) else {}, bench=os.getpid())
     try:

@@ -97,7 +97,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--wait", type=float, default=0.05, help="micro-batch wait, seconds")
-    parser.add_argument("--lanes", type=int, default=1, help="the worker's lanes (batches in the model at once)")
+    parser.add_argument("--lanes", type=int, default=Settings.lanes, help="the worker's lanes (batches in the "
+                                                                          "model at once; default: the worker's)")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads per lane (0: the cores shared "
                                                               "among the lanes)")
     parser.add_argument("--variant", default="int8")

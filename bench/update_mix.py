@@ -103,7 +103,8 @@ def main() -> None:
     parser.add_argument("--text-share", type=float, default=0.2, help="share of updates that change the text")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--wait", type=float, default=0.05, help="micro-batch wait, seconds")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads per lane (0: the cores shared "
+                                                              "among the worker's lanes)")
     parser.add_argument("--variant", default="int8")
     parser.add_argument("--seed", type=int, default=201)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))

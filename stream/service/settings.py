@@ -38,7 +38,7 @@ class Settings:
     variant: str = setting("fp32", "model variant to serve", choices=("fp32", "int8", "fp16"))
     device: str = setting("auto", "where inference runs", choices=("auto", "cpu", "cuda"))
     threads: int = setting(0, "ONNX Runtime intra-op threads per batch (0: one per core, shared among the lanes)")
-    lanes: int = setting(1, "batches in the model at once, each on its own inference thread (with pipeline); "
+    lanes: int = setting(2, "batches in the model at once, each on its own inference thread (with pipeline); "
                             "their outputs keep the order the batches were taken")
     reload_interval: float = setting(2.0, "seconds between checks of the bundle pointer")
     session_timeout: float = setting(30.0, "seconds before the group gives a silent (crashed) worker's partitions away")
