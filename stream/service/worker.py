@@ -133,7 +133,7 @@ class EnrichmentWorker:
             await self.process_serially(stream)
             return
         flow = BatchFlow(self.settings.max_batch, self.prepare, self.deliver, stream.ack, self.fail,
-                         lanes=self.settings.lanes)
+                         lanes=self.models.lanes)
         self.flow = flow
         flow.start()
         try:
