@@ -71,6 +71,9 @@ ROWS = {
         _zh("30 min: 2x128, pretrain 1,200 + fine-tune 600", 600, 1200, "jieba", lexicon=GAZETTEERS, words="jieba",
             lexicon_at="input"),
         _zh("30 min: 2x128, fine-tune 1,800", 1800, lexicon=GAZETTEERS, words="jieba", lexicon_at="input"),
+        # Run 2026-12-06 (EPYC) and stopped: 900 CPU-s buy 4x256 2,648 pretraining steps (2x128: 10,878),
+        # which leave it on the unigram plateau (MLM loss 9.05 -> 7.41, held-out masked-token accuracy
+        # 0%; 2x128 reaches 11%), and fine-tuning from it found no span in 9 epochs (dev F1 0).
         _zh("30 min: 4x256, pretrain 900 + fine-tune 900", 900, 900, "jieba", WIDE, lexicon=GAZETTEERS,
             words="jieba", lexicon_at="input", lr=5e-4),
     ],
