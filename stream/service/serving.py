@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,7 +31,6 @@ class ServingPipeline:
         self.pipeline = self._load()
         self._stamp = self._pointer_stamp()
         self._checked = time.monotonic()
-        self._reloading = threading.Lock()
 
     @property
     def threads(self) -> int | None:
@@ -68,12 +66,9 @@ class ServingPipeline:
         return time.monotonic() - self._checked >= self.settings.reload_interval
 
     def maybe_reload(self) -> Pipeline:
-        """Called before a batch, off the event loop (a load takes seconds); a batch in the model
-        keeps the pipeline it started with. Returns the pipeline the next batch uses."""
-        with self._reloading:
-            return self._maybe_reload()
-
-    def _maybe_reload(self) -> Pipeline:
+        """Called before a batch, off the event loop (a load takes seconds), one call at a time
+        (``Lanes`` calls it under its lock); a batch in the model keeps the pipeline it started
+        with. Returns the pipeline the next batch uses."""
         if not self.reload_due:
             return self.pipeline
         self._checked = time.monotonic()
