@@ -4,12 +4,18 @@ training split with it, and adds 200 more chosen by the review selection (CRF to
 tag confidence, `stream.service.review.select`) or at random. Test F1 per round, both strategies,
 several seeds; the same training budget for every run.
 
-    python bench/active_learning.py --data zh|en [--seeds 13 14 15] [--rounds 5] [--jobs 2]
+    python bench/active_learning.py --data zh|en [--seeds 13 14 15] [--rounds 5] [--jobs 2] [--semi]
 
 zh: ../shared/data/ecommerce-ner, a 2-layer/128 BERT-CRF from scratch with the gazetteers as input
 lexicon. en: ../shared/data/ae-110k, the packaged MiniLM-L6 fine-tuned. The gold labels of the pool
 are only looked at once a title is picked. Every finished run is cached (bench/.cache/active), so
 the table can be built over several invocations. Writes bench/results/active_learning-<data>.json/.md.
+
+``--semi``: semi-supervised rounds (Tomanek & Hahn 2009): from round 1 each training also reads the
+unlabelled rest of the pool as partial titles with every unit unknown, weighed by the posteriors of
+the previous round's model (`tagstream train --weak POOL --weak-unmatched teacher --weak-teacher
+PREVIOUS`). Both strategies train so; the gold labels then go where the model is least sure, and its
+confident tags cover the rest.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import random
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -136,8 +143,13 @@ def run_round(job: dict) -> dict:
     labelled = out / "labelled.jsonl"
     write_jsonl(labelled, [by_id[i] for i in job["labelled"]])
     started = time.process_time()
-    result = train(train_config(job["data"], labelled, out / "checkpoint", job["seed"], job["budget"],
-                                job.get("pretrained")), log=lambda line: None)
+    config = train_config(job["data"], labelled, out / "checkpoint", job["seed"], job["budget"], job.get("pretrained"))
+    if job.get("teacher"):
+        unlabelled = out / "unlabelled.jsonl"
+        chosen = set(job["labelled"])
+        write_jsonl(unlabelled, [replace(e, spans=(), partial=True) for e in examples if e.id not in chosen])
+        config = replace(config, weak=(str(unlabelled),), weak_unmatched="teacher", weak_teacher=job["teacher"])
+    result = train(config, log=lambda line: None)
     scores, checkpoint = test_scores(job["data"], out / "checkpoint")
     cpu = time.process_time() - started
     picks, reports = {}, {}
@@ -152,38 +164,41 @@ def run_round(job: dict) -> dict:
             "test": scores.to_json(), "cpu_seconds": round(cpu, 1), "epochs": len(result.epochs),
             "next": picks, "select_report": reports}
     record.write_text(json.dumps(done, indent=1), encoding="utf-8")
-    for name in ("model.pt",):
-        (out / "checkpoint" / name).unlink(missing_ok=True)   # the cache keeps records, not weights
+    if not job.get("semi"):   # semi-supervised rounds keep the weights: the next round's teacher
+        (out / "checkpoint" / "model.pt").unlink(missing_ok=True)   # the cache keeps records, not weights
     return done
 
 
 def first_round(args_tuple) -> dict:
     """Round 0: the same random ``start`` titles for both strategies, and both strategies' picks."""
-    data, seed, start, step, budget, extra, pretrained = args_tuple
+    data, seed, start, step, budget, extra, setting = args_tuple
     labelled = random.Random(seed).sample(_train_ids(data), start)
     return run_round({"data": data, "seed": seed, "round": 0, "budget": budget_for(budget, start), "labelled": labelled,
                       "pick": step, "pick_for": [extra] if extra else list(STRATEGIES),
-                      "out": str(_cache(data, pretrained) / (f"s{seed}-r0-{extra}" if extra else f"s{seed}-r0")),
-                      **({"pretrained": pretrained} if pretrained else {})})
+                      "out": str(_cache(data, setting) / (f"s{seed}-r0-{extra}" if extra else f"s{seed}-r0")),
+                      **setting})
 
 
-def _cache(data: str, pretrained: str | None) -> Path:
-    return CACHE / (f"{data}-pretrained" if pretrained else data)
+def _cache(data: str, setting: dict) -> Path:
+    """One folder per setting: scratch or pretrained, plain or semi-supervised rounds."""
+    return CACHE / "-".join([data, *(["pretrained"] if setting.get("pretrained") else []),
+                             *(["semi"] if setting.get("semi") else [])])
 
 
 def run_chain(args_tuple) -> list[dict]:
-    """One strategy, one seed: rounds 1.. in order (each needs the previous one's picks)."""
+    """One strategy, one seed: rounds 1.. in order (each needs the previous one's picks, and with
+    semi-supervised rounds its model as the teacher)."""
     data, strategy, seed, step, rounds, budget, first = args_tuple
     out = [_row(first, strategy)]
     labelled, done = first["job"]["labelled"], first
-    pretrained = first["job"].get("pretrained")
+    setting = {key: first["job"][key] for key in ("pretrained", "semi") if key in first["job"]}
     for r in range(1, rounds + 1):
         labelled = labelled + done["next"][strategy]
+        teacher = {"teacher": str(Path(done["job"]["out"]) / "checkpoint")} if setting.get("semi") else {}
         done = run_round({"data": data, "seed": seed, "round": r, "budget": budget_for(budget, len(labelled)),
                           "labelled": labelled,
                           "pick": step if r < rounds else 0, "pick_for": [strategy] if r < rounds else [],
-                          "out": str(_cache(data, pretrained) / f"{strategy}-s{seed}-r{r}"),
-                          **({"pretrained": pretrained} if pretrained else {})})
+                          "out": str(_cache(data, setting) / f"{strategy}-s{seed}-r{r}"), **setting, **teacher})
         print(f"[{data} {strategy} seed {seed}] round {r}: {done['labelled']} labelled, test F1 "
               f"{done['test_f1']:.4f} ({done['cpu_seconds']} CPU-s)", file=sys.stderr, flush=True)
         out.append(_row(done, strategy))
@@ -225,11 +240,13 @@ def summarise(chains: dict, start: int, step: int) -> dict:
     return out
 
 
-def markdown(data: str, summary: dict, seeds: list[int], budget: tuple[float, float], pretrained: bool = False) -> str:
+def markdown(data: str, summary: dict, seeds: list[int], budget: tuple[float, float], pretrained: bool = False,
+             semi: bool = False) -> str:
     table = summary["table"]
     names = [name for name in table if name != "random"] + ["random"]
     model = ("ecommerce-ner, 2x128 pretrained on the pool's text, --recipe zh + gazetteers" if pretrained
              else "ecommerce-ner, 2x128 scratch + gazetteer lexicon" if data == "zh" else "ae-110k, MiniLM-L6")
+    model += "; semi-supervised rounds: the unlabelled rest weighed by the previous round's model" if semi else ""
     lines = [f"Active learning on {data} ({model}), test micro-F1, mean ± half-range of seeds {seeds}; CPU-s per "
              f"training {budget[0]:g} + {budget[1]:g} per labelled title:", "",
              "| labelled titles | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
@@ -261,6 +278,9 @@ def main() -> None:
     parser.add_argument("--pretrained", metavar="DIR",
                         help="zh: fine-tune this `tagstream pretrain` output (pretrained on the pool's unlabelled "
                              "text) under --recipe zh instead of a scratch model")
+    parser.add_argument("--semi", action="store_true",
+                        help="semi-supervised rounds: each training also reads the unlabelled rest of the pool, "
+                             "weighed by the previous round's model (the partial-annotation CRF with a teacher)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
     budget = tuple(args.budget or ((45.0, 0.0) if args.data == "zh" else (20.0, 0.11)))
@@ -269,9 +289,10 @@ def main() -> None:
     pretrained = str(Path(args.pretrained).resolve()) if args.pretrained else None
     if not split_files(args.data)["train"].is_file():
         sys.exit(f"{DATA[args.data]}: the real labelled data is not there (it lives in ../shared/data)")
+    setting = {**({"pretrained": pretrained} if pretrained else {}), **({"semi": True} if args.semi else {})}
     extras = [name for name in args.strategies if name in EXTRA]
     with ProcessPoolExecutor(args.jobs) as pool:
-        starts = [(args.data, seed, args.start, args.step, budget, extra, pretrained) for extra in [None, *extras]
+        starts = [(args.data, seed, args.start, args.step, budget, extra, setting) for extra in [None, *extras]
                   for seed in args.seeds]
         firsts = dict(zip([(start[5], start[1]) for start in starts], pool.map(first_round, starts)))
         for (extra, seed), first in firsts.items():
@@ -289,10 +310,10 @@ def main() -> None:
               "machine": platform.platform(), "chains": chains, **summary}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    name = f"active_learning-{args.data}" + ("-pretrained" if pretrained else "")
-    report["pretrained"] = pretrained
+    name = f"active_learning-{args.data}" + ("-pretrained" if pretrained else "") + ("-semi" if args.semi else "")
+    report.update(pretrained=pretrained, semi=args.semi)
     (out / f"{name}.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
-    text = markdown(args.data, summary, args.seeds, budget, bool(pretrained))
+    text = markdown(args.data, summary, args.seeds, budget, bool(pretrained), args.semi)
     (out / f"{name}.md").write_text(text, encoding="utf-8")
     print(text)
 
