@@ -1,9 +1,10 @@
 """The benchmarks' own logic: the update mix they send, the padding they count, the profile they
-summarise, the accuracy table they build from finished runs."""
+summarise, the accuracy table they build from finished runs, the lane shape inference is measured in."""
 
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import orjson
@@ -117,3 +118,36 @@ def test_the_weak_labels_table_gathers_cached_runs_per_dictionary_variant(tmp_pa
     text = weak_labels.table_markdown("zh", variants, rows)
     assert f"| {gold_only[0]} | 0.510 ± 0.010 (2 seeds) |  |  |" in text
     assert f"| {mixed[0]} | 0.400 (1 seed) | 0.300 (1 seed) | 0.350 (1 seed) |" in text
+
+
+def test_lanes_run_every_batch_once_per_pass_two_at_a_time():
+    from bench.inference import measure_lanes
+
+    both_in = threading.Barrier(2, timeout=10)   # a call returns only when another one is in the model too
+    seen, lock = [], threading.Lock()
+
+    def run_batch(batch):
+        both_in.wait()
+        with lock:
+            seen.append(tuple(batch))
+
+    texts = [f"title {i}" for i in range(10)]
+    row = measure_lanes("fake, batched, 2 lanes x 1 thread", run_batch, texts, batch_size=3, lanes=2, warmup=1,
+                        repeats=2)
+    batches = [tuple(texts[i:i + 3]) for i in range(0, 10, 3)]
+    assert sorted(seen) == sorted(batches[:2] + batches * 2)    # the warm-up's two, then every batch per pass
+    assert row["lanes"] == 2 and row["events"] == 10 and row["events_per_second"] > 0
+
+
+def test_best_shapes_compare_each_mode_in_its_fastest_shape():
+    from bench.inference import best_shapes
+
+    rows = [{"name": name, "events_per_second": eps} for name, eps in (
+        ("pytorch eager, per event", 50), ("pytorch, batched", 200), ("pytorch, batched, serving's calls", 400),
+        ("onnxruntime fp32, batched", 300), ("onnxruntime int8, batched", 390),
+        ("pytorch, batched, 2 lanes x 1 thread", 250), ("onnxruntime fp32, batched, 2 lanes x 1 thread", 280),
+        ("onnxruntime int8, batched, 2 lanes x 1 thread", 500))]
+    best = best_shapes(rows)
+    assert best["pytorch"]["row"] == "pytorch, batched, 2 lanes x 1 thread"    # never the serving-calls variant
+    assert best["fp32"] == {"row": "onnxruntime fp32, batched", "events_per_second": 300, "ratio_vs_best_pytorch": 1.2}
+    assert best["int8"]["ratio_vs_best_pytorch"] == 2.0
