@@ -123,8 +123,8 @@ def best_shapes(rows: list[dict]) -> dict:
         mine = [r for r in rows if r["name"].startswith(prefix) and "serving's calls" not in r["name"]]
         return max(mine, key=lambda r: r["events_per_second"])
 
-    out = {name: best(prefix) for name, prefix in (("pytorch", "pytorch, batched"), ("fp32", "onnxruntime fp32, batched"),
-                                                     ("int8", "onnxruntime int8, batched"))}
+    modes = (("pytorch", "pytorch, batched"), ("fp32", "onnxruntime fp32, batched"), ("int8", "onnxruntime int8, batched"))
+    out = {name: best(prefix) for name, prefix in modes}
     torch_best = out["pytorch"]["events_per_second"]
     return {name: {"row": row["name"], "events_per_second": row["events_per_second"],
                    "ratio_vs_best_pytorch": round(row["events_per_second"] / torch_best, 2)}
