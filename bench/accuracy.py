@@ -72,6 +72,8 @@ ROWS = {
             lexicon_at="input"),
         _zh("30 min: 2x128, pretrain 900 + fine-tune 900", 900, 900, "jieba", lexicon=GAZETTEERS, words="jieba",
             lexicon_at="input"),
+        _zh("30 min: 2x128, pretrain 300 + fine-tune 1,500", 1500, 300, "jieba", lexicon=GAZETTEERS, words="jieba",
+            lexicon_at="input"),
         _zh("30 min: 2x128, fine-tune 1,800", 1800, lexicon=GAZETTEERS, words="jieba", lexicon_at="input"),
         # Run 2026-12-06 (EPYC) and stopped: 900 CPU-s buy 4x256 2,648 pretraining steps (2x128: 10,878),
         # which leave it on the unigram plateau (MLM loss 9.05 -> 7.41, held-out masked-token accuracy
