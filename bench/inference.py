@@ -20,6 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -46,32 +47,12 @@ def percentiles(samples_s: list[float]) -> dict:
     return {f"p{q}_ms": round(float(np.percentile(ms, q)), 3) for q in (50, 95, 99)}
 
 
-def measure(name: str, run_batch, texts: list[str], batch_size: int, warmup: int, repeats: int) -> dict:
-    """Events/s over ``repeats`` passes, plus per-call latency quantiles."""
+def measure(name: str, run_batch, texts: list[str], batch_size: int, warmup: int, repeats: int,
+            lanes: int = 1) -> dict:
+    """Events/s over ``repeats`` passes, plus per-call latency quantiles. With ``lanes`` above 1,
+    that many threads take the batches in turn from one queue, as the worker's lanes do (one
+    model, several calls in it at once)."""
     batches = [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
-    for batch in batches[:warmup]:
-        run_batch(batch)
-    calls, passes = [], []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for batch in batches:
-            t0 = time.perf_counter()
-            run_batch(batch)
-            calls.append(time.perf_counter() - t0)
-        passes.append(time.perf_counter() - start)
-    best = min(passes)
-    return {"name": name, "batch_size": batch_size, "events": len(texts), "repeats": repeats,
-            "events_per_second": round(len(texts) / best, 1),
-            "events_per_second_median": round(len(texts) / statistics.median(passes), 1),
-            "per_call": percentiles(calls)}
-
-
-def measure_lanes(name: str, run_batch, texts: list[str], batch_size: int, lanes: int, warmup: int,
-                  repeats: int) -> dict:
-    """`measure`, with ``lanes`` threads taking the batches in turn from one queue, as the worker's
-    lanes do (one model, several calls in it at once)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     calls: list[float] = []
 
     def timed(batch):
@@ -79,13 +60,15 @@ def measure_lanes(name: str, run_batch, texts: list[str], batch_size: int, lanes
         run_batch(batch)
         calls.append(time.perf_counter() - t0)
 
-    batches = [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
     with ThreadPoolExecutor(lanes, thread_name_prefix="lane") as pool:
-        list(pool.map(run_batch, batches[:warmup * lanes]))
+        def run_all(fn, items):   # one lane: in this thread, as before lanes existed
+            return list(pool.map(fn, items)) if lanes > 1 else [fn(item) for item in items]
+
+        run_all(run_batch, batches[:warmup * lanes])
         passes = []
         for _ in range(repeats):
             start = time.perf_counter()
-            list(pool.map(timed, batches))
+            run_all(timed, batches)
             passes.append(time.perf_counter() - start)
     return {"name": name, "batch_size": batch_size, "events": len(texts), "repeats": repeats, "lanes": lanes,
             "events_per_second": round(len(texts) / min(passes), 1),
@@ -93,26 +76,21 @@ def measure_lanes(name: str, run_batch, texts: list[str], batch_size: int, lanes
             "per_call": percentiles(calls)}
 
 
-def lane_rows(checkpoint, bundle: Path, texts: list[str], args) -> list[dict]:
-    """Batched PyTorch, ORT fp32 and ORT int8 in the worker's lane shape: ``--lanes`` calls at once,
-    ``--threads`` cores shared among them."""
+def lane_rows(torch_batch, bundle: Path, texts: list[str], args) -> list[dict]:
+    """Batched PyTorch (``torch_batch``), ORT fp32 and ORT int8 in the worker's lane shape:
+    ``--lanes`` calls at once, ``--threads`` cores shared among them."""
     per_lane = max(1, args.threads // args.lanes)
     shape = f"{args.lanes} lanes x {per_lane} thread{'s' * (per_lane > 1)}"
-    scorer = torch_scorer(checkpoint.model)
-
-    def torch_batch(batch):
-        tag_texts(checkpoint.encoder, batch, scorer, checkpoint.labels, batch_size=len(batch))
-
     torch.set_num_threads(per_lane)    # process-wide: every lane's calls use this many
     try:
-        rows = [measure_lanes(f"pytorch, batched, {shape}", torch_batch, texts, args.batch_size, args.lanes, 2,
-                              args.repeats)]
+        rows = [measure(f"pytorch, batched, {shape}", torch_batch, texts, args.batch_size, 2, args.repeats,
+                        args.lanes)]
     finally:
         torch.set_num_threads(args.threads)
     for variant in ("fp32", "int8"):
         tagger = Tagger.load(bundle, variant=variant, device="cpu", threads=per_lane, batch_size=args.batch_size)
-        rows.append(measure_lanes(f"onnxruntime {variant}, batched, {shape}", tagger.tag_texts, texts,
-                                  args.batch_size, args.lanes, 2, args.repeats))
+        rows.append(measure(f"onnxruntime {variant}, batched, {shape}", tagger.tag_texts, texts, args.batch_size, 2,
+                            args.repeats, args.lanes))
     return rows
 
 
@@ -123,7 +101,8 @@ def best_shapes(rows: list[dict]) -> dict:
         mine = [r for r in rows if r["name"].startswith(prefix) and "serving's calls" not in r["name"]]
         return max(mine, key=lambda r: r["events_per_second"])
 
-    modes = (("pytorch", "pytorch, batched"), ("fp32", "onnxruntime fp32, batched"), ("int8", "onnxruntime int8, batched"))
+    modes = (("pytorch", "pytorch, batched"), ("fp32", "onnxruntime fp32, batched"),
+             ("int8", "onnxruntime int8, batched"))
     out = {name: best(prefix) for name, prefix in modes}
     torch_best = out["pytorch"]["events_per_second"]
     return {name: {"row": row["name"], "events_per_second": row["events_per_second"],
@@ -234,7 +213,7 @@ def main() -> None:
         measure("onnxruntime int8 dynamic, batched", dynamic.tag_texts, texts, args.batch_size, 2, args.repeats),
     ]
     if args.lanes > 1:
-        rows += lane_rows(checkpoint, bundle, texts, args)
+        rows += lane_rows(torch_batch, bundle, texts, args)
     lexicon_rows = lexicon_cost(int8, texts, args.batch_size, args.repeats)
     base = rows[0]["events_per_second"]
     batched = rows[1]["events_per_second"]

@@ -121,7 +121,7 @@ def test_the_weak_labels_table_gathers_cached_runs_per_dictionary_variant(tmp_pa
 
 
 def test_lanes_run_every_batch_once_per_pass_two_at_a_time():
-    from bench.inference import measure_lanes
+    from bench.inference import measure
 
     both_in = threading.Barrier(2, timeout=10)   # a call returns only when another one is in the model too
     seen, lock = [], threading.Lock()
@@ -132,8 +132,8 @@ def test_lanes_run_every_batch_once_per_pass_two_at_a_time():
             seen.append(tuple(batch))
 
     texts = [f"title {i}" for i in range(10)]
-    row = measure_lanes("fake, batched, 2 lanes x 1 thread", run_batch, texts, batch_size=3, lanes=2, warmup=1,
-                        repeats=2)
+    row = measure("fake, batched, 2 lanes x 1 thread", run_batch, texts, batch_size=3, warmup=1, repeats=2,
+                  lanes=2)
     batches = [tuple(texts[i:i + 3]) for i in range(0, 10, 3)]
     assert sorted(seen) == sorted(batches[:2] + batches * 2)    # the warm-up's two, then every batch per pass
     assert row["lanes"] == 2 and row["events"] == 10 and row["events_per_second"] > 0
