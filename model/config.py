@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from stream.tagging.tokenization import UNITS
+
 DEFAULT_EPOCHS = 10       # pretraining epochs when no budget is given at all
 LEXICON_AT = ("input", "output")
 HEADS = ("crf", "softmax")
@@ -44,6 +46,9 @@ class TrainConfig:
     vocab_size: int = option(8000, "WordPiece vocabulary size of a from-scratch model", above=0)
     max_length: int = option(128, "sub-tokens per window", above=0)
     stride: int = option(32, "sub-tokens shared by overlapping windows", minimum=0)
+    units: str = option("words", "what a tag sits on: 'words' (a pre-tokenised word, read from its first sub-token) "
+                                 "or 'tokens' (every sub-token, so a value may end inside a word: 'Men' in 'Mens'). "
+                                 "Shipped in the bundle", choices=UNITS)
     epochs: int = option(20, "most passes over the training data", above=0)
     batch_size: int = option(16, "windows per training step", above=0)
     lr: float | None = option(None, "encoder learning rate (default 5e-5 pretrained, 1e-3 scratch)", above=0)
@@ -115,6 +120,8 @@ class TrainConfig:
             raise ValueError(f"lexicon_at must be one of {', '.join(LEXICON_AT)}, got {self.lexicon_at!r}")
         if self.weak_unmatched not in WEAK_UNMATCHED:
             raise ValueError(f"weak_unmatched must be one of {', '.join(WEAK_UNMATCHED)}, got {self.weak_unmatched!r}")
+        if self.units not in UNITS:
+            raise ValueError(f"units must be one of {', '.join(UNITS)}, got {self.units!r}")
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {', '.join(HEADS)}, got {self.head!r}")
         if self.weak_teacher is not None and self.weak_unmatched != "teacher":

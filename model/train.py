@@ -197,6 +197,7 @@ def _meta(config: TrainConfig, labels: list[str], lexicon: Lexicon | None, taxon
         "labels": labels,
         "max_length": config.max_length,
         "stride": config.stride,
+        "units": config.units,
         "dropout": config.dropout,
         "head": config.head,
         "lexicon": {"types": list(lexicon.types), "width": lexicon.width, "dim": config.lexicon_dim,
@@ -289,7 +290,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
                              labels) if config.weak_teacher else None
 
     tokenizer, encoder_module = _encoder(config, train_examples)
-    text_encoder = TextEncoder(tokenizer, config.max_length, config.stride)
+    text_encoder = TextEncoder(tokenizer, config.max_length, config.stride, units=config.units)
     samples, snapped, lexicon = training_samples(config, text_encoder, train_examples, labels, priors)
     o_prior = weak_o_prior(config, samples)
     text_encoder = text_encoder.with_lexicon(lexicon)
@@ -389,6 +390,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     model = bert_crf.load(path, len(meta["labels"]), meta.get("dropout", 0.1), width,
                           lexicon_meta["dim"] if lexicon_meta else 32,
                           lexicon_meta.get("at", "output") if lexicon_meta else "output", meta.get("head", "crf"))
-    encoder = TextEncoder.from_file(path / TOKENIZER, meta["max_length"], meta["stride"], lexicon)
+    # Checkpoints from before sub-token units lack "units": theirs are words.
+    encoder = TextEncoder.from_file(path / TOKENIZER, meta["max_length"], meta["stride"], lexicon,
+                                    meta.get("units", "words"))
     taxonomy = path / TAXONOMY
     return Checkpoint(model, encoder, meta["labels"], meta, path, taxonomy if taxonomy.is_file() else None)

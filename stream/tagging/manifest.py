@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from stream.tagging.tokenization import UNITS
+
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 MODEL_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
@@ -24,6 +26,7 @@ class Manifest:
     metrics: dict = field(default_factory=dict)              # dev scores per variant
     parity: dict = field(default_factory=dict)               # the export's parity report
     source: dict = field(default_factory=dict)               # checkpoint, base model, config
+    units: str = "words"                                     # what a tag sits on; older bundles: words
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -35,6 +38,8 @@ class Manifest:
                                "created_at", "training_data_sha256", "files") if f not in data]
         if missing:
             raise ValueError(f"manifest lacks {', '.join(missing)}")
+        if data.get("units", "words") not in UNITS:
+            raise ValueError(f"manifest units must be one of {', '.join(UNITS)}, got {data['units']!r}")
         return cls(**{k: v for k, v in data.items() if k in known})
 
     @property

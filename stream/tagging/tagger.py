@@ -72,7 +72,8 @@ class Tagger:
         self.labels = list(m.labels)
         self._input_names = {i.name for i in session.get_inputs()}
         self.lexicon = self._serving_lexicon(bundle, "lexicon" in self._input_names, taxonomy)
-        self.encoder = TextEncoder.from_file(bundle.file("tokenizer.json"), m.max_length, m.stride, self.lexicon)
+        self.encoder = TextEncoder.from_file(bundle.file("tokenizer.json"), m.max_length, m.stride, self.lexicon,
+                                             m.units)
         self.crf = CrfParams.from_npz(bundle.file("crf.npz"))
         if self.crf.num_tags != len(self.labels):
             raise BundleError(f"{bundle.file('crf.npz')}: {self.crf.num_tags} tags, "

@@ -1,8 +1,9 @@
 """Text to model inputs with character offsets, through a `tokenizers` fast tokenizer.
 
-A *unit* is one pre-tokenised word (a CJK character, a Latin word, a number, a punctuation
-mark); tags live on units and are predicted from each unit's first sub-token. Long texts are
-cut into overlapping windows at unit boundaries. Used unchanged by training and serving.
+A *unit* is what a tag sits on: by default one pre-tokenised word (a CJK character, a Latin
+word, a number, a punctuation mark), predicted from its first sub-token; with ``units="tokens"``
+every sub-token, so a value can end inside a word ("men" in "men ##s"). Long texts are cut into
+overlapping windows at unit boundaries. Used unchanged by training and serving.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from tokenizers import Tokenizer
 from stream.tagging.lexicon import Lexicon
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+UNITS = ("words", "tokens")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +64,9 @@ class TextEncoder:
     """Tokenises texts into units and windows of at most ``max_length`` sub-tokens."""
 
     def __init__(self, tokenizer: Tokenizer, max_length: int = 128, stride: int = 32,
-                 lexicon: Lexicon | None = None) -> None:
+                 lexicon: Lexicon | None = None, units: str = "words") -> None:
+        if units not in UNITS:
+            raise ValueError(f"units must be one of {', '.join(UNITS)}, got {units!r}")
         if max_length < 8:
             raise ValueError(f"max_length must be at least 8, got {max_length}")
         if not 0 <= stride < max_length - 2:
@@ -77,15 +81,16 @@ class TextEncoder:
         self.max_length = max_length
         self.stride = stride
         self.lexicon = lexicon
+        self.unit_mode = units
         self.pad_id, self.unk_id, self.cls_id, self.sep_id = (ids[t] for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]"))
 
     @classmethod
     def from_file(cls, path: str | Path, max_length: int = 128, stride: int = 32,
-                  lexicon: Lexicon | None = None) -> "TextEncoder":
-        return cls(Tokenizer.from_file(str(path)), max_length=max_length, stride=stride, lexicon=lexicon)
+                  lexicon: Lexicon | None = None, units: str = "words") -> "TextEncoder":
+        return cls(Tokenizer.from_file(str(path)), max_length=max_length, stride=stride, lexicon=lexicon, units=units)
 
     def with_lexicon(self, lexicon: Lexicon | None) -> "TextEncoder":
-        return TextEncoder(self.tokenizer, self.max_length, self.stride, lexicon)
+        return TextEncoder(self.tokenizer, self.max_length, self.stride, lexicon, self.unit_mode)
 
     def units(self, texts: Sequence[str], *, features: bool = True) -> list[Units]:
         """``features=False`` skips lexicon matching, for callers that only count tokens (drift)."""
@@ -96,8 +101,12 @@ class TextEncoder:
         spans: list[tuple[int, int]] = []
         first: list[int] = []
         last_word = None
+        by_token = self.unit_mode == "tokens"
         for i, (word, (start, end)) in enumerate(zip(enc.word_ids, enc.offsets)):
-            if word != last_word or not spans:
+            # A sub-token that shares characters with the one before (one character made into
+            # several tokens) stays in its unit, so unit ranges never overlap.
+            new = start >= spans[-1][1] if by_token and spans else word != last_word
+            if new or not spans:
                 spans.append((start, end))
                 first.append(i)
                 last_word = word

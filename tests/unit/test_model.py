@@ -232,6 +232,31 @@ def test_an_input_lexicon_model_trains_exports_through_the_parity_gate_and_tags(
     assert all(t.field == "title" and titles[i][t.start:t.end] == t.text for i, r in enumerate(tagged) for t in r.tags)
 
 
+
+def test_a_sub_token_unit_model_keeps_its_units_through_checkpoint_export_and_serving(tmp_path):
+    import json
+
+    from export.bundle import export_bundle
+    from export.config import ExportConfig
+    from stream.tagging.pipeline import Pipeline
+
+    train_file = write_synth(tmp_path / "train.jsonl", 150, seed=11, lang="en")
+    dev_file = write_synth(tmp_path / "dev.jsonl", 200, seed=12, lang="en")
+    train(TrainConfig(train=(str(train_file),), dev=str(dev_file), out=str(tmp_path / "ck"), layers=1, hidden=32,
+                      heads=2, epochs=1, batch_size=16, threads=2, vocab_size=300, units="tokens"), log=lambda _: None)
+    checkpoint = load_checkpoint(tmp_path / "ck")
+    assert checkpoint.meta["units"] == "tokens" and checkpoint.encoder.unit_mode == "tokens"
+    bundle = export_bundle(ExportConfig(checkpoint=str(tmp_path / "ck"), out=str(tmp_path / "bundle"), version="1"),
+                           log=lambda _: None)
+    manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["units"] == "tokens" and manifest["parity"]["passed"]
+    encoder = Pipeline.load(bundle, device="cpu").tagger.encoder
+    titles = [json.loads(line)["text"] for line in dev_file.read_text(encoding="utf-8").splitlines()[:20]]
+    # A small vocabulary splits words into pieces: every piece is a unit of its own.
+    assert encoder.unit_mode == "tokens"
+    assert sum(len(u) for u in encoder.units(titles)) == sum(len(u.token_ids) for u in encoder.units(titles))
+
+
 # ----------------------------------------------------------------------------- rare labels
 
 def test_scores_list_gold_types_the_model_never_learnt_and_count_their_spans_as_misses():

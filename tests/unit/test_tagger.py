@@ -11,6 +11,7 @@ import textwrap
 import pytest
 
 from stream.tagging.bundle import BundleError, promote, read_bundle, rollback
+from stream.tagging.manifest import Manifest
 from stream.tagging.pipeline import Pipeline
 from stream.tagging.tagger import Tagger, cuda_device_count
 from tests.conftest import ROOT
@@ -84,6 +85,13 @@ def test_manifest_records_parity_and_hashes(tiny_bundle):
                                    "reference.json"}
     reference = json.loads((tiny_bundle / "reference.json").read_text())
     assert reference["texts"] >= 200 and reference["type_counts"]
+    assert manifest.units == "words"
+
+
+def test_a_manifest_from_before_sub_token_units_reads_as_words(tiny_bundle):
+    data = read_bundle(tiny_bundle).manifest.to_json()
+    del data["units"]
+    assert Manifest.from_json(data).units == "words"
 
 
 @pytest.mark.parametrize("damage, message", [
@@ -95,6 +103,9 @@ def test_manifest_records_parity_and_hashes(tiny_bundle):
      "unknown format version 99"),
     (lambda b: (b / "manifest.json").write_text("{not json"), "manifest.json: not valid JSON"),
     (lambda b: (b / "manifest.json").unlink(), "missing file manifest.json"),
+    (lambda b: (b / "manifest.json").write_text(
+        (b / "manifest.json").read_text().replace('"units": "words"', '"units": "letters"')),
+     "manifest units must be one of words, tokens, got 'letters'"),
 ])
 def test_corrupt_bundles_are_refused_with_what_is_wrong(tiny_bundle, tmp_path, damage, message):
     bundle = _copy(tiny_bundle, tmp_path)

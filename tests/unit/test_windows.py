@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
 from stream.tagging.decode import plan_batches, tag_units
 from stream.tagging.spans import Span, label_list, unit_tags
-from stream.tagging.tokenization import TextEncoder, Window
+from stream.tagging.tokenization import SPECIAL_TOKENS, UNITS, TextEncoder, Window
 
 LABELS = label_list(["brand", "color"])
 
@@ -36,14 +38,16 @@ def test_windows_cover_every_unit_once_and_respect_max_length(wordpiece):
         assert b.unit_start < a.unit_end, "consecutive windows overlap"
 
 
+@pytest.mark.parametrize("unit_mode", UNITS)
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(words=st.lists(st.sampled_from(["耐", "克", "黑", "色", "nike", "air", "max", "270", "/", "T"]),
                       min_size=1, max_size=60),
        marks=st.lists(st.integers(0, 2), min_size=60, max_size=60))
-def test_merged_windows_give_back_whole_text_spans(wordpiece, words, marks):
-    encoder = TextEncoder(wordpiece, max_length=10, stride=3)
+def test_merged_windows_give_back_whole_text_spans(wordpiece, unit_mode, words, marks):
+    encoder = TextEncoder(wordpiece, max_length=10, stride=3, units=unit_mode)
     text = " ".join(words)
     units = encoder.units([text])[0]
+    assert all(a[1] <= b[0] for a, b in zip(units.spans, units.spans[1:])), "units never overlap"
     # Spans of one or two units, separated by at least one unit.
     spans, i = [], 0
     while i < len(units):
@@ -83,3 +87,30 @@ def test_calls_hold_every_window_once_within_rows_and_padded_token_budget(length
         assert budget is None or len(call) == 1 or len(call) * longest <= budget
         # sorted by length, so a call is a contiguous run of the length order
         assert [lengths[i] for i in call] == sorted(lengths[i] for i in call)
+
+
+def _explicit_wordpiece() -> Tokenizer:
+    vocab = [*SPECIAL_TOKENS, "men", "##s", "t", "-", "shirt", "cotton"]
+    tokenizer = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    return tokenizer
+
+
+def test_sub_token_units_let_a_value_end_inside_a_word():
+    text, gold = "Mens T-Shirt cotton", [Span(0, 3, "brand")]     # "Men" located in "Mens", as ae-110k has it
+    words = TextEncoder(_explicit_wordpiece(), max_length=16, stride=4).units([text])[0]
+    assert words.spans[0] == (0, 4)
+    assert unit_tags(words.spans, gold)[1] == gold, "a word unit can only snap it out to the whole word"
+
+    encoder = TextEncoder(_explicit_wordpiece(), max_length=16, stride=4, units="tokens")
+    units = encoder.units([text])[0]
+    assert units.spans == [(0, 3), (3, 4), (5, 6), (6, 7), (7, 12), (13, 19)]
+    tags, snapped = unit_tags(units.spans, gold)
+    assert not snapped and tags[:2] == ["S-brand", "O"]
+    ids = {tuple(w.input_ids): [LABELS.index(t) for t in tags[w.unit_start:w.unit_end]] for w in encoder.windows(units)}
+    got = tag_units(encoder, [units], oracle_scorer(ids), LABELS, batch_size=2)[0]
+    assert [(s.start, s.end, s.type) for s in got] == [(0, 3, "brand")]
+    assert encoder.with_lexicon(None).unit_mode == "tokens"
+    with pytest.raises(ValueError, match="units must be one of words, tokens"):
+        TextEncoder(_explicit_wordpiece(), units="letters")
