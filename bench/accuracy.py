@@ -63,6 +63,8 @@ ROWS = {
         _zh("gazetteers + jieba words", 200, lexicon=GAZETTEERS, words="jieba", lexicon_at="input"),
         _zh("gazetteers + jieba words, average of the last 3 epochs", 200, lexicon=GAZETTEERS, words="jieba",
             lexicon_at="input", average_last=3),
+        _zh("gazetteers + jieba words + hashed bigrams", 200, lexicon=GAZETTEERS, words="jieba", lexicon_at="input",
+            bigrams=32768),
         _zh("gazetteers + jieba words, softmax head", 200, lexicon=GAZETTEERS, words="jieba", lexicon_at="input",
             head="softmax"),
         _zh("+ pretraining 300, characters masked", 200, 300, lexicon=GAZETTEERS, words="jieba", lexicon_at="input"),

@@ -1,6 +1,7 @@
 """BERT encoder + dropout + linear emissions + a linear-chain CRF over text units; optionally
 lexicon features (BMES flags per tag type, `stream.tagging.lexicon`), summed into each token's
-input embedding or concatenated to its output vector."""
+input embedding or concatenated to its output vector, and hashed bigram embeddings summed into
+the input embedding (computed from ``input_ids`` inside the graph, so serving feeds nothing new)."""
 
 from __future__ import annotations
 
@@ -19,13 +20,26 @@ ENCODER_CONFIG = "config.json"
 # A disallowed tag's emission: exp() of it underflows to 0 next to any real path score, yet it stays
 # finite, so a logsumexp never meets all -inf (whose gradient is NaN).
 DISALLOWED = -1e4
+BIGRAM_PRIME = 1_000_003   # token id pairs hash as (left * prime + right) mod buckets
+
+
+def bigram_buckets(input_ids: torch.Tensor, buckets: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each token's bigram bucket with its left and with its right neighbour (the first token's
+    left and the last token's right pair with id 0). Integer ops only, so they export to ONNX."""
+    # shape: (batch, seq)
+    right_ids = torch.cat([input_ids[:, 1:], torch.zeros_like(input_ids[:, :1])], dim=1)
+    right = torch.remainder(input_ids * BIGRAM_PRIME + right_ids, buckets)
+    # The first token's left pair is (0, first): its bucket is first mod buckets.
+    left = torch.cat([torch.remainder(input_ids[:, :1], buckets), right[:, :-1]], dim=1)
+    return left, right
 
 
 class BertCrf(nn.Module):
     """Emissions come from every sub-token; the CRF runs over each unit's first sub-token."""
 
     def __init__(self, encoder: nn.Module, num_tags: int, dropout: float = 0.1,
-                 lexicon_width: int = 0, lexicon_dim: int = 32, lexicon_at: str = "output", head: str = "crf") -> None:
+                 lexicon_width: int = 0, lexicon_dim: int = 32, lexicon_at: str = "output", head: str = "crf",
+                 bigrams: int = 0) -> None:
         super().__init__()
         if lexicon_at not in LEXICON_AT:
             raise ValueError(f"expected lexicon_at in {LEXICON_AT}, got {lexicon_at!r}")
@@ -43,6 +57,10 @@ class BertCrf(nn.Module):
         if at_input:
             # Scaled like BERT's own embeddings, so the flags do not drown a pretrained model's tokens.
             nn.init.normal_(self.lexicon_embed.weight, std=getattr(encoder.config, "initializer_range", 0.02))
+        # One table for both sides: the bigram 手机 is the same vector to 手 (its right pair) and to 机.
+        self.bigram_embed = nn.Embedding(bigrams, encoder.get_input_embeddings().embedding_dim) if bigrams else None
+        if bigrams:
+            nn.init.normal_(self.bigram_embed.weight, std=getattr(encoder.config, "initializer_range", 0.02))
         extra = lexicon_dim if lexicon_width and not at_input else 0
         self.emit = nn.Linear(encoder.config.hidden_size + extra, num_tags)
         self.crf = CRF(num_tags, batch_first=True)
@@ -59,22 +77,26 @@ class BertCrf(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 lexicon: torch.Tensor | None = None) -> torch.Tensor:
         """Token emissions; this is the graph exported to ONNX."""
-        if self.lexicon_embed is None:
-            # shape: (batch, seq, hidden)
-            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            return self.emit(self.dropout(hidden))
-        expected = (*input_ids.shape, self.lexicon_width)
-        if lexicon is None or tuple(lexicon.shape) != expected:
-            got = None if lexicon is None else tuple(lexicon.shape)
-            raise ValueError(f"expected lexicon features of shape {expected}, got {got}")
-        if self.lexicon_at == "input":
+        if self.lexicon_embed is not None:
+            expected = (*input_ids.shape, self.lexicon_width)
+            if lexicon is None or tuple(lexicon.shape) != expected:
+                got = None if lexicon is None else tuple(lexicon.shape)
+                raise ValueError(f"expected lexicon features of shape {expected}, got {got}")
+        lexicon_at_input = self.lexicon_embed is not None and self.lexicon_at == "input"
+        if lexicon_at_input or self.bigram_embed is not None:
             # Position and type embeddings and the LayerNorm still come from BERT's embedding layer.
             # shape: (batch, seq, embedding)
-            embeds = self.encoder.get_input_embeddings()(input_ids) + self.lexicon_embed(lexicon)
+            embeds = self.encoder.get_input_embeddings()(input_ids)
+            if lexicon_at_input:
+                embeds = embeds + self.lexicon_embed(lexicon)
+            if self.bigram_embed is not None:
+                left, right = bigram_buckets(input_ids, self.bigram_embed.num_embeddings)
+                embeds = embeds + self.bigram_embed(left) + self.bigram_embed(right)
             # shape: (batch, seq, hidden)
             hidden = self.encoder(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
         else:
             hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.lexicon_embed is not None and not lexicon_at_input:
             # shape: (batch, seq, hidden + lexicon_dim)
             hidden = torch.cat([hidden, self.lexicon_embed(lexicon)], dim=-1)
         # shape: (batch, seq, tags)
@@ -181,10 +203,11 @@ def save(model: BertCrf, directory: Path) -> None:
 
 
 def load(directory: str | Path, num_tags: int, dropout: float = 0.1, lexicon_width: int = 0,
-         lexicon_dim: int = 32, lexicon_at: str = "output", head: str = "crf") -> BertCrf:
+         lexicon_dim: int = 32, lexicon_at: str = "output", head: str = "crf", bigrams: int = 0) -> BertCrf:
     directory = Path(directory)
     config = AutoConfig.from_pretrained(str(directory), local_files_only=True)
-    model = BertCrf(encoder_from_config(config), num_tags, dropout, lexicon_width, lexicon_dim, lexicon_at, head)
+    model = BertCrf(encoder_from_config(config), num_tags, dropout, lexicon_width, lexicon_dim, lexicon_at, head,
+                    bigrams)
     state = torch.load(directory / WEIGHTS, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     model.eval()

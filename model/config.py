@@ -74,6 +74,10 @@ class TrainConfig:
                              choices=LEXICON_AT)
     lexicon_dim: int = option(32, "size of the lexicon feature embedding at the output (at the input it is the "
                                   "token embedding size)", above=0)
+    bigrams: int = option(0, "hashed bigram embeddings: each token's input embedding also gets a learnt vector for the "
+                             "pair it forms with its left and with its right neighbour, hashed into this many "
+                             "buckets (0: off; e.g. 32768 for Chinese characters). Computed inside the model, so "
+                             "serving feeds nothing new", minimum=0)
     head: str = option("crf", "output layer: 'crf' (a linear-chain CRF, Viterbi at serving) or 'softmax' (each unit "
                               "on its own, cross-entropy; served as a CRF with zero transitions)", choices=HEADS)
     words: str | None = option(None, "untyped word-boundary features from a word dictionary: 'jieba' (the installed "

@@ -200,6 +200,7 @@ def _meta(config: TrainConfig, labels: list[str], lexicon: Lexicon | None, taxon
         "units": config.units,
         "dropout": config.dropout,
         "head": config.head,
+        "bigrams": config.bigrams,
         "lexicon": {"types": list(lexicon.types), "width": lexicon.width, "dim": config.lexicon_dim,
                     "at": config.lexicon_at, "entries": len(lexicon), "sources": list(config.lexicon),
                     "from_train": config.lexicon_from_train,
@@ -295,7 +296,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     o_prior = weak_o_prior(config, samples)
     text_encoder = text_encoder.with_lexicon(lexicon)
     model = bert_crf.BertCrf(encoder_module, len(labels), config.dropout, lexicon.width if lexicon is not None else 0,
-                             config.lexicon_dim, config.lexicon_at, config.head)
+                             config.lexicon_dim, config.lexicon_at, config.head, config.bigrams)
 
     log(f"train: {len(train_examples)} texts -> {len(samples)} windows, {len(labels)} tags; "
         f"dev: {len(dev)} texts; spans snapped to token edges: {snapped}"
@@ -389,7 +390,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     width = lexicon.width if lexicon is not None else 0
     model = bert_crf.load(path, len(meta["labels"]), meta.get("dropout", 0.1), width,
                           lexicon_meta["dim"] if lexicon_meta else 32,
-                          lexicon_meta.get("at", "output") if lexicon_meta else "output", meta.get("head", "crf"))
+                          lexicon_meta.get("at", "output") if lexicon_meta else "output", meta.get("head", "crf"),
+                          meta.get("bigrams", 0))
     # Checkpoints from before sub-token units lack "units": theirs are words.
     encoder = TextEncoder.from_file(path / TOKENIZER, meta["max_length"], meta["stride"], lexicon,
                                     meta.get("units", "words"))

@@ -257,6 +257,44 @@ def test_a_sub_token_unit_model_keeps_its_units_through_checkpoint_export_and_se
     assert sum(len(u) for u in encoder.units(titles)) == sum(len(u.token_ids) for u in encoder.units(titles))
 
 
+
+def test_bigram_buckets_pair_each_token_with_its_left_and_right_neighbour():
+    ids = torch.tensor([[5, 7, 9]])
+    left, right = bert_crf.bigram_buckets(ids, 1000)
+    pair = lambda a, b: (a * bert_crf.BIGRAM_PRIME + b) % 1000   # noqa: E731
+    assert right.tolist() == [[pair(5, 7), pair(7, 9), pair(9, 0)]]
+    assert left.tolist() == [[pair(0, 5), pair(5, 7), pair(7, 9)]]
+
+
+def test_a_bigram_model_exports_through_the_parity_gate_with_no_new_input(tmp_path):
+    import json
+
+    import onnxruntime as ort
+
+    from export.bundle import export_bundle
+    from export.config import ExportConfig
+
+    train_file = write_synth(tmp_path / "train.jsonl", 150, seed=11)
+    dev_file = write_synth(tmp_path / "dev.jsonl", 200, seed=12)
+    train(TrainConfig(train=(str(train_file),), dev=str(dev_file), out=str(tmp_path / "ck"), layers=1, hidden=32,
+                      heads=2, epochs=1, batch_size=16, threads=2, vocab_size=1500, bigrams=512), log=lambda _: None)
+    checkpoint = load_checkpoint(tmp_path / "ck")
+    assert checkpoint.model.bigram_embed.weight.shape == (512, 32)
+    ids, mask = torch.tensor([[2, 40, 41, 42, 3]]), torch.ones((1, 5), dtype=torch.long)
+    with torch.no_grad():
+        before = checkpoint.model(ids, mask)
+        checkpoint.model.bigram_embed.weight[int(bert_crf.bigram_buckets(ids, 512)[1][0, 2])] += 1.0
+        moved = (checkpoint.model(ids, mask) - before).abs()[0].sum(-1)
+    assert moved.min() > 0, "a bigram's vector reaches every token through attention"
+
+    bundle = export_bundle(ExportConfig(checkpoint=str(tmp_path / "ck"), out=str(tmp_path / "bundle"), int8=True,
+                                        version="1"), log=lambda _: None)
+    manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["parity"]["passed"] and manifest["parity"]["max_abs_emission_diff"] <= 1e-4
+    inputs = [i.name for i in ort.InferenceSession(str(bundle / "model.onnx")).get_inputs()]
+    assert inputs == ["input_ids", "attention_mask"]
+
+
 # ----------------------------------------------------------------------------- rare labels
 
 def test_scores_list_gold_types_the_model_never_learnt_and_count_their_spans_as_misses():
