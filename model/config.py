@@ -21,8 +21,9 @@ WHOLE_WORDS = ("chars", "jieba")
 # settings left at their defaults, so a flag given beside it still wins.
 RECIPES = {
     "zh": {"words": "jieba", "lexicon_at": "input", "lr": 1e-3},
-    "en": {"lr": 2e-4, "max_length": 64, "stride": 16},
+    "en": {"lr": 2e-4, "max_length": 64, "stride": 16, "units": "tokens"},
 }
+RECIPE_SETTINGS = tuple(sorted({name for recipe in RECIPES.values() for name in recipe}))
 
 
 def option(default: Any, help: str, **meta: Any) -> Any:
@@ -111,6 +112,9 @@ class TrainConfig:
     recipe: str | None = option(None, "the measured best settings for a language, for every setting left at its default: "
                                       + "; ".join(f"{k}: " + ", ".join(f"{n}={v}" for n, v in r.items())
                                                   for k, r in RECIPES.items()), choices=tuple(RECIPES))
+    # Not a flag: the CLI lists here the recipe settings given on its command line, so that
+    # `--recipe en --units words` keeps words although words is the default.
+    pinned: tuple[str, ...] = option((), "settings a recipe leaves as they are, even at their default", cli=False)
 
     def __post_init__(self) -> None:
         if self.recipe is not None:
@@ -118,7 +122,7 @@ class TrainConfig:
                 raise ValueError(f"recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
             defaults = {f.name: f.default for f in fields(self)}
             for name, value in RECIPES[self.recipe].items():
-                if getattr(self, name) == defaults[name]:
+                if getattr(self, name) == defaults[name] and name not in self.pinned:
                     object.__setattr__(self, name, value)
         if self.lexicon_at not in LEXICON_AT:
             raise ValueError(f"lexicon_at must be one of {', '.join(LEXICON_AT)}, got {self.lexicon_at!r}")

@@ -4,7 +4,7 @@ default, help, choices, type and accepted range all come from the field, so no o
 Field metadata read here: ``help``; ``choices``; ``minimum`` (inclusive), ``above`` and ``below``
 (exclusive) bounds of a number; ``metavar``; ``required`` (on the command line, although the field
 has a default). A field without a default is required. ``tuple[str, ...]`` fields are repeatable
-(``--x A B --x C``); booleans are switches.
+(``--x A B --x C``); booleans are switches. ``cli=False``: not an option at all.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def add_options(parser, config: type, names: Collection[str] | None = None, *, s
     Otherwise each option parses to the field's type and defaults to the field's default."""
     hints = typing.get_type_hints(config)
     for f in fields(config):
-        if (names is not None and f.name not in names) or f.name in skip:
+        if (names is not None and f.name not in names) or f.name in skip or f.metadata.get("cli") is False:
             continue
         options = _layered(f, env) if env else _typed(f, hints[f.name], f.name in required)
         parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, **options)

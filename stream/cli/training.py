@@ -36,21 +36,30 @@ def _log(line: str) -> None:
 # ----------------------------------------------------------------------------- train
 
 def _training_options(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
-    from model.config import TrainConfig
+    from model.config import RECIPE_SETTINGS, TrainConfig
 
     add_options(p, TrainConfig, skip=("base_model", *skip))
+    # None marks a recipe setting the command line did not give (`_train_config`).
+    p.set_defaults(**{name: None for name in RECIPE_SETTINGS if name not in skip})
     base = p.add_mutually_exclusive_group()
     add_options(base, TrainConfig, ("base_model",))
     base.add_argument("--scratch", action="store_true", help="build a vocabulary and a small BERT from the data "
                                                              "(what happens without --base-model)")
 
 
+def training_config(args: argparse.Namespace, skip: tuple[str, ...] = (), **values):
+    """The TrainConfig of the flags; a recipe setting given on the command line is pinned, so the
+    recipe leaves it as given even where that is its default."""
+    from model.config import RECIPE_SETTINGS, TrainConfig
+
+    given = {name: getattr(args, name) for name in RECIPE_SETTINGS if getattr(args, name, None) is not None}
+    return from_args(args, TrainConfig, skip=(*skip, *RECIPE_SETTINGS), **given, pinned=tuple(given), **values)
+
+
 def _train_config(args: argparse.Namespace, verb_name: str, skip: tuple[str, ...] = (), **values):
     """The TrainConfig of the flags, its inputs checked before PyTorch is imported: a typo in a
     file costs a second, not ten."""
-    from model.config import TrainConfig
-
-    config = from_args(args, TrainConfig, skip=skip, **values)
+    config = training_config(args, skip, **values)
     for path in [*config.train, *([config.dev] if config.dev else [])]:
         read_any(path, config.repair)
     if config.base_model and not Path(config.base_model).is_dir():

@@ -15,6 +15,7 @@ from export.config import ExportConfig, RetrainConfig
 from model.config import PretrainConfig, TrainConfig
 from stream.cli import build_parser
 from stream.cli.options import from_args
+from stream.cli.training import training_config
 from stream.service.demo import DemoConfig
 from stream.service.drift import DriftConfig
 from stream.service.settings import Settings
@@ -45,7 +46,7 @@ def test_every_config_field_is_an_option_with_its_help(capsys, verb, configs, sk
     text = " ".join(_help(capsys, verb).split())
     for config in configs:
         for f in fields(config):
-            if f.name not in skip:
+            if f.name not in skip and f.metadata.get("cli") is not False:
                 assert f"--{f.name.replace('_', '-')}" in text, (verb, f.name)
                 assert f.metadata.get("help") and " ".join(f.metadata["help"].split())[:30] in text, (verb, f.name)
 
@@ -53,8 +54,8 @@ def test_every_config_field_is_an_option_with_its_help(capsys, verb, configs, sk
 def test_parsing_gives_back_the_config_with_its_defaults():
     args = build_parser().parse_args(["train", "--train", "a.jsonl", "b.jsonl", "--out", "ck", "--lexicon", "t.json",
                                       "--lexicon", "brand=b.txt", "c.txt", "--dropout", "0.2"])
-    assert from_args(args, TrainConfig) == TrainConfig(train=("a.jsonl", "b.jsonl"), out="ck", dropout=0.2,
-                                                       lexicon=("t.json", "brand=b.txt", "c.txt"))
+    assert training_config(args) == TrainConfig(train=("a.jsonl", "b.jsonl"), out="ck", dropout=0.2,
+                                                lexicon=("t.json", "brand=b.txt", "c.txt"))
     args = build_parser().parse_args(["pretrain", "--texts", "a.txt", "--texts", "b.txt", "--out", "base"])
     assert from_args(args, PretrainConfig) == PretrainConfig(texts=("a.txt", "b.txt"), out="base")
     args = build_parser().parse_args(["demo"])
@@ -65,11 +66,17 @@ def test_parsing_gives_back_the_config_with_its_defaults():
 
 def test_a_recipe_fills_the_settings_left_at_their_defaults_and_a_given_flag_wins():
     args = build_parser().parse_args(["train", "--train", "a.bioes", "--out", "ck", "--recipe", "zh"])
-    config = from_args(args, TrainConfig)
+    config = training_config(args)
     assert (config.words, config.lexicon_at, config.recipe) == ("jieba", "input", "zh")
     args = build_parser().parse_args(["train", "--train", "a.jsonl", "--out", "ck", "--recipe", "en", "--lr", "1e-4"])
-    config = from_args(args, TrainConfig)
-    assert (config.lr, config.max_length, config.stride) == (1e-4, 64, 16)
+    config = training_config(args)
+    assert (config.lr, config.max_length, config.stride, config.units) == (1e-4, 64, 16, "tokens")
+    # A flag that names the default value wins too.
+    args = build_parser().parse_args(["train", "--train", "a.jsonl", "--out", "ck", "--recipe", "en", "--units", "words"])
+    assert training_config(args).units == "words"
+    args = build_parser().parse_args(["train", "--train", "a.bioes", "--out", "ck", "--recipe", "zh",
+                                      "--lexicon-at", "output"])
+    assert (training_config(args).lexicon_at, training_config(args).words) == ("output", "jieba")
     with pytest.raises(ValueError, match="recipe must be one of zh, en"):
         TrainConfig(train=("a",), out="b", recipe="fr")
 
@@ -77,7 +84,7 @@ def test_a_recipe_fills_the_settings_left_at_their_defaults_and_a_given_flag_win
 def test_retrain_keeps_its_own_taxonomy_apart_from_the_training_config():
     args = build_parser().parse_args(["retrain", "--train", "t.jsonl", "--store", "s", "--held-out", "h.jsonl",
                                       "--taxonomy", "new.json", "--epochs", "2"])
-    training = from_args(args, TrainConfig, skip=("out", *(f.name for f in fields(RetrainConfig))), out="")
+    training = training_config(args, ("out", *(f.name for f in fields(RetrainConfig))), out="")
     config = from_args(args, RetrainConfig, training=training)
     assert (config.taxonomy, config.held_out, training.taxonomy, training.epochs) == ("new.json", ("h.jsonl",), None, 2)
 
