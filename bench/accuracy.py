@@ -93,7 +93,6 @@ ROWS = {
         _en("MiniLM-L6, sub-token units", 300, units="tokens"),
         _en("MiniLM-L6, sub-token units, fine-tune 900", 900, units="tokens"),
         _en("30 min: MiniLM-L6, fine-tune 1,800", 1800),
-        _en("30 min: MiniLM-L6, sub-token units, fine-tune 1,800", 1800, units="tokens"),
     ],
 }
 

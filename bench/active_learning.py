@@ -37,8 +37,11 @@ DATA = {"zh": ROOT.parent / "shared" / "data" / "ecommerce-ner", "en": ROOT.pare
 CACHE = ROOT / "bench" / ".cache" / "active"
 STRATEGIES = ("review", "random")
 # More strategies, each from its own round 0 (same titles, its own training run):
-# review-diverse is `review select --redundancy 0.5`, review-dense `--density 1`.
-EXTRA = {"review-diverse": {"redundancy": 0.5}, "review-dense": {"density": 1.0}}
+# review-diverse is `review select --redundancy 0.5`, review-dense `--density 1`; review-taxonomy
+# (zh) gives select the gazetteers as the taxonomy, so a tag they lack scores as out-of-taxonomy, as
+# the live service scores it (elsewhere every simulated tag counts as known).
+EXTRA = {"review-diverse": {"redundancy": 0.5}, "review-dense": {"density": 1.0},
+         "review-taxonomy": {"taxonomy": "gazetteers"}}
 
 
 def split_files(data: str) -> dict[str, Path]:
@@ -78,20 +81,36 @@ def budget_for(budget: tuple[float, float], labelled: int) -> float:
     return round(base + per_title * labelled, 1)
 
 
-def pick_next(checkpoint, pool: list, n: int, **options) -> tuple[list[str], dict]:
-    """The ids of the ``n`` titles `review select` would send to people, and its report."""
+def gazetteer_forms() -> dict[str, set[str]]:
+    """zh's gazetteers as a taxonomy: per type, every entry's normalised form."""
+    from stream.tagging.text import normalise_value
+
+    forms: dict[str, set[str]] = {}
+    for spec in gazetteers():
+        kind, path = spec.split("=", 1)
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        forms.setdefault(kind, set()).update(normalise_value(line) for line in lines if line.strip())
+    return forms
+
+
+def pick_next(checkpoint, pool: list, n: int, taxonomy: str | None = None, **options) -> tuple[list[str], dict]:
+    """The ids of the ``n`` titles `review select` would send to people, and its report. With
+    ``taxonomy="gazetteers"`` a tag whose text the gazetteers lack for its type is out of taxonomy."""
     from model.teacher import marginal_scorer
     from stream.service.review import Candidate, select
     from stream.tagging.decode import score_units
     from stream.tagging.spans import Tag
+    from stream.tagging.text import normalise_value
 
+    known = gazetteer_forms() if taxonomy == "gazetteers" else None
     checkpoint.model.eval()
     scored = score_units(checkpoint.encoder, checkpoint.encoder.units([e.text for e in pool]),
                          marginal_scorer(checkpoint.model),
                          checkpoint.labels, entropy=True)
     candidates = []
     for example, result in zip(pool, scored):
-        tags = tuple(Tag(s.text, s.type, s.text, "title", s.start, s.end, round(s.confidence, 4), True)
+        tags = tuple(Tag(s.text, s.type, s.text, "title", s.start, s.end, round(s.confidence, 4),
+                         known is None or normalise_value(s.text) in known.get(s.type, ()))
                      for s in result.spans)
         candidates.append(Candidate(example.id, example.text, tags, entropy=tuple(result.entropy.tolist())))
     picks, report = select(candidates, n, **options)
@@ -284,6 +303,8 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
     budget = tuple(args.budget or ((45.0, 0.0) if args.data == "zh" else (20.0, 0.11)))
+    if "review-taxonomy" in args.strategies and args.data != "zh":
+        sys.exit("review-taxonomy is for zh (its gazetteers are the taxonomy; ae-110k has none)")
     if args.pretrained and args.data != "zh":
         sys.exit("--pretrained is for zh (en starts from the packaged MiniLM-L6)")
     pretrained = str(Path(args.pretrained).resolve()) if args.pretrained else None
