@@ -92,6 +92,8 @@ ROWS = {
         _en("MiniLM-L6, average of the last 3 epochs", 300, average_last=3),
         _en("MiniLM-L6, sub-token units", 300, units="tokens"),
         _en("MiniLM-L6, sub-token units, fine-tune 900", 900, units="tokens"),
+        _en("MiniLM-L6, sub-token units, lr 1e-4", 300, units="tokens", lr=1e-4),
+        _en("MiniLM-L6, sub-token units, lr 4e-4", 300, units="tokens", lr=4e-4),
         _en("30 min: MiniLM-L6, fine-tune 1,800", 1800),
     ],
 }

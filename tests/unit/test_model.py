@@ -232,7 +232,6 @@ def test_an_input_lexicon_model_trains_exports_through_the_parity_gate_and_tags(
     assert all(t.field == "title" and titles[i][t.start:t.end] == t.text for i, r in enumerate(tagged) for t in r.tags)
 
 
-
 def test_a_sub_token_unit_model_keeps_its_units_through_checkpoint_export_and_serving(tmp_path):
     import json
 
@@ -255,7 +254,6 @@ def test_a_sub_token_unit_model_keeps_its_units_through_checkpoint_export_and_se
     # A small vocabulary splits words into pieces: every piece is a unit of its own.
     assert encoder.unit_mode == "tokens"
     assert sum(len(u) for u in encoder.units(titles)) == sum(len(u.token_ids) for u in encoder.units(titles))
-
 
 
 def test_bigram_buckets_pair_each_token_with_its_left_and_right_neighbour():
