@@ -4,6 +4,7 @@ seeds; the table gives dev and test micro-F1 as mean ± half-range and the CPU-s
 
     python bench/accuracy.py --data zh [--rows NAME ...] [--seeds 13 14 15] [--jobs 2]
     python bench/accuracy.py --data en --table      # only rebuild the table from finished runs
+    python bench/accuracy.py --data en --ensemble NAME   # the seed ensemble of a row's finished runs
 
 zh: ../shared/data/ecommerce-ner (real Chinese titles; HP brand, HC product type), a small BERT
 from scratch; the lexicon is the data set's gazetteers, the word dictionary jieba's. en:
@@ -227,6 +228,41 @@ def markdown(data: str, rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def ensemble_run(data: str, name: str) -> dict:
+    """The seed ensemble of a row's finished runs (`bench.ensemble`), scored on dev and test, and
+    kept beside the row's runs in the cache."""
+    import torch
+
+    from bench.ensemble import Ensemble
+    from model.data import load_examples
+    from model.train import evaluate_model, load_checkpoint
+
+    torch.set_num_threads(1)
+    runs = [r for r in finished(data) if r["job"]["row"]["name"] == name]
+    if len(runs) < 2:
+        sys.exit(f"{name!r}: an ensemble needs at least two finished seeds, found {len(runs)}")
+    checkpoints = [load_checkpoint(Path(r["job"]["out"]) / "ck") for r in runs]
+    vocabularies = {c.encoder.tokenizer.to_str() for c in checkpoints}
+    if len(vocabularies) > 1:   # zh: each seed's pretraining builds its own vocabulary
+        sys.exit(f"{name!r}: the seeds' tokenizers differ, so one batch of token ids cannot feed them all")
+    model, first = Ensemble([c.model for c in checkpoints]).eval(), checkpoints[0]
+    scores = {split: evaluate_model(model, first.encoder, first.labels, load_examples([split_files(data)[split]]))
+              for split in ("dev", "test")}
+    done = {"name": name, "seeds": sorted(r["job"]["seed"] for r in runs), "dev_f1": round(scores["dev"].micro.f1, 4),
+            "test": scores["test"].to_json(), "cpu_seconds": round(sum(r["cpu_seconds"]["total"] for r in runs), 1),
+            "members_test_f1": [round(r["test"]["micro"]["f1"], 4) for r in runs]}
+    (CACHE / data / slug(name) / "ensemble.json").write_text(json.dumps(done, indent=1), encoding="utf-8")
+    return done
+
+
+def ensembles(data: str, earlier: Path) -> list[dict]:
+    """Measured ensembles: the cache's, else the earlier results file's."""
+    here = [json.loads(p.read_text(encoding="utf-8")) for p in sorted((CACHE / data).glob("*/ensemble.json"))]
+    names = {e["name"] for e in here}
+    before = json.loads(earlier.read_text(encoding="utf-8")).get("ensembles", []) if earlier.is_file() else []
+    return here + [e for e in before if e["name"] not in names]
+
+
 def earlier_rows(path: Path) -> list[dict]:
     """The rows of an earlier results file, each with the CPU it ran on (files before that field
     named it once, as "processor"); rows no longer defined as they were run are left out."""
@@ -248,9 +284,13 @@ def write(data: str, out: Path) -> str:
         rows.setdefault(row["name"], row)
     rows = [rows[r["name"]] for r in ROWS[data] if r["name"] in rows]
     out.mkdir(parents=True, exist_ok=True)
-    report = {"benchmark": "accuracy", "data": data, "machine": here, "rows": rows}
+    measured = ensembles(data, out / f"accuracy-{data}.json")
+    report = {"benchmark": "accuracy", "data": data, "machine": here, "rows": rows, "ensembles": measured}
     (out / f"accuracy-{data}.json").write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
-    text = markdown(data, rows)
+    text = markdown(data, rows) + "".join(
+        f"\nSeed ensemble of \"{e['name']}\" (seeds {', '.join(map(str, e['seeds']))}; mean emissions): dev "
+        f"{e['dev_f1']:.3f}, test **{e['test']['micro']['f1']:.3f}** (members {e['members_test_f1']}), "
+        f"{e['cpu_seconds']:,.0f} CPU-s in all, {len(e['seeds'])}x one model's inference.\n" for e in measured)
     (out / f"accuracy-{data}.md").write_text(text, encoding="utf-8")
     return text
 
@@ -262,6 +302,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[13, 14, 15])
     parser.add_argument("--jobs", type=int, default=2, help="runs side by side (one thread each)")
     parser.add_argument("--table", action="store_true", help="only rebuild the table from finished runs")
+    parser.add_argument("--ensemble", metavar="NAME", help="score the seed ensemble of a row's finished runs "
+                                                         "(mean emissions; members x the inference)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
     names = [r["name"] for r in ROWS[args.data]]
@@ -270,7 +312,12 @@ def main() -> None:
         parser.error(f"unknown rows {unknown}; the {args.data} rows are: {names}")
     if not split_files(args.data)["train"].is_file():
         sys.exit(f"{DATA[args.data]}: the real labelled data is not there (it lives in ../shared/data)")
-    if not args.table:
+    if args.ensemble and args.ensemble not in names:
+        parser.error(f"unknown row {args.ensemble!r}; the {args.data} rows are: {names}")
+    if args.ensemble:
+        done = ensemble_run(args.data, args.ensemble)
+        print(f"{args.ensemble}: ensemble of seeds {done['seeds']}: test F1 {done['test']['micro']['f1']:.3f}")
+    elif not args.table:
         rows = [r for r in ROWS[args.data] if r["name"] in (args.rows or names)]
         jobs = jobs_for(args.data, rows, args.seeds)
         # Pretraining is shared: the first seed of each pretrained row goes first, so two rows never make it twice.

@@ -151,3 +151,23 @@ def test_best_shapes_compare_each_mode_in_its_fastest_shape():
     assert best["pytorch"]["row"] == "pytorch, batched, 2 lanes x 1 thread"    # never the serving-calls variant
     assert best["fp32"] == {"row": "onnxruntime fp32, batched", "events_per_second": 300, "ratio_vs_best_pytorch": 1.2}
     assert best["int8"]["ratio_vs_best_pytorch"] == 2.0
+
+
+def test_an_ensemble_of_one_model_twice_tags_as_that_model_and_mismatched_members_are_refused(tiny_checkpoint):
+    import pytest
+
+    torch = pytest.importorskip("torch")
+    from bench.ensemble import Ensemble
+    from model import bert_crf
+    from model.data import load_examples
+    from model.train import load_checkpoint, predict
+
+    checkpoint = load_checkpoint(tiny_checkpoint)
+    examples = load_examples([tiny_checkpoint.parent / "dev.jsonl"])[:40]
+    twice = Ensemble([checkpoint.model, checkpoint.model]).eval()
+    assert predict(twice, checkpoint.encoder, checkpoint.labels, examples) == \
+        predict(checkpoint.model, checkpoint.encoder, checkpoint.labels, examples)
+    assert torch.equal(twice.crf.transitions, checkpoint.model.crf.transitions)
+    other = bert_crf.BertCrf(bert_crf.scratch_encoder(50, 1, 16, 2, 64), num_tags=checkpoint.model.num_tags + 2)
+    with pytest.raises(ValueError, match="disagree on the number of tags"):
+        Ensemble([checkpoint.model, other])
