@@ -229,23 +229,23 @@ def markdown(data: str, rows: list[dict]) -> str:
 
 
 def ensemble_run(data: str, name: str) -> dict:
-    """The seed ensemble of a row's finished runs (`bench.ensemble`), scored on dev and test, and
+    """The seed ensemble of a row's finished runs (`model.ensemble`), scored on dev and test, and
     kept beside the row's runs in the cache."""
     import torch
 
-    from bench.ensemble import Ensemble
-    from model.data import load_examples
+    from model.data import DataError, load_examples
+    from model.ensemble import ensemble_checkpoint
     from model.train import evaluate_model, load_checkpoint
 
     torch.set_num_threads(1)
     runs = [r for r in finished(data) if r["job"]["row"]["name"] == name]
     if len(runs) < 2:
         sys.exit(f"{name!r}: an ensemble needs at least two finished seeds, found {len(runs)}")
-    checkpoints = [load_checkpoint(Path(r["job"]["out"]) / "ck") for r in runs]
-    vocabularies = {c.encoder.tokenizer.to_str() for c in checkpoints}
-    if len(vocabularies) > 1:   # zh: each seed's pretraining builds its own vocabulary
-        sys.exit(f"{name!r}: the seeds' tokenizers differ, so one batch of token ids cannot feed them all")
-    model, first = Ensemble([c.model for c in checkpoints]).eval(), checkpoints[0]
+    try:   # zh: each seed's pretraining builds its own vocabulary, so its seeds are refused
+        first = ensemble_checkpoint([load_checkpoint(Path(r["job"]["out"]) / "ck") for r in runs])
+    except DataError as err:
+        sys.exit(f"{name!r}: {err}")
+    model = first.model
     scores = {split: evaluate_model(model, first.encoder, first.labels, load_examples([split_files(data)[split]]))
               for split in ("dev", "test")}
     done = {"name": name, "seeds": sorted(r["job"]["seed"] for r in runs), "dev_f1": round(scores["dev"].micro.f1, 4),

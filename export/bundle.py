@@ -21,7 +21,7 @@ from export.graph import convert_fp16, export_onnx
 from export.parity import check_parity, staged_tagger
 from export.quantize import calibration_feeds, quantize_int8, quantize_int8_static
 from export.taxonomy import ShippedTaxonomy, shipped_taxonomy
-from model.data import Example
+from model.data import DataError, Example
 from model.train import Checkpoint, load_checkpoint, load_examples
 from stream.tagging.bundle import file_hashes, write_manifest
 from stream.tagging.crf import CrfParams
@@ -77,7 +77,7 @@ def draft_manifest(config: ExportConfig, checkpoint: Checkpoint, taxonomy: Shipp
         training_data_sha256=meta.get("training_data_sha256", ""), files=file_hashes(root),
         source={"checkpoint": str(checkpoint.path), "base_model": meta.get("base_model"),
                 "best_epoch": meta.get("best_epoch"), "train_files": meta.get("train_files"),
-                "taxonomy": taxonomy.source()})
+                "taxonomy": taxonomy.source(), **({"ensemble": meta["ensemble"]} if "ensemble" in meta else {})})
 
 
 def write_reference(root: Path, tagger: Tagger, texts: Sequence[str], tagged: Sequence[Sequence[TaggedSpan]]) -> None:
@@ -103,8 +103,21 @@ def staged(out: Path) -> Iterator[Path]:
         raise
 
 
-def export_bundle(config: ExportConfig, log: Callable[[str], None] = print) -> Path:
+def exported_checkpoint(config: ExportConfig) -> Checkpoint:
+    """The checkpoint to export; with ``members``, the seed ensemble of it and them."""
     checkpoint = load_checkpoint(config.checkpoint)
+    if not config.members:
+        return checkpoint
+    from model.ensemble import ensemble_checkpoint
+
+    try:
+        return ensemble_checkpoint([checkpoint, *(load_checkpoint(m) for m in config.members)])
+    except DataError as err:
+        raise ExportError(str(err)) from None
+
+
+def export_bundle(config: ExportConfig, log: Callable[[str], None] = print) -> Path:
+    checkpoint = exported_checkpoint(config)
     held_out = held_out_examples(config, checkpoint)
     out = Path(config.out)
     if out.exists() and not config.force:

@@ -19,6 +19,10 @@ class ExportConfig:
     checkpoint: str = required("checkpoint directory to export")
     out: str = required("bundle directory to create")
     held_out: tuple[str, ...] = option((), "labelled texts for parity and F1 (default: the checkpoint's dev file)")
+    members: tuple[str, ...] = option((), "more checkpoints trained like CHECKPOINT (same tokenizer, labels, units "
+                                          "and lexicon; e.g. other seeds): the bundle's model is their seed ensemble, "
+                                          "the mean of every member's emissions and CRF, in one graph; each member "
+                                          "adds one model's inference", metavar="CHECKPOINT")
     taxonomy: str | None = option(None, "taxonomy JSON shipped in the bundle (default: the checkpoint's; "
                                         "without one, an empty taxonomy of the label types)")
     int8: bool = option(False, "also write an int8 model, static: activation scales calibrated on the held-out "

@@ -21,9 +21,12 @@ def export_onnx(model: torch.nn.Module, path: Path, opset: int) -> None:
     axes = {name: {0: "batch", 1: "sequence"} for name in [*names, "emissions"]}
     # Attention exported in its plain form (matmul, mask add, softmax): the SDPA form adds NaN
     # guards (IsNaN, Where) to every layer, and the static int8 model ran 3.7% slower with them.
-    encoder = getattr(model, "encoder", None)
-    before = getattr(getattr(encoder, "config", None), "_attn_implementation", None)
-    if before and before != "eager" and hasattr(encoder, "set_attn_implementation"):
+    # An ensemble (model.ensemble) has one encoder per member.
+    encoders = [getattr(m, "encoder", None) for m in getattr(model, "members", [model])]
+    switched = [(e, e.config._attn_implementation) for e in encoders
+                if getattr(getattr(e, "config", None), "_attn_implementation", "eager") != "eager"
+                and hasattr(e, "set_attn_implementation")]
+    for encoder, _ in switched:
         encoder.set_attn_implementation("eager")
     try:
         with warnings.catch_warnings():
@@ -31,7 +34,7 @@ def export_onnx(model: torch.nn.Module, path: Path, opset: int) -> None:
             torch.onnx.export(model, args, str(path), input_names=names, output_names=["emissions"],
                               opset_version=opset, dynamo=False, dynamic_axes=axes)
     finally:
-        if before and before != "eager" and hasattr(encoder, "set_attn_implementation"):
+        for encoder, before in switched:
             encoder.set_attn_implementation(before)
 
 

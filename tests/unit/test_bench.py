@@ -157,7 +157,7 @@ def test_an_ensemble_of_one_model_twice_tags_as_that_model_and_mismatched_member
     import pytest
 
     torch = pytest.importorskip("torch")
-    from bench.ensemble import Ensemble
+    from model.ensemble import Ensemble
     from model import bert_crf
     from model.data import load_examples
     from model.train import load_checkpoint, predict

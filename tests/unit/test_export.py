@@ -328,3 +328,26 @@ def test_only_a_numerical_tie_excuses_a_decoding_difference(tiny_bundle):
     assert worse != ours
     assert not _numerical_tie(tagger, text, ours, worse, delta=1e-6)
     assert _numerical_tie(tagger, text, ours, worse, delta=1e3)   # within what emissions that far apart allow
+
+
+def test_an_ensemble_bundle_is_one_graph_of_its_members_and_refuses_members_that_read_other_inputs(
+        tiny_checkpoint, tmp_path):
+    import onnxruntime as ort
+
+    from export.bundle import export_bundle
+    from model.vocab import build_wordpiece
+    from stream.tagging.bundle import read_bundle
+
+    bundle = export_bundle(ExportConfig(checkpoint=str(tiny_checkpoint), out=str(tmp_path / "ens"),
+                                        members=(str(tiny_checkpoint),), version="1"), log=lambda _: None)
+    manifest = read_bundle(bundle).manifest
+    assert manifest.parity["passed"] and manifest.source["ensemble"] == [str(tiny_checkpoint)] * 2
+    assert [i.name for i in ort.InferenceSession(str(bundle / "model.onnx")).get_inputs()] == ["input_ids",
+                                                                                              "attention_mask"]
+    other = tmp_path / "other"
+    shutil.copytree(tiny_checkpoint, other)
+    build_wordpiece(["a different vocabulary"], vocab_size=50).save(str(other / "tokenizer.json"))
+    with pytest.raises(ExportError, match="its tokenizer differs"):
+        export_bundle(ExportConfig(checkpoint=str(tiny_checkpoint), out=str(tmp_path / "bad"), members=(str(other),)),
+                      log=lambda _: None)
+    assert not (tmp_path / "bad").exists()
