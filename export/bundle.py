@@ -73,7 +73,8 @@ def draft_manifest(config: ExportConfig, checkpoint: Checkpoint, taxonomy: Shipp
     return Manifest(
         format_version=FORMAT_VERSION, name=meta.get("name", "tagstream-tagger"),
         version=config.version or now.strftime("%Y%m%d.%H%M%S"), labels=checkpoint.labels,
-        max_length=meta["max_length"], stride=meta["stride"], units=checkpoint.encoder.unit_mode, created_at=now.isoformat(timespec="seconds"),
+        max_length=meta["max_length"], stride=meta["stride"], units=checkpoint.encoder.unit_mode,
+        created_at=now.isoformat(timespec="seconds"),
         training_data_sha256=meta.get("training_data_sha256", ""), files=file_hashes(root),
         source={"checkpoint": str(checkpoint.path), "base_model": meta.get("base_model"),
                 "best_epoch": meta.get("best_epoch"), "train_files": meta.get("train_files"),

@@ -66,20 +66,22 @@ def ensemble_checkpoint(checkpoints: Sequence[Checkpoint]) -> Checkpoint:
     the members would not read the same inputs."""
     first = checkpoints[0]
     for other in checkpoints[1:]:
-        differs = [what for what, a, b in (
-            ("labels", first.labels, other.labels),
-            ("tokenizer", first.encoder.tokenizer.to_str(), other.encoder.tokenizer.to_str()),
-            ("units", first.encoder.unit_mode, other.encoder.unit_mode),
-            ("window", (first.encoder.max_length, first.encoder.stride), (other.encoder.max_length, other.encoder.stride)),
-            ("lexicon", _lexicon_key(first), _lexicon_key(other))) if a != b]
+        differs = [what for what, read in _INPUTS if read(first) != read(other)]
         if differs:
             verb = "differs" if len(differs) == 1 else "differ"
             raise DataError(f"{other.path}: cannot join an ensemble with {first.path}: its {', '.join(differs)} "
                             f"{verb} (members must read the same inputs)")
-    members = [c.path for c in checkpoints]
     return replace(first, model=Ensemble([c.model for c in checkpoints]).eval(),
-                   meta={**first.meta, "ensemble": [str(p) for p in members]})
+                   meta={**first.meta, "ensemble": [str(c.path) for c in checkpoints]})
 
 
-def _lexicon_key(checkpoint: Checkpoint) -> bytes | None:
+def _lexicon_file(checkpoint: Checkpoint) -> bytes | None:
     return None if checkpoint.encoder.lexicon is None else (checkpoint.path / LEXICON_FILE).read_bytes()
+
+
+# What every member must share, so that one batch of inputs means the same to all.
+_INPUTS = (("labels", lambda c: c.labels),
+           ("tokenizer", lambda c: c.encoder.tokenizer.to_str()),
+           ("units", lambda c: c.encoder.unit_mode),
+           ("window", lambda c: (c.encoder.max_length, c.encoder.stride)),
+           ("lexicon", _lexicon_file))
