@@ -28,6 +28,7 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
+from functools import lru_cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,16 +82,13 @@ def budget_for(budget: tuple[float, float], labelled: int) -> float:
     return round(base + per_title * labelled, 1)
 
 
-def gazetteer_forms() -> dict[str, set[str]]:
-    """zh's gazetteers as a taxonomy: per type, every entry's normalised form."""
+@lru_cache(maxsize=1)
+def gazetteer_forms() -> dict[str, frozenset[str]]:
+    """zh's gazetteers as a taxonomy: per type, every entry's normalised form (read once per process)."""
+    from stream.tagging.lexicon import read_specs
     from stream.tagging.text import normalise_value
 
-    forms: dict[str, set[str]] = {}
-    for spec in gazetteers():
-        kind, path = spec.split("=", 1)
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-        forms.setdefault(kind, set()).update(normalise_value(line) for line in lines if line.strip())
-    return forms
+    return {kind: frozenset(map(normalise_value, words)) for kind, words in read_specs(gazetteers()).items()}
 
 
 def pick_next(checkpoint, pool: list, n: int, taxonomy: str | None = None, **options) -> tuple[list[str], dict]:
