@@ -4,7 +4,7 @@ seeds; the table gives dev and test micro-F1 as mean ± half-range and the CPU-s
 
     python bench/accuracy.py --data zh [--rows NAME ...] [--seeds 13 14 15] [--jobs 2]
     python bench/accuracy.py --data en --table      # only rebuild the table from finished runs
-    python bench/accuracy.py --data en --ensemble NAME   # the seed ensemble of a row's finished runs
+    python bench/accuracy.py --data en --ensemble NAME [--seeds ...]  # the seed ensemble of a row's finished runs
 
 zh: ../shared/data/ecommerce-ner (real Chinese titles; HP brand, HC product type), a small BERT
 from scratch; the lexicon is the data set's gazetteers, the word dictionary jieba's. en:
@@ -43,10 +43,14 @@ WIDE = {"layers": 4, "hidden": 256, "heads": 4}
 GAZETTEERS = "gazetteers"   # stands for the zh data set's gazetteer files in a row's lexicon
 
 
-def _zh(name, fine_tune: float, pretrain: float = 0, whole_words: str = "chars", shape=SMALL, **train) -> dict:
+def _zh(name, fine_tune: float, pretrain: float = 0, whole_words: str = "chars", shape=SMALL, members: int = 1,
+        **train) -> dict:
+    """A zh row; ``fine_tune`` CPU-s per member (``members`` > 1: an ensemble fine-tuned from one pretraining)."""
     row = {"name": name, "shape": shape, "fine_tune": fine_tune, "train": {"lr": 1e-3, **train}}
     if pretrain:
         row["pretrain"] = {"budget": pretrain, "whole_words": whole_words}
+    if members > 1:
+        row["members"] = members
     return row
 
 
@@ -78,6 +82,8 @@ ROWS = {
         _zh("30 min: 2x128, pretrain 300 + fine-tune 1,500", 1500, 300, "jieba", lexicon=GAZETTEERS, words="jieba",
             lexicon_at="input"),
         _zh("30 min: 2x128, fine-tune 1,800", 1800, lexicon=GAZETTEERS, words="jieba", lexicon_at="input"),
+        _zh("30 min: 2x128, pretrain 900 + 3 fine-tunings of 300, their ensemble", 300, 900, "jieba", members=3,
+            lexicon=GAZETTEERS, words="jieba", lexicon_at="input"),
         # Run 2026-12-06 (EPYC) and stopped: 900 CPU-s buy 4x256 2,648 pretraining steps (2x128: 10,878),
         # which leave it on the unigram plateau (MLM loss 9.05 -> 7.41, held-out masked-token accuracy
         # 0%; 2x128 reaches 11%), and fine-tuning from it found no span in 9 epochs (dev F1 0).
@@ -139,13 +145,33 @@ def base_model(data: str, row: dict, seed: int) -> tuple[str | None, float]:
     return str(path), cpu
 
 
+def fine_tune(data: str, row: dict, seed: int, base: str | None, out: Path, tag: str):
+    """One fine-tuning of the row's settings from ``base`` into ``out``; its result and CPU-seconds."""
+    from model.config import TrainConfig
+    from model.train import train
+
+    options = dict(row["train"])
+    if options.get("lexicon") == GAZETTEERS:
+        options["lexicon"] = gazetteers()
+    shape = row.get("shape", {}) if base is None else {}
+    config = TrainConfig(train=(str(split_files(data)["train"]),), dev=str(split_files(data)["dev"]), out=str(out),
+                         base_model=base, seed=seed, threads=1, max_cpu_seconds=row["fine_tune"], epochs=1000,
+                         patience=1000, **shape, **options)
+    started = time.process_time()
+    result = train(config, log=_log(tag))
+    return result, time.process_time() - started
+
+
 def run(job: dict) -> dict:
-    """One (row, seed): pretrain if the row does, fine-tune on train with dev early stopping, score test."""
+    """One (row, seed): pretrain if the row does, fine-tune on train with dev early stopping, score test.
+    A row with ``members`` fine-tunes that many models from the one base (member seeds: the seed,
+    then seed + 1000, + 2000 ...) and scores their ensemble (`model.ensemble`); its CPU-seconds are
+    the pretraining's plus every fine-tuning's."""
     import torch
 
-    from model.config import TrainConfig
     from model.data import load_examples
-    from model.train import evaluate_model, load_checkpoint, train
+    from model.ensemble import ensemble_checkpoint
+    from model.train import evaluate_model, load_checkpoint
 
     out = Path(job["out"])
     record = out / "run.json"
@@ -156,23 +182,25 @@ def run(job: dict) -> dict:
     torch.set_num_threads(1)
     data, row, seed = job["data"], job["row"], job["seed"]
     base, pretrain_cpu = base_model(data, row, seed)
-    options = dict(row["train"])
-    if options.get("lexicon") == GAZETTEERS:
-        options["lexicon"] = gazetteers()
-    shape = row.get("shape", {}) if base is None else {}
-    config = TrainConfig(train=(str(split_files(data)["train"]),), dev=str(split_files(data)["dev"]), out=str(out / "ck"),
-                         base_model=base, seed=seed, threads=1, max_cpu_seconds=row["fine_tune"], epochs=1000,
-                         patience=1000, **shape, **options)
-    started = time.process_time()
-    result = train(config, log=_log(f"{data} {row['name']} seed {seed}"))
-    fine_tune_cpu = time.process_time() - started
-    checkpoint = load_checkpoint(out / "ck")
-    test = load_examples([split_files(data)["test"]])
-    scores = evaluate_model(checkpoint.model, checkpoint.encoder, checkpoint.labels, test)
-    done = {"job": job, "dev_f1": result.dev.micro.f1, "best_epoch": result.best_epoch, "epochs": len(result.epochs),
+    count = row.get("members", 1)
+    folders = [out / "ck"] + [out / f"ck{i}" for i in range(1, count)]
+    fine_tune_cpu, results = 0.0, []
+    for i, folder in enumerate(folders):
+        result, cpu = fine_tune(data, row, seed + 1000 * i, base, folder,
+                                f"{data} {row['name']} seed {seed}" + (f" member {i}" if count > 1 else ""))
+        results.append(result)
+        fine_tune_cpu += cpu
+    checkpoint = ensemble_checkpoint([load_checkpoint(f) for f in folders]) if count > 1 else load_checkpoint(folders[0])
+    split = {name: load_examples([split_files(data)[name]]) for name in ("dev", "test")}
+    scores = {name: evaluate_model(checkpoint.model, checkpoint.encoder, checkpoint.labels, examples)
+              for name, examples in split.items()}
+    done = {"job": job, "dev_f1": scores["dev"].micro.f1 if count > 1 else results[0].dev.micro.f1,
+            "best_epoch": results[0].best_epoch, "epochs": len(results[0].epochs),
             "cpu_seconds": {"pretrain": round(pretrain_cpu, 1), "fine_tune": round(fine_tune_cpu, 1),
                             "total": round(pretrain_cpu + fine_tune_cpu, 1)},
-            "test": scores.to_json()}
+            "test": scores["test"].to_json()}
+    if count > 1:
+        done["members_dev_f1"] = [round(r.dev.micro.f1, 4) for r in results]
     record.write_text(json.dumps(done, indent=1), encoding="utf-8")
     return done
 
@@ -228,9 +256,9 @@ def markdown(data: str, rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def ensemble_run(data: str, name: str) -> dict:
-    """The seed ensemble of a row's finished runs (`model.ensemble`), scored on dev and test, and
-    kept beside the row's runs in the cache."""
+def ensemble_run(data: str, name: str, seeds: list[int] | None = None) -> dict:
+    """The seed ensemble of a row's finished runs (of ``seeds``, default all), scored on dev and test
+    (`model.ensemble`), and kept beside the row's runs in the cache, one file per set of seeds."""
     import torch
 
     from model.data import DataError, load_examples
@@ -238,9 +266,11 @@ def ensemble_run(data: str, name: str) -> dict:
     from model.train import evaluate_model, load_checkpoint
 
     torch.set_num_threads(1)
-    runs = [r for r in finished(data) if r["job"]["row"]["name"] == name]
+    runs = [r for r in finished(data) if r["job"]["row"]["name"] == name and (not seeds or r["job"]["seed"] in seeds)]
     if len(runs) < 2:
         sys.exit(f"{name!r}: an ensemble needs at least two finished seeds, found {len(runs)}")
+    if seeds and len(runs) < len(set(seeds)):
+        sys.exit(f"{name!r}: not every seed of {sorted(set(seeds))} has a finished run")
     try:   # zh: each seed's pretraining builds its own vocabulary, so its seeds are refused
         first = ensemble_checkpoint([load_checkpoint(Path(r["job"]["out"]) / "ck") for r in runs])
     except DataError as err:
@@ -251,16 +281,17 @@ def ensemble_run(data: str, name: str) -> dict:
     done = {"name": name, "seeds": sorted(r["job"]["seed"] for r in runs), "dev_f1": round(scores["dev"].micro.f1, 4),
             "test": scores["test"].to_json(), "cpu_seconds": round(sum(r["cpu_seconds"]["total"] for r in runs), 1),
             "members_test_f1": [round(r["test"]["micro"]["f1"], 4) for r in runs]}
-    (CACHE / data / slug(name) / "ensemble.json").write_text(json.dumps(done, indent=1), encoding="utf-8")
+    file = "ensemble.json" if done["seeds"] == [13, 14, 15] else f"ensemble-{'-'.join(map(str, done['seeds']))}.json"
+    (CACHE / data / slug(name) / file).write_text(json.dumps(done, indent=1), encoding="utf-8")
     return done
 
 
 def ensembles(data: str, earlier: Path) -> list[dict]:
     """Measured ensembles: the cache's, else the earlier results file's."""
-    here = [json.loads(p.read_text(encoding="utf-8")) for p in sorted((CACHE / data).glob("*/ensemble.json"))]
-    names = {e["name"] for e in here}
+    here = [json.loads(p.read_text(encoding="utf-8")) for p in sorted((CACHE / data).glob("*/ensemble*.json"))]
+    measured = {(e["name"], tuple(e["seeds"])) for e in here}
     before = json.loads(earlier.read_text(encoding="utf-8")).get("ensembles", []) if earlier.is_file() else []
-    return here + [e for e in before if e["name"] not in names]
+    return here + [e for e in before if (e["name"], tuple(e["seeds"])) not in measured]
 
 
 def earlier_rows(path: Path) -> list[dict]:
@@ -299,11 +330,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", choices=sorted(DATA), required=True)
     parser.add_argument("--rows", nargs="+", metavar="NAME", help="rows to run (default: all of the data set's)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[13, 14, 15])
+    parser.add_argument("--seeds", type=int, nargs="+", help="default: 13 14 15 (--ensemble: every finished seed)")
     parser.add_argument("--jobs", type=int, default=2, help="runs side by side (one thread each)")
     parser.add_argument("--table", action="store_true", help="only rebuild the table from finished runs")
-    parser.add_argument("--ensemble", metavar="NAME", help="score the seed ensemble of a row's finished runs "
-                                                         "(mean emissions; members x the inference)")
+    parser.add_argument("--ensemble", metavar="NAME", help="score the seed ensemble of a row's finished runs, of "
+                                                         "--seeds when given (mean emissions; members x the inference)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
     names = [r["name"] for r in ROWS[args.data]]
@@ -315,11 +346,11 @@ def main() -> None:
     if args.ensemble and args.ensemble not in names:
         parser.error(f"unknown row {args.ensemble!r}; the {args.data} rows are: {names}")
     if args.ensemble:
-        done = ensemble_run(args.data, args.ensemble)
+        done = ensemble_run(args.data, args.ensemble, args.seeds)
         print(f"{args.ensemble}: ensemble of seeds {done['seeds']}: test F1 {done['test']['micro']['f1']:.3f}")
     elif not args.table:
         rows = [r for r in ROWS[args.data] if r["name"] in (args.rows or names)]
-        jobs = jobs_for(args.data, rows, args.seeds)
+        jobs = jobs_for(args.data, rows, args.seeds or [13, 14, 15])
         # Pretraining is shared: the first seed of each pretrained row goes first, so two rows never make it twice.
         jobs.sort(key=lambda j: ("pretrain" not in j["row"], j["seed"]))
         with ProcessPoolExecutor(args.jobs) as pool:

@@ -4,6 +4,7 @@ summarise, the accuracy table they build from finished runs, the lane shape infe
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from pathlib import Path
 
@@ -171,3 +172,24 @@ def test_an_ensemble_of_one_model_twice_tags_as_that_model_and_mismatched_member
     other = bert_crf.BertCrf(bert_crf.scratch_encoder(50, 1, 16, 2, 64), num_tags=checkpoint.model.num_tags + 2)
     with pytest.raises(ValueError, match="disagree on the number of tags"):
         Ensemble([checkpoint.model, other])
+
+
+def test_the_ensemble_bench_serves_both_bundles_and_an_ensemble_of_one_model_twice_scores_as_it(
+        tiny_checkpoint, tmp_path, monkeypatch):
+    import pytest
+
+    pytest.importorskip("torch")
+    from bench import ensemble
+
+    dev = str(tiny_checkpoint.parent / "dev.jsonl")
+    monkeypatch.setattr(sys, "argv", ["ensemble.py", "--checkpoint", str(tiny_checkpoint), "--members",
+                                      str(tiny_checkpoint), "--held-out", dev, "--test", dev, "--repeats", "1",
+                                      "--threads", "1", "--out", str(tmp_path)])
+    ensemble.main()
+    report = json.loads((tmp_path / "ensemble.json").read_text())
+    rows = {r["name"]: r for r in report["rows"]}
+    assert list(rows) == ["one model, fp32", "one model, int8", "ensemble of 2, fp32", "ensemble of 2, int8"]
+    assert rows["ensemble of 2, fp32"]["test_f1"] == rows["one model, fp32"]["test_f1"]
+    assert rows["ensemble of 2, fp32"]["f1_change_vs_one_model_fp32"] == 0
+    assert rows["one model, fp32"]["throughput_vs_one_model_fp32"] == 1.0
+    assert all(r["events"] == 220 and r["events_per_second"] > 0 for r in rows.values())
