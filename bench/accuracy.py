@@ -70,6 +70,10 @@ ROWS = {
             lexicon_at="input", average_last=3),
         _zh("gazetteers + jieba words + hashed bigrams", 200, lexicon=GAZETTEERS, words="jieba", lexicon_at="input",
             bigrams=32768),
+        _zh("gazetteers + jieba words, lr 5e-4", 200, lexicon=GAZETTEERS, words="jieba", lexicon_at="input", lr=5e-4),
+        _zh("gazetteers + jieba words, lr 2e-3", 200, lexicon=GAZETTEERS, words="jieba", lexicon_at="input", lr=2e-3),
+        _zh("gazetteers + jieba words, dropout 0.3", 200, lexicon=GAZETTEERS, words="jieba", lexicon_at="input",
+            dropout=0.3),
         _zh("gazetteers + jieba words, softmax head", 200, lexicon=GAZETTEERS, words="jieba", lexicon_at="input",
             head="softmax"),
         _zh("+ pretraining 300, characters masked", 200, 300, lexicon=GAZETTEERS, words="jieba", lexicon_at="input"),
@@ -84,6 +88,8 @@ ROWS = {
         _zh("30 min: 2x128, fine-tune 1,800", 1800, lexicon=GAZETTEERS, words="jieba", lexicon_at="input"),
         _zh("30 min: 2x128, pretrain 900 + 3 fine-tunings of 300, their ensemble", 300, 900, "jieba", members=3,
             lexicon=GAZETTEERS, words="jieba", lexicon_at="input"),
+        _zh("30 min: 2x128, pretrain 900 + 3 fine-tunings of 300 with dropout 0.3, their ensemble", 300, 900, "jieba",
+            members=3, lexicon=GAZETTEERS, words="jieba", lexicon_at="input", dropout=0.3),
         # Run 2026-12-06 (EPYC) and stopped: 900 CPU-s buy 4x256 2,648 pretraining steps (2x128: 10,878),
         # which leave it on the unigram plateau (MLM loss 9.05 -> 7.41, held-out masked-token accuracy
         # 0%; 2x128 reaches 11%), and fine-tuning from it found no span in 9 epochs (dev F1 0).
@@ -201,6 +207,8 @@ def run(job: dict) -> dict:
             "test": scores["test"].to_json()}
     if count > 1:
         done["members_dev_f1"] = [round(r.dev.micro.f1, 4) for r in results]
+        done["members_test_f1"] = [round(evaluate_model(c.model, c.encoder, c.labels, split["test"]).micro.f1, 4)
+                                   for c in map(load_checkpoint, folders)]
     record.write_text(json.dumps(done, indent=1), encoding="utf-8")
     return done
 
