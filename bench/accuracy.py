@@ -88,8 +88,6 @@ ROWS = {
         _zh("30 min: 2x128, fine-tune 1,800", 1800, lexicon=GAZETTEERS, words="jieba", lexicon_at="input"),
         _zh("30 min: 2x128, pretrain 900 + 3 fine-tunings of 300, their ensemble", 300, 900, "jieba", members=3,
             lexicon=GAZETTEERS, words="jieba", lexicon_at="input"),
-        _zh("30 min: 2x128, pretrain 900 + 3 fine-tunings of 300 with dropout 0.3, their ensemble", 300, 900, "jieba",
-            members=3, lexicon=GAZETTEERS, words="jieba", lexicon_at="input", dropout=0.3),
         # Run 2026-12-06 (EPYC) and stopped: 900 CPU-s buy 4x256 2,648 pretraining steps (2x128: 10,878),
         # which leave it on the unigram plateau (MLM loss 9.05 -> 7.41, held-out masked-token accuracy
         # 0%; 2x128 reaches 11%), and fine-tuning from it found no span in 9 epochs (dev F1 0).

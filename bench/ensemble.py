@@ -4,10 +4,11 @@ serving tagger (ONNX Runtime) on the same labelled texts in one run, fp32 and st
 micro-F1, events/s, and each ratio to the one model's fp32.
 
     python bench/ensemble.py [--checkpoint A --members B C --held-out dev.jsonl --test test.jsonl]
-                             [--threads 2] [--batch-size 64] [--repeats 3] [--out bench/results]
+                             [--label en] [--threads 2] [--batch-size 64] [--repeats 3] [--out bench/results]
 
 Without --checkpoint it reads the finished runs of bench/accuracy.py's en row "MiniLM-L6, sub-token
-units" (seed 13 the one model, 14 and 15 its members) and scores ae-110k's test split.
+units" (seed 13 the one model, 14 and 15 its members) and scores ae-110k's test split. Writes
+bench/results/ensemble-<label>.json.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def main() -> None:
     parser.add_argument("--members", nargs="+", default=[], help="the ensemble's other members")
     parser.add_argument("--held-out", help="labelled texts for export parity and int8 calibration")
     parser.add_argument("--test", help="labelled texts scored and timed")
+    parser.add_argument("--label", default="en", help="names the results file: ensemble-LABEL.json")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
@@ -87,13 +89,14 @@ def main() -> None:
               "members": members, "held_out": held_out, "test": test, "texts": len(texts), "rows": rows}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "ensemble.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
+    written = out / f"ensemble-{slug(args.label)}.json"
+    written.write_text(json.dumps(result, indent=1), encoding="utf-8")
     print(f"{'served as':<28}{'test F1':>9}{'events/s':>10}{'p99 ms':>9}{'F1 change':>11}{'throughput':>12}")
     for row in rows:
         print(f"{row['name']:<28}{row['test_f1']:>9.3f}{row['events_per_second']:>10.1f}"
               f"{row['per_call']['p99_ms']:>9.1f}{row['f1_change_vs_one_model_fp32']:>+11.3f}"
               f"{row['throughput_vs_one_model_fp32']:>11.2f}x")
-    print(f"CPU: {result['machine']['cpu']}; wrote {out / 'ensemble.json'}")
+    print(f"CPU: {result['machine']['cpu']}; wrote {written}")
 
 
 if __name__ == "__main__":

@@ -186,7 +186,7 @@ def test_the_ensemble_bench_serves_both_bundles_and_an_ensemble_of_one_model_twi
                                       str(tiny_checkpoint), "--held-out", dev, "--test", dev, "--repeats", "1",
                                       "--threads", "1", "--out", str(tmp_path)])
     ensemble.main()
-    report = json.loads((tmp_path / "ensemble.json").read_text())
+    report = json.loads((tmp_path / "ensemble-en.json").read_text())
     rows = {r["name"]: r for r in report["rows"]}
     assert list(rows) == ["one model, fp32", "one model, int8", "ensemble of 2, fp32", "ensemble of 2, int8"]
     assert rows["ensemble of 2, fp32"]["test_f1"] == rows["one model, fp32"]["test_f1"]
