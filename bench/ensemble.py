@@ -47,7 +47,8 @@ def default_inputs() -> tuple[str, list[str], str, str]:
 
 
 def scored(tagger: Tagger, examples) -> float:
-    predicted = [[Span(t.start, t.end, t.type) for t in spans] for spans in tagger.tag_texts([e.text for e in examples])]
+    tagged = tagger.tag_texts([e.text for e in examples])
+    predicted = [[Span(t.start, t.end, t.type) for t in spans] for spans in tagged]
     return entity_scores([e.spans for e in examples], predicted, entity_types(tagger.labels)).micro.f1
 
 
