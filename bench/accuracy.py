@@ -49,16 +49,16 @@ def _zh(name, fine_tune: float, pretrain: float = 0, whole_words: str = "chars",
     row = {"name": name, "shape": shape, "fine_tune": fine_tune, "train": {"lr": 1e-3, **train}}
     if pretrain:
         row["pretrain"] = {"budget": pretrain, "whole_words": whole_words}
-    if members > 1:
-        row["members"] = members
-    return row
+    return _with_members(row, members)
+
+
+def _with_members(row: dict, members: int) -> dict:
+    return {**row, "members": members} if members > 1 else row
 
 
 def _en(name, fine_tune: float, members: int = 1, **train) -> dict:
-    row = {"name": name, "fine_tune": fine_tune, "train": {"lr": 2e-4, "max_length": 64, "stride": 16, **train}}
-    if members > 1:
-        row["members"] = members
-    return row
+    return _with_members({"name": name, "fine_tune": fine_tune,
+                          "train": {"lr": 2e-4, "max_length": 64, "stride": 16, **train}}, members)
 
 
 # The first rows compare features at a small fine-tuning budget (zh 200, en 300 CPU-s); the "30 min"
