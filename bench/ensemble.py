@@ -26,8 +26,8 @@ from bench.accuracy import CACHE, slug, split_files  # noqa: E402
 from bench.common import machine  # noqa: E402
 from bench.inference import measure  # noqa: E402
 from export.bundle import export_bundle  # noqa: E402
-from export.config import ExportConfig  # noqa: E402
-from model.data import load_examples  # noqa: E402
+from export.config import ExportConfig, ExportError  # noqa: E402
+from model.data import DataError, load_examples  # noqa: E402
 from model.metrics import entity_scores  # noqa: E402
 from stream.tagging.spans import Span, entity_types  # noqa: E402
 from stream.tagging.tagger import Tagger  # noqa: E402
@@ -64,18 +64,25 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
-    if args.checkpoint and not (args.members and args.held_out and args.test):
-        parser.error("--checkpoint needs --members, --held-out and --test")
+    given = [args.checkpoint, args.members, args.held_out, args.test]
+    if any(given) and not all(given):
+        parser.error("--checkpoint, --members, --held-out and --test go together (or none: the default runs)")
     checkpoint, members, held_out, test = ((args.checkpoint, args.members, args.held_out, args.test)
                                            if args.checkpoint else default_inputs())
-    examples = load_examples([test])
+    try:
+        examples = load_examples([test])
+    except DataError as err:
+        sys.exit(str(err))
     texts = [e.text for e in examples]
     work = Path(tempfile.mkdtemp(prefix="tagstream-ensemble-"))
     rows = []
     for name, extra in (("one model", ()), (f"ensemble of {1 + len(members)}", tuple(members))):
-        bundle = export_bundle(ExportConfig(checkpoint=checkpoint, members=extra, out=str(work / slug(name)),
-                                            held_out=(held_out,), int8=True),
-                               log=lambda line: print(line, file=sys.stderr))
+        try:
+            bundle = export_bundle(ExportConfig(checkpoint=checkpoint, members=extra, out=str(work / slug(name)),
+                                                held_out=(held_out,), int8=True),
+                                   log=lambda line: print(line, file=sys.stderr))
+        except (DataError, ExportError) as err:
+            sys.exit(f"{name}: {err}")
         for variant in ("fp32", "int8"):
             tagger = Tagger.load(bundle, variant=variant, device="cpu", threads=args.threads,
                                  batch_size=args.batch_size)
