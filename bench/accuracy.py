@@ -200,7 +200,8 @@ def run(job: dict) -> dict:
         fine_tune_cpu += cpu
     members = [load_checkpoint(f) for f in folders]
     checkpoint = ensemble_checkpoint(members) if count > 1 else members[0]
-    split = {name: load_examples([split_files(data)[name]]) for name in ("dev", "test")}
+    # One model's dev F1 is its training's best; an ensemble's is scored here.
+    split = {name: load_examples([split_files(data)[name]]) for name in ("dev", "test")[count == 1:]}
     scores = {name: evaluate_model(checkpoint.model, checkpoint.encoder, checkpoint.labels, examples)
               for name, examples in split.items()}
     done = {"job": job, "dev_f1": scores["dev"].micro.f1 if count > 1 else results[0].dev.micro.f1,
