@@ -45,10 +45,12 @@ class RetrainConfig:
                                      "checkpoints in the store)")
     tolerance: float = option(0.005, "allowed micro-F1 drop against the champion", minimum=0, below=1)
     int8: bool = option(False, "also write a static (calibrated) int8 model into the challenger bundle")
+    members: int = option(1, "train this many challengers (seeds SEED, SEED+1, ...) and ship their seed ensemble as "
+                             "one bundle (see `export --members`; each member adds one model's inference)", minimum=1)
     taxonomy: str | None = option(None, "taxonomy JSON the challenger ships (default: the champion's; with no "
                                         "champion, the checkpoint's)")
     reviewed: tuple[str, ...] = option((), "reviewed titles (`tagstream review pull` JSONL): extra training data; the "
                                            "report counts them and says what they changed on the held-out set",
                                        metavar="FILE")
-    reviewed_baseline: bool = option(False, "with --reviewed: also train once without them (same settings and seed) "
-                                            "and report the held-out F1 with and without")
+    reviewed_baseline: bool = option(False, "with --reviewed: also train without them (same settings, seeds and "
+                                            "members) and report the held-out F1 with and without")

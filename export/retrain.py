@@ -12,8 +12,9 @@ from typing import Callable
 
 from export.bundle import export_bundle
 from export.config import ExportConfig, ExportError, RetrainConfig
+from model.config import TrainConfig
 from model.metrics import entity_scores
-from model.train import load_examples, train
+from model.train import TOKENIZER, TrainResult, load_examples, train
 from stream.tagging.bundle import current, promote, read_bundle
 from stream.tagging.spans import Span, entity_types
 from stream.tagging.tagger import Tagger
@@ -50,6 +51,26 @@ def changes(gold: list, before: list[list[Span]], after: list[list[Span]]) -> di
     return {"titles": len(gold), "changed": changed, "fixed": fixed, "broken": broken}
 
 
+def train_members(training: TrainConfig, out: Path, members: int,
+                  log: Callable[[str], None]) -> tuple[list[Path], list[TrainResult]]:
+    """``members`` trainings of ``training`` into ``out``, ``out-1`` ..., with seeds seed, seed + 1 ...:
+    the checkpoints of one bundle (more than one: their seed ensemble) and their results. From-scratch
+    members read the first one's tokenizer (a vocabulary built twice from the same data differs)."""
+    folders = [out] + [out.with_name(f"{out.name}-{i}") for i in range(1, members)]
+    results = []
+    for i, folder in enumerate(folders):
+        config = replace(training, out=str(folder), seed=training.seed + i)
+        if i and training.base_model is None and training.tokenizer is None:
+            config = replace(config, tokenizer=str(folders[0] / TOKENIZER))
+        results.append(train(config, log=log))
+    return folders, results
+
+
+def members_export(folders: list[Path], out: Path, config: RetrainConfig, **options) -> ExportConfig:
+    return ExportConfig(checkpoint=str(folders[0]), members=tuple(map(str, folders[1:])), out=str(out),
+                        held_out=config.held_out, **options)
+
+
 def reviewed_data(config: RetrainConfig) -> dict | None:
     """What the reviewed files hold: titles and spans per type (None without any)."""
     if not config.reviewed:
@@ -74,10 +95,8 @@ def _reviewed_effect(config: RetrainConfig, report: dict, held_out, after: list[
         entry["vs_champion"] = changes(gold, champion, after)
     if not config.reviewed_baseline:
         return
-    checkpoint = work / "without-reviewed"
-    train(replace(config.training, out=str(checkpoint)), log=log)
-    export_bundle(ExportConfig(checkpoint=str(checkpoint), out=str(work / "without-bundle"), held_out=config.held_out,
-                               version="without-reviewed"), log=log)
+    folders, _ = train_members(config.training, work / "without-reviewed", config.members, log)
+    export_bundle(members_export(folders, work / "without-bundle", config, version="without-reviewed"), log=log)
     without = Tagger.load(work / "without-bundle", device="cpu")
     before = _predict(without, held_out)
     f1_without = _f1(without, held_out, before)["micro"]["f1"]
@@ -139,19 +158,21 @@ def retrain(config: RetrainConfig, log: Callable[[str], None] = print) -> Retrai
             report["champion"] = {"bundle": champion_name, "version": champion.model_version,
                                   "scores": _f1(champion, held_out, champion_tags)}
         work = store / ".work" / stamp
-        checkpoint = work / "checkpoint"
         report["reviewed"] = reviewed_data(config)
-        training = replace(config.training, out=str(checkpoint), train=config.training.train + config.reviewed)
-        result = train(training, log=log)
+        training = replace(config.training, train=config.training.train + config.reviewed)
+        folders, results = train_members(training, work / "checkpoint", config.members, log)
         name = f"{config.training.name}-{stamp}"
         report["taxonomy"] = taxonomy = challenger_taxonomy(config, champion)
-        export_bundle(ExportConfig(checkpoint=str(checkpoint), out=str(store / name), held_out=config.held_out,
-                                   taxonomy=taxonomy, int8=config.int8, version=stamp), log=log)
+        export_bundle(members_export(folders, store / name, config, taxonomy=taxonomy, int8=config.int8,
+                                     version=stamp), log=log)
         challenger = Tagger.load(store / name, device="cpu")
         challenger_tags = _predict(challenger, held_out)
         report["challenger"] = {"bundle": name, "version": stamp, "scores": _f1(challenger, held_out, challenger_tags),
-                                "train_dev_f1": result.dev.micro.f1 if result.dev else None,
-                                "train_samples_per_second": result.samples_per_second}
+                                "members": config.members,
+                                "train_dev_f1": results[0].dev.micro.f1 if results[0].dev else None,
+                                "train_samples_per_second": results[0].samples_per_second}
+        if config.members > 1:
+            report["challenger"]["members_train_dev_f1"] = [r.dev.micro.f1 if r.dev else None for r in results]
         if config.reviewed:
             _reviewed_effect(config, report, held_out, challenger_tags, champion_tags, work, log)
         new_f1 = report["challenger"]["scores"]["micro"]["f1"]

@@ -45,6 +45,10 @@ class TrainConfig:
     hidden: int = option(128, "hidden size of a from-scratch model (a multiple of heads)", above=0)
     heads: int = option(4, "attention heads of a from-scratch model", above=0)
     vocab_size: int = option(8000, "WordPiece vocabulary size of a from-scratch model", above=0)
+    tokenizer: str | None = option(None, "tokenizer.json a from-scratch model reads instead of a vocabulary built "
+                                         "from the data (building one is not repeatable: two runs differ in about 150 "
+                                         "of 8,000 entries); e.g. another seed's, so the two can form an ensemble",
+                                 metavar="FILE")
     max_length: int = option(128, "sub-tokens per window", above=0)
     stride: int = option(32, "sub-tokens shared by overlapping windows", minimum=0)
     units: str = option("words", "what a tag sits on: 'words' (a pre-tokenised word, read from its first sub-token) "
@@ -132,6 +136,8 @@ class TrainConfig:
             raise ValueError(f"units must be one of {', '.join(UNITS)}, got {self.units!r}")
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {', '.join(HEADS)}, got {self.head!r}")
+        if self.tokenizer is not None and self.base_model is not None:
+            raise ValueError("--tokenizer is for models trained from scratch: a base model reads its own")
         if self.weak_teacher is not None and self.weak_unmatched != "teacher":
             raise ValueError("--weak-teacher is for --weak-unmatched teacher")
         if self.head != "crf" and self.weak:

@@ -25,7 +25,7 @@ from model.samples import (Sample, batch_tensors, bucketed_batches, collate, len
                            make_samples, training_samples, weak_o_prior)
 from model.schedule import BudgetSchedule
 from model.teacher import unit_posteriors
-from model.vocab import base_model_tokenizer, build_wordpiece
+from model.vocab import base_model_tokenizer, build_wordpiece, read_tokenizer
 from stream.tagging.decode import ScoreFn, tag_texts
 from stream.tagging.lexicon import LEXICON_FILE, Lexicon
 from stream.tagging.spans import Span, entity_types, label_list
@@ -137,7 +137,8 @@ def _encoder(config: TrainConfig, train_examples: Sequence[Example]):
     """(tokenizer, encoder module): the base model's, or a vocabulary and small BERT built from the data."""
     if config.base_model:
         return base_model_tokenizer(config.base_model), bert_crf.pretrained_encoder(config.base_model)
-    tokenizer = build_wordpiece([e.text for e in train_examples], vocab_size=config.vocab_size)
+    tokenizer = (read_tokenizer(config.tokenizer) if config.tokenizer
+                 else build_wordpiece([e.text for e in train_examples], vocab_size=config.vocab_size))
     return tokenizer, bert_crf.scratch_encoder(tokenizer.get_vocab_size(), config.layers, config.hidden,
                                                config.heads, max(512, config.max_length))
 

@@ -10,6 +10,7 @@ from typing import Iterable
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
+from model.data import DataError
 from stream.tagging.tokenization import SPECIAL_TOKENS
 
 
@@ -30,6 +31,22 @@ def build_wordpiece(texts: Iterable[str], vocab_size: int = 8000, min_frequency:
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
                                         special_tokens=list(SPECIAL_TOKENS), show_progress=False)
     tokenizer.train_from_iterator(texts, trainer)
+    return tokenizer
+
+
+def read_tokenizer(path: str | Path) -> Tokenizer:
+    """A tokenizer.json saved with an earlier checkpoint (``--tokenizer``), so a from-scratch model
+    reads the very ids another one read; refused with what is wrong when it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such tokenizer file")
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as err:   # the tokenizers library raises a bare Exception for a malformed file
+        raise DataError(f"{path}: not a tokenizer.json ({err})") from None
+    missing = [t for t in SPECIAL_TOKENS if tokenizer.token_to_id(t) is None]
+    if missing:
+        raise DataError(f"{path}: the tokenizer lacks the special tokens {missing}")
     return tokenizer
 
 

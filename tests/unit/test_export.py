@@ -351,3 +351,32 @@ def test_an_ensemble_bundle_is_one_graph_of_its_members_and_refuses_members_that
         export_bundle(ExportConfig(checkpoint=str(tiny_checkpoint), out=str(tmp_path / "bad"), members=(str(other),)),
                       log=lambda _: None)
     assert not (tmp_path / "bad").exists()
+
+
+def test_retrain_with_members_trains_one_seed_each_and_ships_their_ensemble(tiny_checkpoint, tmp_path,
+                                                                           monkeypatch):
+    pytest.importorskip("torch")
+    import export.retrain
+    from stream.tagging.bundle import current, read_bundle
+
+    trained = []
+    real_train = export.retrain.train
+
+    def recording_train(config, log):   # the real training, noting which seed went where
+        trained.append((Path(config.out).name, config.seed))
+        return real_train(config, log=log)
+
+    monkeypatch.setattr(export.retrain, "train", recording_train)
+    store = tmp_path / "store"
+    data = tiny_checkpoint.parent
+    training = TrainConfig(train=(str(data / "train.jsonl"),), dev=str(data / "dev.jsonl"), out="", layers=1,
+                           hidden=32, heads=2, epochs=1, batch_size=16, vocab_size=2000, threads=2, seed=7)
+    outcome = export.retrain.retrain(RetrainConfig(store=str(store), held_out=(str(data / "dev.jsonl"),),
+                                                   training=training, members=2), log=lambda _: None)
+    assert outcome.status == "promoted", outcome.report
+    assert trained == [("checkpoint", 7), ("checkpoint-1", 8)]
+    challenger = outcome.report["challenger"]
+    assert challenger["members"] == 2 and len(challenger["members_train_dev_f1"]) == 2
+    manifest = read_bundle(store / current(store)).manifest
+    assert [Path(p).name for p in manifest.source["ensemble"]] == ["checkpoint", "checkpoint-1"]
+    assert manifest.parity["passed"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import pytest
 
@@ -327,3 +328,23 @@ def test_dev_labels_absent_from_training_are_one_warning_and_scored_as_misses(tm
     assert result.dev.micro.support == sum(len(e.spans) for e in examples + rare)
     meta = json.loads((tmp_path / "ck" / "tagger.json").read_text(encoding="utf-8"))
     assert meta["dev"]["labels_unseen_in_training"] == ["flavour"] and "B-flavour" not in meta["labels"]
+
+
+def test_a_scratch_model_given_another_checkpoints_tokenizer_reads_the_same_ids_and_a_bad_one_is_refused(
+        tiny_checkpoint, tmp_path):
+    from model.data import DataError
+
+    data = tiny_checkpoint.parent
+    given = str(tiny_checkpoint / "tokenizer.json")
+    config = TrainConfig(train=(str(data / "train.jsonl"),), dev=str(data / "dev.jsonl"), out=str(tmp_path / "ck"),
+                         layers=1, hidden=16, heads=2, epochs=1, threads=1, seed=99, tokenizer=given)
+    train(config, log=lambda _: None)
+    assert (tmp_path / "ck" / "tokenizer.json").read_text() == (tiny_checkpoint / "tokenizer.json").read_text()
+    with pytest.raises(ValueError, match="--tokenizer is for models trained from scratch"):
+        TrainConfig(train=("t.jsonl",), out="ck", base_model="base", tokenizer=given)
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    for path, message in ((broken, "not a tokenizer.json"), (tmp_path / "missing.json", "no such tokenizer file")):
+        with pytest.raises(DataError, match=message):
+            train(replace(config, tokenizer=str(path), out=str(tmp_path / "bad")), log=lambda _: None)
+        assert not (tmp_path / "bad").exists()
