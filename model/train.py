@@ -134,7 +134,7 @@ def _split(config: TrainConfig, log: Callable[[str], None]) -> tuple[list[Exampl
 
 
 def _encoder(config: TrainConfig, train_examples: Sequence[Example]):
-    """(tokenizer, encoder module): the base model's, or a vocabulary and small BERT built from the data."""
+    """(tokenizer, encoder module): the base model's, or a small BERT and a vocabulary given or built from the data."""
     if config.base_model:
         return base_model_tokenizer(config.base_model), bert_crf.pretrained_encoder(config.base_model)
     tokenizer = (read_tokenizer(config.tokenizer) if config.tokenizer
