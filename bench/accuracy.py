@@ -293,14 +293,14 @@ def ensemble_run(data: str, name: str, seeds: list[int] | None = None) -> dict:
     done = {"name": name, "seeds": sorted(r["job"]["seed"] for r in runs), "dev_f1": round(scores["dev"].micro.f1, 4),
             "test": scores["test"].to_json(), "cpu_seconds": round(sum(r["cpu_seconds"]["total"] for r in runs), 1),
             "members_test_f1": [round(r["test"]["micro"]["f1"], 4) for r in runs]}
-    file = "ensemble.json" if done["seeds"] == [13, 14, 15] else f"ensemble-{'-'.join(map(str, done['seeds']))}.json"
-    (CACHE / data / slug(name) / file).write_text(json.dumps(done, indent=1), encoding="utf-8")
+    file = CACHE / data / slug(name) / f"ensemble-{'-'.join(map(str, done['seeds']))}.json"
+    file.write_text(json.dumps(done, indent=1), encoding="utf-8")
     return done
 
 
 def ensembles(data: str, earlier: Path) -> list[dict]:
     """Measured ensembles: the cache's, else the earlier results file's."""
-    here = [json.loads(p.read_text(encoding="utf-8")) for p in sorted((CACHE / data).glob("*/ensemble*.json"))]
+    here = [json.loads(p.read_text(encoding="utf-8")) for p in sorted((CACHE / data).glob("*/ensemble-*.json"))]
     measured = {(e["name"], tuple(e["seeds"])) for e in here}
     before = json.loads(earlier.read_text(encoding="utf-8")).get("ensembles", []) if earlier.is_file() else []
     return here + [e for e in before if (e["name"], tuple(e["seeds"])) not in measured]

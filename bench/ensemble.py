@@ -27,9 +27,8 @@ from bench.common import machine  # noqa: E402
 from bench.inference import measure  # noqa: E402
 from export.bundle import export_bundle  # noqa: E402
 from export.config import ExportConfig, ExportError  # noqa: E402
+from export.retrain import bundle_scores, tagged_spans  # noqa: E402
 from model.data import DataError, load_examples  # noqa: E402
-from model.metrics import entity_scores  # noqa: E402
-from stream.tagging.spans import Span, entity_types  # noqa: E402
 from stream.tagging.tagger import Tagger  # noqa: E402
 
 DEFAULT_ROW = "MiniLM-L6, sub-token units"
@@ -44,12 +43,6 @@ def default_inputs() -> tuple[str, list[str], str, str]:
                  f"\"{DEFAULT_ROW}\"` first, or give --checkpoint and --members")
     files = split_files("en")
     return str(runs[0]), [str(r) for r in runs[1:]], str(files["dev"]), str(files["test"])
-
-
-def scored(tagger: Tagger, examples) -> float:
-    tagged = tagger.tag_texts([e.text for e in examples])
-    predicted = [[Span(t.start, t.end, t.type) for t in spans] for spans in tagged]
-    return entity_scores([e.spans for e in examples], predicted, entity_types(tagger.labels)).micro.f1
 
 
 def main() -> None:
@@ -87,7 +80,7 @@ def main() -> None:
             tagger = Tagger.load(bundle, variant=variant, device="cpu", threads=args.threads,
                                  batch_size=args.batch_size)
             row = measure(f"{name}, {variant}", tagger.tag_texts, texts, args.batch_size, 2, args.repeats)
-            row["test_f1"] = round(scored(tagger, examples), 4)
+            row["test_f1"] = round(bundle_scores(tagger, examples, tagged_spans(tagger, examples))["micro"]["f1"], 4)
             rows.append(row)
     base = rows[0]
     for row in rows:

@@ -30,11 +30,13 @@ class RetrainOutcome:
     report_path: Path
 
 
-def _predict(tagger: Tagger, examples) -> list[list[Span]]:
+def tagged_spans(tagger: Tagger, examples) -> list[list[Span]]:
+    """A bundle's tags for labelled examples, as spans to score against their gold."""
     return [[Span(t.start, t.end, t.type) for t in spans] for spans in tagger.tag_texts([e.text for e in examples])]
 
 
-def _f1(tagger: Tagger, examples, predicted: list[list[Span]]) -> dict:
+def bundle_scores(tagger: Tagger, examples, predicted: list[list[Span]]) -> dict:
+    """Scores (as JSON) of a bundle's ``predicted`` spans against the examples' gold."""
     return entity_scores([e.spans for e in examples], predicted, entity_types(tagger.labels)).to_json()
 
 
@@ -98,8 +100,8 @@ def _reviewed_effect(config: RetrainConfig, report: dict, held_out, after: list[
     folders, _ = train_members(config.training, work / "without-reviewed", config.members, log)
     export_bundle(members_export(folders, work / "without-bundle", config, version="without-reviewed"), log=log)
     without = Tagger.load(work / "without-bundle", device="cpu")
-    before = _predict(without, held_out)
-    f1_without = _f1(without, held_out, before)["micro"]["f1"]
+    before = tagged_spans(without, held_out)
+    f1_without = bundle_scores(without, held_out, before)["micro"]["f1"]
     f1_with = report["challenger"]["scores"]["micro"]["f1"]
     entry["without"] = {"micro_f1": f1_without, "micro_f1_with": f1_with, "f1_change": round(f1_with - f1_without, 6),
                         **changes(gold, before, after)}
@@ -154,9 +156,9 @@ def retrain(config: RetrainConfig, log: Callable[[str], None] = print) -> Retrai
         champion, champion_tags = None, None
         if champion_name:
             champion = Tagger.load(store, device="cpu")
-            champion_tags = _predict(champion, held_out)
+            champion_tags = tagged_spans(champion, held_out)
             report["champion"] = {"bundle": champion_name, "version": champion.model_version,
-                                  "scores": _f1(champion, held_out, champion_tags)}
+                                  "scores": bundle_scores(champion, held_out, champion_tags)}
         work = store / ".work" / stamp
         report["reviewed"] = reviewed_data(config)
         training = replace(config.training, train=config.training.train + config.reviewed)
@@ -166,8 +168,9 @@ def retrain(config: RetrainConfig, log: Callable[[str], None] = print) -> Retrai
         export_bundle(members_export(folders, store / name, config, taxonomy=taxonomy, int8=config.int8,
                                      version=stamp), log=log)
         challenger = Tagger.load(store / name, device="cpu")
-        challenger_tags = _predict(challenger, held_out)
-        report["challenger"] = {"bundle": name, "version": stamp, "scores": _f1(challenger, held_out, challenger_tags),
+        challenger_tags = tagged_spans(challenger, held_out)
+        report["challenger"] = {"bundle": name, "version": stamp,
+                                "scores": bundle_scores(challenger, held_out, challenger_tags),
                                 "members": config.members,
                                 "train_dev_f1": results[0].dev.micro.f1 if results[0].dev else None,
                                 "train_samples_per_second": results[0].samples_per_second}
