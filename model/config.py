@@ -83,6 +83,10 @@ class TrainConfig:
                              "pair it forms with its left and with its right neighbour, hashed into this many "
                              "buckets (0: off; e.g. 32768 for Chinese characters). Computed inside the model, so "
                              "serving feeds nothing new", minimum=0)
+    augment_mentions: float = option(0.0, "mention replacement: every epoch, swap each entity mention of a gold "
+                                          "training title, with this probability, for another mention of its type "
+                                          "(from the training mentions and --lexicon); 0: off", minimum=0,
+                                     below=1)
     head: str = option("crf", "output layer: 'crf' (a linear-chain CRF, Viterbi at serving) or 'softmax' (each unit "
                               "on its own, cross-entropy; served as a CRF with zero transitions)", choices=HEADS)
     words: str | None = option(None, "untyped word-boundary features from a word dictionary: 'jieba' (the installed "
@@ -140,6 +144,9 @@ class TrainConfig:
             raise ValueError("--tokenizer is for models trained from scratch: a base model reads its own")
         if self.weak_teacher is not None and self.weak_unmatched != "teacher":
             raise ValueError("--weak-teacher is for --weak-unmatched teacher")
+        if self.augment_mentions and self.lexicon_from_train:
+            raise ValueError("--augment-mentions swaps in training mentions, which --lexicon-from-train would flag "
+                             "wherever they land: use one or the other")
         if self.head != "crf" and self.weak:
             raise ValueError("--weak needs the CRF head: the partial-annotation loss sums over tag sequences")
 

@@ -1,11 +1,17 @@
-"""The learning-rate schedule of training: linear warm-up and decay within the steps a budget allows."""
+"""The learning-rate schedule of training: linear warm-up and decay within the steps a budget allows;
+and the last epochs' weights, for checkpoint averaging."""
 
 from __future__ import annotations
 
+import collections
 import math
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
+from model import bert_crf
 from model.config import PretrainConfig, TrainConfig
+from model.metrics import Scores
 
 ESTIMATE_AFTER = 20       # pretraining steps timed before a time budget sets the schedule's length
 
@@ -80,3 +86,30 @@ def budget_spent(config: PretrainConfig, steps: int, wall: float, cpu: float) ->
     if config.max_cpu_seconds is not None and cpu >= config.max_cpu_seconds:
         return "CPU budget"
     return None
+
+
+class LastEpochs:
+    """The weights of the last ``n`` epochs, for checkpoint averaging (``n`` < 2: keeps nothing)."""
+
+    def __init__(self, n: int) -> None:
+        self.states: collections.deque = collections.deque(maxlen=max(n, 1))
+
+    def add(self, model: bert_crf.BertCrf) -> None:
+        if self.states.maxlen > 1:
+            self.states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    def keep_average_if_better(self, model, evaluate: Callable[[], Scores], best_f1: float, out: Path,
+                               log: Callable[[str], None]) -> Scores | None:
+        """Load the average into ``model``; save it and return its dev scores if they beat ``best_f1``."""
+        if len(self.states) < 2:
+            return None
+        first = self.states[0]
+        model.load_state_dict({k: (sum(s[k].double() for s in self.states) / len(self.states)).to(first[k].dtype)
+                               for k in first})
+        scores = evaluate()
+        kept = scores.micro.f1 > best_f1
+        log(f"average of the last {len(self.states)} epochs: dev micro-F1 {scores.micro.f1:.4f} against the best "
+            f"single epoch's {best_f1:.4f}: {'kept' if kept else 'not kept'}")
+        if kept:
+            bert_crf.save(model, out)
+        return scores if kept else None

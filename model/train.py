@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import json
 import math
 import random
@@ -18,12 +17,13 @@ import torch
 from tqdm import tqdm
 
 from model import bert_crf
+from model.augment import mention_swapper
 from model.config import TrainConfig
 from model.data import DataError, Example, data_hash, labels_in, load_examples
 from model.metrics import Scores, entity_scores
 from model.samples import (Sample, batch_tensors, bucketed_batches, collate, length_batches,  # noqa: F401
                            make_samples, training_samples, weak_o_prior)
-from model.schedule import BudgetSchedule
+from model.schedule import BudgetSchedule, LastEpochs
 from model.teacher import unit_posteriors
 from model.vocab import base_model_tokenizer, build_wordpiece, read_tokenizer
 from stream.tagging.decode import ScoreFn, tag_texts
@@ -223,33 +223,6 @@ def _meta(config: TrainConfig, labels: list[str], lexicon: Lexicon | None, taxon
     }
 
 
-class _LastEpochs:
-    """The weights of the last ``n`` epochs, for checkpoint averaging (``n`` < 2: keeps nothing)."""
-
-    def __init__(self, n: int) -> None:
-        self.states: collections.deque = collections.deque(maxlen=max(n, 1))
-
-    def add(self, model: bert_crf.BertCrf) -> None:
-        if self.states.maxlen > 1:
-            self.states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
-
-    def keep_average_if_better(self, model, evaluate: Callable[[], Scores], best_f1: float, out: Path,
-                               log: Callable[[str], None]) -> Scores | None:
-        """Load the average into ``model``; save it and return its dev scores if they beat ``best_f1``."""
-        if len(self.states) < 2:
-            return None
-        first = self.states[0]
-        model.load_state_dict({k: (sum(s[k].double() for s in self.states) / len(self.states)).to(first[k].dtype)
-                               for k in first})
-        scores = evaluate()
-        kept = scores.micro.f1 > best_f1
-        log(f"average of the last {len(self.states)} epochs: dev micro-F1 {scores.micro.f1:.4f} against the best "
-            f"single epoch's {best_f1:.4f}: {'kept' if kept else 'not kept'}")
-        if kept:
-            bert_crf.save(model, out)
-        return scores if kept else None
-
-
 def _record_epoch(out: Path, epoch: int, losses: list[float], scores: Scores, seconds: float,
                   samples_per_second: float | None, log: Callable[[str], None]) -> dict:
     """One epoch's record, appended to the checkpoint's epoch log and logged."""
@@ -296,6 +269,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     samples, snapped, lexicon = training_samples(config, text_encoder, train_examples, labels, priors)
     o_prior = weak_o_prior(config, samples)
     text_encoder = text_encoder.with_lexicon(lexicon)
+    swapper = mention_swapper(config, text_encoder, train_examples, labels, priors)
     model = bert_crf.BertCrf(encoder_module, len(labels), config.dropout, lexicon.width if lexicon is not None else 0,
                              config.lexicon_dim, config.lexicon_at, config.head, config.bigrams)
 
@@ -316,10 +290,11 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     started, cpu_started = time.monotonic(), time.process_time()
     best_f1, best_epoch, best_scores, stale = -1.0, 0, None, 0
     epochs: list[dict] = []
-    seen, train_time, stopped, last_epochs = 0, 0.0, "epochs", _LastEpochs(config.average_last)
+    seen, train_time, stopped, last_epochs = 0, 0.0, "epochs", LastEpochs(config.average_last)
     for epoch in range(1, config.epochs + 1):
         model.train()
         epoch_start, losses = time.monotonic(), []
+        samples = swapper.samples(rng) if swapper is not None else samples
         bar = tqdm(bucketed_batches(samples, config.batch_size, rng), desc=f"epoch {epoch}", unit="batch",
                    leave=False, disable=None)
         for batch_ids in bar:

@@ -124,10 +124,10 @@ def test_a_softmax_head_learns_each_unit_alone_and_serves_as_a_crf_with_zero_tra
 
 def test_the_average_of_the_last_epochs_is_their_mean_and_kept_only_when_dev_says_better(tmp_path):
     from model.metrics import entity_scores
-    from model.train import _LastEpochs
+    from model.schedule import LastEpochs
 
     model = bert_crf.BertCrf(bert_crf.scratch_encoder(50, 1, 16, 2, 64), num_tags=3)
-    last = _LastEpochs(3)
+    last = LastEpochs(3)
     for value in (1.0, 2.0, 3.0, 6.0):      # four epochs: the first falls out
         with torch.no_grad():
             model.emit.weight.fill_(value)
@@ -141,7 +141,7 @@ def test_the_average_of_the_last_epochs_is_their_mean_and_kept_only_when_dev_say
     assert "average of the last 3 epochs" in lines[0] and lines[0].endswith("kept")
     assert last.keep_average_if_better(model, lambda: perfect, 1.0, tmp_path / "no", lines.append) is None
     assert not (tmp_path / "no").exists() and lines[1].endswith("not kept")
-    assert _LastEpochs(1).keep_average_if_better(model, lambda: perfect, 0.0, tmp_path, print) is None
+    assert LastEpochs(1).keep_average_if_better(model, lambda: perfect, 0.0, tmp_path, print) is None
 
 
 def test_a_time_budget_reaims_the_schedule_so_the_rate_decays_to_zero_within_it():

@@ -1,0 +1,90 @@
+"""Mention replacement (`--augment-mentions`): swapped titles keep every span on its new text, and
+training draws fresh swaps every epoch."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from model.augment import MentionPool, swap_mentions
+from model.config import TrainConfig
+from model.data import Example
+from stream.tagging.spans import Span
+
+TITLE = Example("t1", "苹果 手机壳 红色 大号", (Span(0, 2, "HP"), Span(3, 6, "HC"), Span(10, 12, "SIZE")))
+
+
+def test_a_swapped_title_keeps_each_span_on_its_new_text_and_the_rest_of_the_title_as_it_was():
+    pool = MentionPool.build([TITLE], {"HP": ["华为技术", "小米"], "HC": ["保温杯"]})
+    rng = random.Random(5)
+    seen = {"HP": set(), "HC": set()}
+    for _ in range(200):
+        out = swap_mentions(TITLE, pool, 0.5, rng)
+        assert [s.label for s in out.spans] == ["HP", "HC", "SIZE"]
+        forms = [out.text[s.start:s.end] for s in out.spans]
+        assert forms[0] in pool.forms["HP"] and forms[1] in pool.forms["HC"] and forms[2] == "大号"
+        # the text between the spans is untouched
+        assert out.text == f"{forms[0]} {forms[1]} 红色 {forms[2]}"
+        seen["HP"].add(forms[0])
+        seen["HC"].add(forms[1])
+    assert seen == {"HP": {"苹果", "华为技术", "小米"}, "HC": {"手机壳", "保温杯"}}
+
+
+def test_the_pool_repeats_training_mentions_adds_lexicon_entries_once_and_ignores_types_no_span_has():
+    other = Example("t2", "苹果充电器", (Span(0, 2, "HP"), Span(2, 5, "HC")))
+    pool = MentionPool.build([TITLE, other], {"HP": ["小米", "小米", " "], "COLOUR": ["红色"]})
+    assert pool.forms["HP"] == ("苹果", "苹果", "小米")
+    assert pool.forms["HC"] == ("手机壳", "充电器") and "COLOUR" not in pool.forms
+    assert len(pool) == 3 + 2 + 1
+
+
+def test_partial_titles_and_probability_zero_are_left_as_they_are():
+    pool = MentionPool.build([TITLE], {"HP": ["小米"]})
+    rng = random.Random(0)
+    partial = Example("w", TITLE.text, TITLE.spans, partial=True)
+    assert swap_mentions(partial, pool, 0.9, rng) is partial
+    assert swap_mentions(TITLE, pool, 0.0, rng) is TITLE
+
+
+def test_mention_replacement_and_a_lexicon_of_the_training_mentions_are_refused_together():
+    with pytest.raises(ValueError, match="--augment-mentions"):
+        TrainConfig(train=("x",), out="y", augment_mentions=0.3, lexicon_from_train=True)
+
+
+def test_training_draws_fresh_swaps_every_epoch_whose_tags_follow_the_swapped_text(tmp_path):
+    pytest.importorskip("torch")
+    from model.augment import mention_swapper
+    from model.train import load_checkpoint, train
+    from tests.conftest import DEMO_TAXONOMY, write_synth
+
+    train_file = write_synth(tmp_path / "train.jsonl", 120, seed=11)
+    dev_file = write_synth(tmp_path / "dev.jsonl", 60, seed=12)
+    config = TrainConfig(train=(str(train_file),), dev=str(dev_file), out=str(tmp_path / "ck"), layers=1, hidden=32,
+                         heads=2, epochs=2, batch_size=16, threads=2, vocab_size=1500,
+                         lexicon=(str(DEMO_TAXONOMY),), lexicon_at="input", augment_mentions=0.5)
+    result = train(config, log=lambda _: None)
+    assert len(result.epochs) == 2
+    meta = json.loads((tmp_path / "ck" / "tagger.json").read_text(encoding="utf-8"))
+    assert meta["config"]["augment_mentions"] == 0.5
+
+    checkpoint = load_checkpoint(tmp_path / "ck")
+    from model.data import load_examples
+    examples = load_examples([str(train_file)])
+    swapper = mention_swapper(config, checkpoint.encoder, examples, checkpoint.labels)
+    rng = random.Random(3)
+    first, second = swapper.samples(rng), swapper.samples(rng)
+    assert len(first) >= len(examples)
+    assert [s.window.input_ids for s in first] != [s.window.input_ids for s in second]   # a fresh draw each epoch
+    # every sample's entity tags sit on units of a swapped title: rebuild the titles the same way
+    rng = random.Random(3)
+    swapped = [swap_mentions(e, swapper.pool, 0.5, rng) for e in swapper.gold]
+    assert sum(s.text != e.text for s, e in zip(swapped, swapper.gold)) > len(swapped) // 4
+    units = checkpoint.encoder.units([e.text for e in swapped])
+    for ex, unit, sample in zip(swapped, units, first):
+        begins = {unit.spans[i][0] for i, t in enumerate(sample.tags) if checkpoint.labels[t][:2] in ("B-", "S-")}
+        edges = {a for a, _ in unit.spans}, {b for _, b in unit.spans}
+        # a span on unit edges begins where the swapped title has it (one glued to a word is snapped)
+        assert {s.start for s in ex.spans if s.start in edges[0] and s.end in edges[1]} <= begins
+        assert len(begins) <= len(ex.spans)
