@@ -1,6 +1,6 @@
 """Mention replacement (after Dai & Adel, COLING 2020): every training epoch, each entity mention of a
 gold title is swapped, with a given probability, for another mention of its type, drawn from the
-training set's own mentions and the given lexicon. The model meets names in contexts it never saw
+training set's own mentions (optionally also the given lexicon's entries). The model meets names in contexts it never saw
 them in, so it learns what a brand's or a product word's surroundings look like, not the names
 themselves. Dev and test titles are never touched; weak (partial) titles are left as they are."""
 
@@ -80,11 +80,13 @@ class MentionSwapper:
 
 def mention_swapper(config: TrainConfig, encoder: TextEncoder, examples: Sequence[Example], labels: Sequence[str],
                     priors: Mapping[str, np.ndarray] | None = None) -> MentionSwapper | None:
-    """The swapper ``--augment-mentions`` asks for (None when off): its pool is the training mentions
-    and the given lexicon; ``encoder`` carries the lexicon the model trains with."""
+    """The swapper ``--augment-mentions`` asks for (None when off): its pool is the training mentions,
+    with ``--augment-from lexicon`` also the given lexicon's entries; ``encoder`` carries the lexicon
+    the model trains with."""
     if not config.augment_mentions:
         return None
-    pool = MentionPool.build([e for e in examples if not e.partial], read_specs(config.lexicon))
-    partial, _ = make_samples(encoder, [e for e in examples if e.partial], labels, config.weak_unmatched, priors,
-                              config.weak_weight)
+    lexicon = read_specs(config.lexicon) if config.augment_from == "lexicon" else None
+    pool = MentionPool.build([e for e in examples if not e.partial], lexicon)
+    weak = [e for e in examples if e.partial]
+    partial = make_samples(encoder, weak, labels, config.weak_unmatched, priors, config.weak_weight)[0] if weak else []
     return MentionSwapper(encoder, examples, labels, pool, config.augment_mentions, partial)

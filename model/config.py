@@ -15,6 +15,7 @@ from stream.tagging.tokenization import UNITS
 DEFAULT_EPOCHS = 10       # pretraining epochs when no budget is given at all
 LEXICON_AT = ("input", "output")
 HEADS = ("crf", "softmax")
+AUGMENT_FROM = ("train", "lexicon")
 WEAK_UNMATCHED = ("prior", "unknown", "teacher", "o")
 WHOLE_WORDS = ("chars", "jieba")
 # What `bench/accuracy.py` found best per language (README, "Recipes"); a recipe fills only the
@@ -85,8 +86,12 @@ class TrainConfig:
                              "serving feeds nothing new", minimum=0)
     augment_mentions: float = option(0.0, "mention replacement: every epoch, swap each entity mention of a gold "
                                           "training title, with this probability, for another mention of its type "
-                                          "(from the training mentions and --lexicon); 0: off", minimum=0,
-                                     below=1)
+                                          "(see --augment-from); 0: off", minimum=0, below=1)
+    augment_from: str = option("train", "where --augment-mentions draws its mentions: 'train' the training set's "
+                                        "own mentions (as often as they occur); 'lexicon' those and every --lexicon "
+                                        "entry of the type (a swapped-in lexicon entry is always flagged, so the model "
+                                        "learns to trust the flags more than real titles bear out)",
+                               choices=AUGMENT_FROM)
     head: str = option("crf", "output layer: 'crf' (a linear-chain CRF, Viterbi at serving) or 'softmax' (each unit "
                               "on its own, cross-entropy; served as a CRF with zero transitions)", choices=HEADS)
     words: str | None = option(None, "untyped word-boundary features from a word dictionary: 'jieba' (the installed "
@@ -144,6 +149,8 @@ class TrainConfig:
             raise ValueError("--tokenizer is for models trained from scratch: a base model reads its own")
         if self.weak_teacher is not None and self.weak_unmatched != "teacher":
             raise ValueError("--weak-teacher is for --weak-unmatched teacher")
+        if self.augment_from not in AUGMENT_FROM:
+            raise ValueError(f"augment_from must be one of {', '.join(AUGMENT_FROM)}, got {self.augment_from!r}")
         if self.augment_mentions and self.lexicon_from_train:
             raise ValueError("--augment-mentions swaps in training mentions, which --lexicon-from-train would flag "
                              "wherever they land: use one or the other")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -51,6 +52,21 @@ def test_partial_titles_and_probability_zero_are_left_as_they_are():
 def test_mention_replacement_and_a_lexicon_of_the_training_mentions_are_refused_together():
     with pytest.raises(ValueError, match="--augment-mentions"):
         TrainConfig(train=("x",), out="y", augment_mentions=0.3, lexicon_from_train=True)
+    with pytest.raises(ValueError, match="augment_from"):
+        TrainConfig(train=("x",), out="y", augment_from="gazetteers")
+
+
+def test_the_swapper_draws_from_the_training_mentions_and_only_when_asked_from_the_lexicon_too(tmp_path):
+    from model.augment import mention_swapper
+
+    words = tmp_path / "brands.txt"
+    words.write_text("小米\n华为\n", encoding="utf-8")
+    config = TrainConfig(train=("x",), out="y", lexicon=(f"HP={words}",), augment_mentions=0.3)
+    assert mention_swapper(replace(config, augment_mentions=0.0), None, [TITLE], []) is None
+    own = mention_swapper(config, None, [TITLE], [])
+    assert own.pool.forms == {"HP": ("苹果",), "HC": ("手机壳",), "SIZE": ("大号",)} and own.gold == [TITLE]
+    both = mention_swapper(replace(config, augment_from="lexicon"), None, [TITLE], [])
+    assert both.pool.forms["HP"] == ("苹果", "小米", "华为")
 
 
 def test_training_draws_fresh_swaps_every_epoch_whose_tags_follow_the_swapped_text(tmp_path):
@@ -88,3 +104,10 @@ def test_training_draws_fresh_swaps_every_epoch_whose_tags_follow_the_swapped_te
         # a span on unit edges begins where the swapped title has it (one glued to a word is snapped)
         assert {s.start for s in ex.spans if s.start in edges[0] and s.end in edges[1]} <= begins
         assert len(begins) <= len(ex.spans)
+
+    # weak (partial) titles are never swapped: their samples are made once and come back every epoch
+    weak = [replace(e, id=f"weak-{e.id}", partial=True) for e in examples[:5]]
+    with_weak = mention_swapper(config, checkpoint.encoder, examples + weak, checkpoint.labels)
+    drawn = with_weak.samples(random.Random(4))
+    assert len(with_weak.gold) == len(examples) and len(with_weak.partial) >= 5
+    assert drawn[-len(with_weak.partial):] == with_weak.partial and all(s.known is not None for s in with_weak.partial)
