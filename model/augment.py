@@ -90,3 +90,4 @@ def mention_swapper(config: TrainConfig, encoder: TextEncoder, examples: Sequenc
     weak = [e for e in examples if e.partial]
     partial = make_samples(encoder, weak, labels, config.weak_unmatched, priors, config.weak_weight)[0] if weak else []
     return MentionSwapper(encoder, examples, labels, pool, config.augment_mentions, partial)
+

@@ -16,6 +16,7 @@ DEFAULT_EPOCHS = 10       # pretraining epochs when no budget is given at all
 LEXICON_AT = ("input", "output")
 HEADS = ("crf", "softmax")
 AUGMENT_FROM = ("train", "lexicon")
+UNLABELLED_REPEATS = ("o", "unknown")
 WEAK_UNMATCHED = ("prior", "unknown", "teacher", "o")
 WHOLE_WORDS = ("chars", "jieba")
 # What `bench/accuracy.py` found best per language (README, "Recipes"); a recipe fills only the
@@ -92,6 +93,11 @@ class TrainConfig:
                                         "entry of the type (a swapped-in lexicon entry is always flagged, so the model "
                                         "learns to trust the flags more than real titles bear out)",
                                choices=AUGMENT_FROM)
+    unlabelled_repeats: str = option("o", "a string that is an entity in some training title but occurs in another "
+                                          "with no span on it: 'o' trains it as O, as labelled; 'unknown' leaves its "
+                                          "units to the partial-annotation CRF (any tag; see --weak-unmatched for how "
+                                          "unknown units are weighed), since an annotator may have missed it",
+                                     choices=UNLABELLED_REPEATS)
     head: str = option("crf", "output layer: 'crf' (a linear-chain CRF, Viterbi at serving) or 'softmax' (each unit "
                               "on its own, cross-entropy; served as a CRF with zero transitions)", choices=HEADS)
     words: str | None = option(None, "untyped word-boundary features from a word dictionary: 'jieba' (the installed "
@@ -151,6 +157,15 @@ class TrainConfig:
             raise ValueError("--weak-teacher is for --weak-unmatched teacher")
         if self.augment_from not in AUGMENT_FROM:
             raise ValueError(f"augment_from must be one of {', '.join(AUGMENT_FROM)}, got {self.augment_from!r}")
+        if self.unlabelled_repeats not in UNLABELLED_REPEATS:
+            raise ValueError(f"unlabelled_repeats must be one of {', '.join(UNLABELLED_REPEATS)}, "
+                             f"got {self.unlabelled_repeats!r}")
+        if self.augment_mentions and self.unlabelled_repeats != "o":
+            raise ValueError("--augment-mentions and --unlabelled-repeats unknown are not built to go together "
+                             "(a swapped title's ranges move)")
+        if self.head != "crf" and self.unlabelled_repeats != "o":
+            raise ValueError("--unlabelled-repeats unknown needs the CRF head: the partial-annotation loss sums "
+                             "over tag sequences")
         if self.augment_mentions and self.lexicon_from_train:
             raise ValueError("--augment-mentions swaps in training mentions, which --lexicon-from-train would flag "
                              "wherever they land: use one or the other")

@@ -38,13 +38,16 @@ class Sample:
 
 def make_samples(encoder: TextEncoder, examples: Sequence[Example], labels: Sequence[str],
                  unmatched: str = "unknown", priors: Mapping[str, np.ndarray] | None = None,
-                 weak_weight: float = 1.0) -> tuple[list[Sample], int]:
+                 weak_weight: float = 1.0, unknown: Mapping[tuple[str, str], Sequence[tuple[int, int]]] | None = None
+                 ) -> tuple[list[Sample], int]:
     """One sample per window; returns the samples and how many spans were snapped to units.
 
     A partial example's units outside its spans are unknown (``unmatched`` "prior", "unknown" or
     "teacher") or O (``"o"``: then it is a gold example like any other). ``priors`` (with "teacher"):
     per partial example's text, the teacher's posteriors per unit (`model.teacher.unit_posteriors`);
-    a partial example's samples weigh ``weak_weight`` in the loss, however its unmatched units are read."""
+    a partial example's samples weigh ``weak_weight`` in the loss, however its unmatched units are read.
+    ``unknown``: per gold example (by id and text), character ranges whose units are unknown, not O
+    (`model.data.unlabelled_repeats`)."""
     if unmatched not in WEAK_UNMATCHED:
         raise ValueError(f"expected unmatched in {WEAK_UNMATCHED}, got {unmatched!r}")
     index = {tag: i for i, tag in enumerate(labels)}
@@ -53,6 +56,9 @@ def make_samples(encoder: TextEncoder, examples: Sequence[Example], labels: Sequ
         tags, bad = unit_tags(units.spans, ex.spans)
         snapped += len(bad)
         known = [t != OUTSIDE for t in tags] if ex.partial and unmatched != "o" else None
+        if not ex.partial and unknown and (ex.id, ex.text) in unknown:
+            ranges = unknown[(ex.id, ex.text)]
+            known = [not any(a < r_end and r_start < b for r_start, r_end in ranges) for a, b in units.spans]
         prior = priors[ex.text] if known is not None and priors is not None else None
         if prior is not None and len(prior) != len(units):
             raise DataError(f"the teacher split {ex.id!r} into {len(prior)} units, the model being trained into "
@@ -145,9 +151,12 @@ def weak_o_prior(config: TrainConfig, samples: Sequence[Sample]) -> float | None
 
 
 def training_samples(config: TrainConfig, encoder: TextEncoder, examples: list[Example], labels: Sequence[str],
-                     priors: Mapping[str, np.ndarray] | None = None) -> tuple[list[Sample], int, Lexicon | None]:
+                     priors: Mapping[str, np.ndarray] | None = None,
+                     repeats: Mapping[tuple[str, str], Sequence[tuple[int, int]]] | None = None
+                     ) -> tuple[list[Sample], int, Lexicon | None]:
     """Samples, spans snapped, and the lexicon the checkpoint serves with (None without one);
-    ``priors``: a teacher's posteriors for the partial examples (see `make_samples`).
+    ``priors``: a teacher's posteriors for the partial examples, ``repeats`` the gold examples'
+    ranges left unknown (see `make_samples`).
 
     A lexicon made from the training set's own entities would mark every gold span, and the
     model would learn to trust it blindly; so each half of the training texts gets features
@@ -157,7 +166,7 @@ def training_samples(config: TrainConfig, encoder: TextEncoder, examples: list[E
     given = read_specs(config.lexicon) if config.lexicon else {}
     words = word_dictionary(config.words) if config.words else None
     if not given and not config.lexicon_from_train and words is None:
-        samples, snapped = make_samples(encoder, examples, labels, unmatched, priors, config.weak_weight)
+        samples, snapped = make_samples(encoder, examples, labels, unmatched, priors, config.weak_weight, repeats)
         return samples, snapped, None
     own = entity_strings(examples) if config.lexicon_from_train else {}
     typed = given or config.lexicon_from_train
@@ -165,13 +174,14 @@ def training_samples(config: TrainConfig, encoder: TextEncoder, examples: list[E
     lexicon = Lexicon.build(types, merge_forms(given, own), words)
     if not config.lexicon_from_train:
         samples, snapped = make_samples(encoder.with_lexicon(lexicon), examples, labels, unmatched, priors,
-                                        config.weak_weight)
+                                        config.weak_weight, repeats)
         return samples, snapped, lexicon
     halves = [examples[0::2], examples[1::2]]
     samples, snapped = [], 0
     for k, half in enumerate(halves):
         other = Lexicon.build(types, merge_forms(given, entity_strings(halves[1 - k])), words)
-        part, bad = make_samples(encoder.with_lexicon(other), half, labels, unmatched, priors, config.weak_weight)
+        part, bad = make_samples(encoder.with_lexicon(other), half, labels, unmatched, priors, config.weak_weight,
+                                 repeats)
         samples += part
         snapped += bad
     return samples, snapped, lexicon

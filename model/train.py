@@ -19,7 +19,7 @@ from tqdm import tqdm
 from model import bert_crf
 from model.augment import mention_swapper
 from model.config import TrainConfig
-from model.data import DataError, Example, data_hash, labels_in, load_examples
+from model.data import DataError, Example, data_hash, labels_in, load_examples, unlabelled_repeats
 from model.metrics import Scores, entity_scores
 from model.samples import (Sample, batch_tensors, bucketed_batches, collate, length_batches,  # noqa: F401
                            make_samples, training_samples, weak_o_prior)
@@ -266,7 +266,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
 
     tokenizer, encoder_module = _encoder(config, train_examples)
     text_encoder = TextEncoder(tokenizer, config.max_length, config.stride, units=config.units)
-    samples, snapped, lexicon = training_samples(config, text_encoder, train_examples, labels, priors)
+    repeats = unlabelled_repeats(train_examples) if config.unlabelled_repeats == "unknown" else None
+    samples, snapped, lexicon = training_samples(config, text_encoder, train_examples, labels, priors, repeats)
     o_prior = weak_o_prior(config, samples)
     text_encoder = text_encoder.with_lexicon(lexicon)
     swapper = mention_swapper(config, text_encoder, train_examples, labels, priors)
@@ -278,6 +279,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         + (f"; partial texts: {sum(e.partial for e in train_examples)} (unmatched: {config.weak_unmatched}"
            + (f", P(O) {o_prior:.3f}" if o_prior is not None else "") + ")"
            if any(e.partial for e in train_examples) else "")
+        + (f"; unlabelled repeats left unknown: {sum(map(len, repeats.values()))} in {len(repeats)} titles"
+           if repeats is not None else "")
         + _describe_lexicon(config, lexicon) + (f"; taxonomy {taxonomy} goes with the checkpoint" if taxonomy else ""))
 
     optimizer = _optimizer(config, model)

@@ -111,3 +111,39 @@ def test_training_draws_fresh_swaps_every_epoch_whose_tags_follow_the_swapped_te
     drawn = with_weak.samples(random.Random(4))
     assert len(with_weak.gold) == len(examples) and len(with_weak.partial) >= 5
     assert drawn[-len(with_weak.partial):] == with_weak.partial and all(s.known is not None for s in with_weak.partial)
+
+
+def test_unlabelled_repeats_are_the_unspanned_occurrences_of_strings_labelled_elsewhere_longest_first():
+    from model.data import unlabelled_repeats
+
+    labelled = Example("a", "手机壳 手机", (Span(0, 3, "HC"), Span(4, 6, "HC")))
+    repeat = Example("b", "新款手机壳送手机膜 手", (Span(5, 6, "HP"),))   # 送 is a (silly) span: left alone
+    weak = Example("c", "手机壳", (), partial=True)
+    found = unlabelled_repeats([labelled, repeat, weak])
+    # 手机壳 (longest) at 2, then 手机 at 6; the single 手 is too short; 送 is spanned; partial titles are skipped
+    assert found == {("b", repeat.text): ((2, 5), (6, 8))}
+    assert unlabelled_repeats([labelled]) == {}
+
+
+def test_unlabelled_repeats_train_as_unknown_units_and_the_rest_as_labelled(tmp_path):
+    from model.samples import make_samples
+    from model.train import load_checkpoint, train
+    from tests.conftest import write_synth
+
+    train_file = write_synth(tmp_path / "train.jsonl", 80, seed=11)
+    config = TrainConfig(train=(str(train_file),), dev=str(write_synth(tmp_path / "dev.jsonl", 40, seed=12)),
+                         out=str(tmp_path / "ck"), layers=1, hidden=32, heads=2, epochs=1, batch_size=16, threads=2,
+                         vocab_size=1500, unlabelled_repeats="unknown")
+    train(config, log=lambda _: None)
+    checkpoint = load_checkpoint(tmp_path / "ck")
+    from model.data import load_examples, unlabelled_repeats
+    # "zorbs" is a word of its own, not the labelled "zorb" and an s
+    examples = [Example("x", "zorb vest zorbs zorb", (Span(0, 4, "color"),)), *load_examples([str(train_file)])]
+    repeats = unlabelled_repeats(examples)
+    assert repeats[("x", examples[0].text)] == ((16, 20),)
+    samples, _ = make_samples(checkpoint.encoder, examples[:1], checkpoint.labels, unknown=repeats)
+    units = checkpoint.encoder.units([examples[0].text])[0].spans
+    unknown = [examples[0].text[a:b] for (a, b), known in zip(units, samples[0].known) if not known]
+    assert unknown == ["zorb"] and checkpoint.labels[samples[0].tags[0]] == "S-color"
+    with pytest.raises(ValueError, match="CRF head"):
+        replace(config, head="softmax")
