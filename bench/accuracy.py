@@ -92,7 +92,7 @@ ROWS = {
         _zh("+ pretraining 300, characters masked", 200, 300, lexicon=GAZETTEERS, words="jieba", lexicon_at="input"),
         _zh("+ pretraining 300, jieba words masked", 200, 300, "jieba", lexicon=GAZETTEERS, words="jieba",
             lexicon_at="input"),
-        _zh("30 min: 2x128, pretrain 900 on the titles and 10 mention-swapped copies + fine-tune 300", 300, 900,
+        _zh("20 min: 2x128, pretrain 900 on the titles and 10 mention-swapped copies + fine-tune 300", 300, 900,
             "jieba", swapped_copies=10, lexicon=GAZETTEERS, words="jieba", lexicon_at="input"),
         _zh("30 min: 2x128, pretrain 1,200 + fine-tune 600", 600, 1200, "jieba", lexicon=GAZETTEERS, words="jieba",
             lexicon_at="input"),
