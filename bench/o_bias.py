@@ -48,8 +48,8 @@ def _mean(runs: list[dict], key: str, part: str = "f1") -> str:
     return f"{statistics.fmean(values):.3f}"
 
 
-def markdown(data: str, rows: dict) -> str:
-    lines = [f"O bias chosen on dev ({data}); test micro-F1 mean over the seeds, without and with it.", "",
+def markdown(data: str, rows: dict, cpu: str) -> str:
+    lines = [f"O bias chosen on dev ({data}, {cpu}); test micro-F1 mean over the seeds, without and with it.", "",
              "| row | seeds | biases chosen | dev F1 without / with | test F1 without | test F1 with | "
              "test P / R without | test P / R with |", "|---|---|---|---|---:|---:|---|---|"]
     for name, runs in rows.items():
@@ -91,7 +91,7 @@ def main() -> None:
                   f"{r['held_out_f1_after']}, test {r['test_before']['f1']} -> {r['test_after']['f1']}", flush=True)
     out.mkdir(parents=True, exist_ok=True)
     file.write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
-    text = markdown(args.data, report["rows"])
+    text = markdown(args.data, report["rows"], report["machine"]["cpu"])
     (out / f"o-bias-{args.data}.md").write_text(text, encoding="utf-8")
     print(text)
 

@@ -298,9 +298,6 @@ def load_examples(paths: Sequence[str | Path], *, repair: bool = False) -> list[
     return out
 
 
-__all__ = ["DataError", "Example", "ReadReport", "read_jsonl", "write_jsonl", "read_conll", "write_conll",
-           "parse_record", "record_id", "data_hash", "labels_in", "load_examples", "conll_units"]
-
 
 def _cuts_word(text: str, i: int) -> bool:
     """Whether a boundary at ``i`` falls inside a run of Latin letters or digits ("men" in "women")."""
@@ -338,3 +335,8 @@ def unlabelled_repeats(examples: Sequence[Example], min_length: int = 2,
         if found:
             out[(ex.id, ex.text)] = tuple(found)
     return out
+
+
+__all__ = ["DataError", "Example", "ReadReport", "read_jsonl", "write_jsonl", "read_conll", "write_conll",
+           "parse_record", "record_id", "data_hash", "labels_in", "load_examples", "conll_units",
+           "unlabelled_repeats"]

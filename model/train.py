@@ -243,6 +243,25 @@ def _describe_lexicon(config: TrainConfig, lexicon: Lexicon | None) -> str:
     return f"; lexicon ({config.lexicon_at}): {len(lexicon)} entries, {len(lexicon.types)} types{words}"
 
 
+def _describe_unknown(config: TrainConfig, examples: Sequence[Example], o_prior: float | None,
+                      repeats: dict | None) -> str:
+    """The train log's word on units the loss leaves unknown: weak titles' and unlabelled repeats'."""
+    out = ""
+    if any(e.partial for e in examples):
+        out += (f"; partial texts: {sum(e.partial for e in examples)} (unmatched: {config.weak_unmatched}"
+                + (f", P(O) {o_prior:.3f}" if o_prior is not None else "") + ")")
+    if repeats is not None:
+        out += f"; unlabelled repeats left unknown: {sum(map(len, repeats.values()))} in {len(repeats)} titles"
+    return out
+
+
+def _teacher_priors(config: TrainConfig, examples: Sequence[Example], labels: Sequence[str]) -> dict | None:
+    """With ``--weak-teacher``: its posteriors per unit of each weak title's text (`unit_posteriors`)."""
+    if not config.weak_teacher:
+        return None
+    return unit_posteriors(load_checkpoint(config.weak_teacher), [e.text for e in examples if e.partial], labels)
+
+
 def _with_teacher(config: TrainConfig, log: Callable[[str], None]) -> TrainConfig:
     """Under ``--weak-unmatched teacher`` without ``--weak-teacher``: the teacher is trained first, on
     the gold titles alone with the same settings, into ``<out>/teacher``."""
@@ -261,8 +280,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     seed_everything(config.seed)
     taxonomy = checkpoint_taxonomy(config)
     train_examples, dev, labels, weak_titles = _split(config, log)
-    priors = unit_posteriors(load_checkpoint(config.weak_teacher), [e.text for e in train_examples if e.partial],
-                             labels) if config.weak_teacher else None
+    priors = _teacher_priors(config, train_examples, labels)
 
     tokenizer, encoder_module = _encoder(config, train_examples)
     text_encoder = TextEncoder(tokenizer, config.max_length, config.stride, units=config.units)
@@ -276,12 +294,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
 
     log(f"train: {len(train_examples)} texts -> {len(samples)} windows, {len(labels)} tags; "
         f"dev: {len(dev)} texts; spans snapped to token edges: {snapped}"
-        + (f"; partial texts: {sum(e.partial for e in train_examples)} (unmatched: {config.weak_unmatched}"
-           + (f", P(O) {o_prior:.3f}" if o_prior is not None else "") + ")"
-           if any(e.partial for e in train_examples) else "")
-        + (f"; unlabelled repeats left unknown: {sum(map(len, repeats.values()))} in {len(repeats)} titles"
-           if repeats is not None else "")
-        + _describe_lexicon(config, lexicon) + (f"; taxonomy {taxonomy} goes with the checkpoint" if taxonomy else ""))
+        + _describe_unknown(config, train_examples, o_prior, repeats) + _describe_lexicon(config, lexicon)
+        + (f"; taxonomy {taxonomy} goes with the checkpoint" if taxonomy else ""))
 
     optimizer = _optimizer(config, model)
     schedule = BudgetSchedule(config, steps_per_epoch=math.ceil(len(samples) / config.batch_size))
