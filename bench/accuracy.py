@@ -210,6 +210,20 @@ def fine_tune(data: str, row: dict, seed: int, base: str | None, out: Path, tag:
     return result, time.process_time() - started
 
 
+def member_folders(out: Path, count: int) -> list[Path]:
+    """Where a run keeps its checkpoints: ``ck``, then ``ck1`` ... for a row's further members."""
+    return [out / "ck"] + [out / f"ck{i}" for i in range(1, count)]
+
+
+def loaded(folders: list[Path]):
+    """A run's members and what is scored: the one model, or the members' ensemble."""
+    from model.ensemble import ensemble_checkpoint
+    from model.train import load_checkpoint
+
+    members = [load_checkpoint(f) for f in folders]
+    return members, ensemble_checkpoint(members) if len(members) > 1 else members[0]
+
+
 def run(job: dict) -> dict:
     """One (row, seed): pretrain if the row does, fine-tune on train with dev early stopping, score test.
     A row with ``members`` fine-tunes that many models from the one base (member seeds: the seed,
@@ -218,8 +232,7 @@ def run(job: dict) -> dict:
     import torch
 
     from model.data import load_examples
-    from model.ensemble import ensemble_checkpoint
-    from model.train import evaluate_model, load_checkpoint
+    from model.train import evaluate_model
 
     out = Path(job["out"])
     record = out / "run.json"
@@ -231,15 +244,14 @@ def run(job: dict) -> dict:
     data, row, seed = job["data"], job["row"], job["seed"]
     base, pretrain_cpu = base_model(data, row, seed)
     count = row.get("members", 1)
-    folders = [out / "ck"] + [out / f"ck{i}" for i in range(1, count)]
+    folders = member_folders(out, count)
     fine_tune_cpu, results = 0.0, []
     for i, folder in enumerate(folders):
         result, cpu = fine_tune(data, row, seed + 1000 * i, base, folder,
                                 f"{data} {row['name']} seed {seed}" + (f" member {i}" if count > 1 else ""))
         results.append(result)
         fine_tune_cpu += cpu
-    members = [load_checkpoint(f) for f in folders]
-    checkpoint = ensemble_checkpoint(members) if count > 1 else members[0]
+    members, checkpoint = loaded(folders)
     # One model's dev F1 is its training's best; an ensemble's is scored here.
     split = {name: load_examples([split_files(data)[name]]) for name in ("dev", "test")[count == 1:]}
     scores = {name: evaluate_model(checkpoint.model, checkpoint.encoder, checkpoint.labels, examples)

@@ -24,13 +24,9 @@ def measure(data: str, done: dict) -> dict:
     """One finished run: its checkpoint (or members' ensemble) with the bias chosen on dev."""
     from model.data import load_examples
     from model.decision import choose_o_bias, scores_by_bias
-    from model.ensemble import ensemble_checkpoint
-    from model.train import load_checkpoint
 
-    out = Path(done["job"]["out"])
-    folders = [out / "ck"] + [out / f"ck{i}" for i in range(1, done["job"]["row"].get("members", 1))]
-    members = [load_checkpoint(f) for f in folders]
-    checkpoint = ensemble_checkpoint(members) if len(members) > 1 else members[0]
+    _, checkpoint = accuracy.loaded(accuracy.member_folders(Path(done["job"]["out"]),
+                                                           done["job"]["row"].get("members", 1)))
     dev, test = (load_examples([accuracy.split_files(data)[s]]) for s in ("dev", "test"))
     choice = choose_o_bias(checkpoint.model, checkpoint.encoder, checkpoint.labels, dev)
     test_scores = scores_by_bias(checkpoint.model, checkpoint.encoder, checkpoint.labels, test,

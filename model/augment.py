@@ -15,7 +15,7 @@ import numpy as np
 
 from model.config import TrainConfig
 from model.data import Example
-from model.samples import Sample, make_samples
+from model.samples import Sample, entity_strings, make_samples
 from stream.tagging.lexicon import read_specs
 from stream.tagging.tokenization import TextEncoder
 
@@ -29,10 +29,7 @@ class MentionPool:
 
     @classmethod
     def build(cls, examples: Sequence[Example], lexicon: Mapping[str, Sequence[str]] | None = None) -> MentionPool:
-        forms: dict[str, list[str]] = {}
-        for ex in examples:
-            for span in ex.spans:
-                forms.setdefault(span.label, []).append(ex.text[span.start:span.end])
+        forms = entity_strings(examples)
         for label, entries in (lexicon or {}).items():
             if label in forms:   # a lexicon type no training span has is not a label to swap
                 forms[label].extend(dict.fromkeys(e for e in entries if e.strip()))

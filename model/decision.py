@@ -16,10 +16,9 @@ from typing import Sequence
 import torch
 
 from model.data import Example
-from model.metrics import Scores, entity_scores
+from model.metrics import Scores
 from model.samples import batch_tensors
-from stream.tagging.decode import tag_texts
-from stream.tagging.spans import Span, entity_types
+from model.train import evaluate_model
 from stream.tagging.tokenization import PaddedBatch, TextEncoder
 
 # The biases tried, in steps of 1/8 (negative: O more likely, for a tagger that over-tags).
@@ -56,7 +55,6 @@ def scores_by_bias(model, encoder: TextEncoder, labels: Sequence[str], examples:
                    biases: Sequence[float] = BIASES, batch_size: int = 64) -> dict[float, Scores]:
     """Held-out scores of ``model`` (a `BertCrf` or an ensemble) with each O bias; the encoder runs
     once per batch, only the decoding is repeated."""
-    model.eval()
     emissions: dict[bytes, torch.Tensor] = {}
 
     def scorer(bias: float):
@@ -72,13 +70,7 @@ def scores_by_bias(model, encoder: TextEncoder, labels: Sequence[str], examples:
                 return model.crf.decode(shifted, mask=tensors["unit_mask"]), None
         return score
 
-    gold = [e.spans for e in examples]
-    out = {}
-    for bias in biases:
-        tagged = tag_texts(encoder, [e.text for e in examples], scorer(bias), labels, batch_size=batch_size)
-        out[bias] = entity_scores(gold, [[Span(t.start, t.end, t.type) for t in spans] for spans in tagged],
-                                  known=entity_types(labels))
-    return out
+    return {bias: evaluate_model(model, encoder, labels, examples, batch_size, scorer(bias)) for bias in biases}
 
 
 def choose_o_bias(model, encoder: TextEncoder, labels: Sequence[str], examples: Sequence[Example],

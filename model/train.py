@@ -63,15 +63,17 @@ def torch_scorer(model: bert_crf.BertCrf) -> ScoreFn:
 
 
 def predict(model: bert_crf.BertCrf, encoder: TextEncoder, labels: Sequence[str], examples: Sequence[Example],
-            batch_size: int = 64) -> list[list[Span]]:
+            batch_size: int = 64, score: ScoreFn | None = None) -> list[list[Span]]:
+    """The model's spans per example; ``score`` decodes instead of the model's own (e.g. with a bias)."""
     model.eval()
-    tagged = tag_texts(encoder, [e.text for e in examples], torch_scorer(model), labels, batch_size=batch_size)
+    tagged = tag_texts(encoder, [e.text for e in examples], score or torch_scorer(model), labels,
+                       batch_size=batch_size)
     return [[Span(t.start, t.end, t.type) for t in spans] for spans in tagged]
 
 
-def evaluate_model(model, encoder, labels, examples, batch_size: int = 64) -> Scores:
+def evaluate_model(model, encoder, labels, examples, batch_size: int = 64, score: ScoreFn | None = None) -> Scores:
     """Entity scores; gold types outside ``labels`` stay in, as misses, and are listed."""
-    return entity_scores([e.spans for e in examples], predict(model, encoder, labels, examples, batch_size),
+    return entity_scores([e.spans for e in examples], predict(model, encoder, labels, examples, batch_size, score),
                          known=entity_types(labels))
 
 
