@@ -103,6 +103,10 @@ ROWS = {
         _zh("30 min: 2x128, fine-tune 1,800", 1800, lexicon=GAZETTEERS, words="jieba", lexicon_at="input"),
         _zh("30 min: 2x128, pretrain 900 + 3 fine-tunings of 300, their ensemble", 300, 900, "jieba", members=3,
             lexicon=GAZETTEERS, words="jieba", lexicon_at="input"),
+        _zh("30 min: 2x128, pretrain 900 + 4 fine-tunings of 225, their ensemble", 225, 900, "jieba", members=4,
+            lexicon=GAZETTEERS, words="jieba", lexicon_at="input"),
+        _zh("30 min: 2x128, pretrain 900 + 6 fine-tunings of 150, their ensemble", 150, 900, "jieba", members=6,
+            lexicon=GAZETTEERS, words="jieba", lexicon_at="input"),
         # Run 2026-12-06 (EPYC) and stopped: 900 CPU-s buy 4x256 2,648 pretraining steps (2x128: 10,878),
         # which leave it on the unigram plateau (MLM loss 9.05 -> 7.41, held-out masked-token accuracy
         # 0%; 2x128 reaches 11%), and fine-tuning from it found no span in 9 epochs (dev F1 0).
@@ -321,8 +325,9 @@ def markdown(data: str, rows: list[dict]) -> str:
 
 
 def ensemble_run(data: str, name: str, seeds: list[int] | None = None) -> dict:
-    """The seed ensemble of a row's finished runs (of ``seeds``, default all), scored on dev and test
-    (`model.ensemble`), and kept beside the row's runs in the cache, one file per set of seeds."""
+    """The seed ensemble of a row's finished runs (of ``seeds``, default all; every member of a row with
+    members, so two runs of a 3-member row make 6), scored on dev and test (`model.ensemble`), and kept
+    beside the row's runs in the cache, one file per set of seeds."""
     import torch
 
     from model.data import DataError, load_examples
@@ -336,7 +341,8 @@ def ensemble_run(data: str, name: str, seeds: list[int] | None = None) -> dict:
     if seeds and len(runs) < len(set(seeds)):
         sys.exit(f"{name!r}: not every seed of {sorted(set(seeds))} has a finished run")
     try:   # zh: each seed's pretraining builds its own vocabulary, so its seeds are refused
-        first = ensemble_checkpoint([load_checkpoint(Path(r["job"]["out"]) / "ck") for r in runs])
+        folders = [f for r in runs for f in member_folders(Path(r["job"]["out"]), r["job"]["row"].get("members", 1))]
+        first = ensemble_checkpoint([load_checkpoint(f) for f in folders])
     except DataError as err:
         sys.exit(f"{name!r}: {err}")
     model = first.model
@@ -344,7 +350,8 @@ def ensemble_run(data: str, name: str, seeds: list[int] | None = None) -> dict:
               for split in ("dev", "test")}
     done = {"name": name, "seeds": sorted(r["job"]["seed"] for r in runs), "dev_f1": round(scores["dev"].micro.f1, 4),
             "test": scores["test"].to_json(), "cpu_seconds": round(sum(r["cpu_seconds"]["total"] for r in runs), 1),
-            "members_test_f1": [round(r["test"]["micro"]["f1"], 4) for r in runs]}
+            "members": len(folders),
+            "members_test_f1": [f for r in runs for f in r.get("members_test_f1", [round(r["test"]["micro"]["f1"], 4)])]}
     file = CACHE / data / slug(name) / f"ensemble-{'-'.join(map(str, done['seeds']))}.json"
     file.write_text(json.dumps(done, indent=1), encoding="utf-8")
     return done
@@ -385,7 +392,7 @@ def write(data: str, out: Path) -> str:
     text = markdown(data, rows) + "".join(
         f"\nSeed ensemble of \"{e['name']}\" (seeds {', '.join(map(str, e['seeds']))}; mean emissions): dev "
         f"{e['dev_f1']:.3f}, test **{e['test']['micro']['f1']:.3f}** (members {e['members_test_f1']}), "
-        f"{e['cpu_seconds']:,.0f} CPU-s in all, {len(e['seeds'])}x one model's inference.\n" for e in measured)
+        f"{e['cpu_seconds']:,.0f} CPU-s in all, {e.get('members', len(e['seeds']))}x one model's inference.\n" for e in measured)
     (out / f"accuracy-{data}.md").write_text(text, encoding="utf-8")
     return text
 
@@ -411,7 +418,8 @@ def main() -> None:
         parser.error(f"unknown row {args.ensemble!r}; the {args.data} rows are: {names}")
     if args.ensemble:
         done = ensemble_run(args.data, args.ensemble, args.seeds)
-        print(f"{args.ensemble}: ensemble of seeds {done['seeds']}: test F1 {done['test']['micro']['f1']:.3f}")
+        print(f"{args.ensemble}: ensemble of seeds {done['seeds']} ({done['members']} models): "
+              f"test F1 {done['test']['micro']['f1']:.3f}")
     elif not args.table:
         rows = [r for r in ROWS[args.data] if r["name"] in (args.rows or names)]
         jobs = jobs_for(args.data, rows, args.seeds or [13, 14, 15])
