@@ -156,6 +156,13 @@ def _optimizer(config: TrainConfig, model: bert_crf.BertCrf) -> torch.optim.Adam
     ])
 
 
+def _model(config: TrainConfig, encoder_module, labels: list[str], lexicon: Lexicon | None) -> bert_crf.BertCrf:
+    model = bert_crf.BertCrf(encoder_module, len(labels), config.dropout, lexicon.width if lexicon is not None else 0,
+                             config.lexicon_dim, config.lexicon_at, config.head, config.bigrams)
+    bert_crf.constrain_softmax(model, labels)
+    return model
+
+
 def _start_checkpoint(out: Path, tokenizer, lexicon: Lexicon | None, taxonomy: Path | None) -> None:
     """What the checkpoint holds besides weights and meta; leftovers of an earlier run go."""
     out.mkdir(parents=True, exist_ok=True)
@@ -291,8 +298,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     o_prior = weak_o_prior(config, samples)
     text_encoder = text_encoder.with_lexicon(lexicon)
     swapper = mention_swapper(config, text_encoder, train_examples, labels, priors)
-    model = bert_crf.BertCrf(encoder_module, len(labels), config.dropout, lexicon.width if lexicon is not None else 0,
-                             config.lexicon_dim, config.lexicon_at, config.head, config.bigrams)
+    model = _model(config, encoder_module, labels, lexicon)
 
     log(f"train: {len(train_examples)} texts -> {len(samples)} windows, {len(labels)} tags; "
         f"dev: {len(dev)} texts; spans snapped to token edges: {snapped}"

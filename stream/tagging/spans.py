@@ -61,6 +61,19 @@ def split_tag(tag: str) -> tuple[str, str | None]:
     return ("I" if prefix == "M" else prefix), entity
 
 
+def transition_rules(labels: Sequence[str]) -> tuple[list[bool], list[list[bool]], list[bool]]:
+    """BIOES as a chain over ``labels``: which tags may open a sequence, which may follow each tag
+    (``follows[a][b]``: b after a), and which may close one. Inside an entity (after B or I) only I
+    or E of its type may come; anywhere else O, B or S."""
+    parsed = [split_tag(tag) for tag in labels]
+    opens = [prefix in {OUTSIDE, "B", "S"} for prefix, _ in parsed]
+    closes = [prefix in {OUTSIDE, "E", "S"} for prefix, _ in parsed]
+    follows = [[(b_prefix in {"I", "E"} and b_type == a_type) if a_prefix in {"B", "I"} else b_opens
+                for (b_prefix, b_type), b_opens in zip(parsed, opens)]
+               for a_prefix, a_type in parsed]
+    return opens, follows, closes
+
+
 def unit_tags(units: Sequence[tuple[int, int]], spans: Iterable[Span]) -> tuple[list[str], list[Span]]:
     """BIOES tags for text units (character ranges) covered by ``spans``.
 

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 from model import bert_crf  # noqa: E402
 from model.data import Example, write_jsonl  # noqa: E402
 from model.train import TrainConfig, load_checkpoint, predict, train  # noqa: E402
-from stream.tagging.spans import Span  # noqa: E402
+from stream.tagging.spans import Span, label_list, split_tag, transition_rules  # noqa: E402
 from tests.conftest import write_synth  # noqa: E402
 
 
@@ -90,7 +90,7 @@ def test_overfit_ten_sentences_then_round_trip_through_onnx(tmp_path):
     assert onnx_spans == [list(e.spans) for e in examples]
 
 
-def test_a_softmax_head_learns_each_unit_alone_and_serves_as_a_crf_with_zero_transitions(tmp_path):
+def test_a_softmax_head_learns_each_unit_alone_and_serves_as_a_crf_that_allows_only_bioes_paths(tmp_path):
     from export.bundle import export_bundle
     from export.config import ExportConfig
     from stream.tagging.tagger import Tagger
@@ -105,13 +105,11 @@ def test_a_softmax_head_learns_each_unit_alone_and_serves_as_a_crf_with_zero_tra
     assert result.dev.micro.f1 == 1.0
     checkpoint = load_checkpoint(tmp_path / "ck")
     assert checkpoint.model.head == "softmax" and checkpoint.meta["head"] == "softmax"
-    assert all(float(p.abs().sum()) == 0.0 for p in checkpoint.model.crf.parameters())
-    # Decoding is the argmax of each unit's emissions.
-    batch = checkpoint.model.unit_emissions(torch.tensor([[2, 7, 9, 3]]), torch.ones(1, 4, dtype=torch.long),
-                                            torch.tensor([[1, 2]]))
-    assert checkpoint.model.decode(torch.tensor([[2, 7, 9, 3]]), torch.ones(1, 4, dtype=torch.long),
-                                   torch.tensor([[1, 2]]), torch.ones(1, 2, dtype=torch.bool)) == [
-        batch.argmax(-1)[0].tolist()]
+    # The untrained CRF holds BIOES's rules and nothing else: 0 where a tag may come, DISALLOWED where not.
+    opens, follows, closes = transition_rules(checkpoint.labels)
+    crf = checkpoint.model.crf
+    for param, allowed in ((crf.start_transitions, opens), (crf.transitions, follows), (crf.end_transitions, closes)):
+        assert param.tolist() == torch.where(torch.tensor(allowed), 0.0, bert_crf.DISALLOWED).tolist()
     held_out = write_synth(tmp_path / "held.jsonl", 200, seed=5)
     bundle = export_bundle(ExportConfig(checkpoint=str(tmp_path / "ck"), out=str(tmp_path / "bundle"),
                                         held_out=(str(held_out),)), log=lambda _: None)
@@ -120,6 +118,42 @@ def test_a_softmax_head_learns_each_unit_alone_and_serves_as_a_crf_with_zero_tra
     assert onnx_spans == [list(e.spans) for e in examples]
     with pytest.raises(ValueError, match="CRF head"):
         TrainConfig(train=(str(data),), out=str(tmp_path / "x"), head="softmax", weak=(str(data),))
+
+
+def _legal(labels, path) -> bool:
+    previous, previous_type = "O", None
+    for tag in path:
+        prefix, entity = split_tag(labels[tag])
+        continues = prefix in {"I", "E"}
+        if (previous in {"B", "I"}) != continues or (continues and entity != previous_type):
+            return False
+        previous, previous_type = prefix, entity
+    return previous not in {"B", "I"}
+
+
+def test_a_constrained_softmax_head_decodes_the_best_legal_bioes_path_and_the_argmax_when_it_is_legal():
+    labels = label_list(["brand", "color"])
+    torch.manual_seed(3)
+    model = bert_crf.BertCrf(bert_crf.scratch_encoder(50, 1, 16, 2, 64), num_tags=len(labels), head="softmax")
+    bert_crf.constrain_softmax(model, labels)
+    index = {tag: i for i, tag in enumerate(labels)}
+    # Taken unit by unit these say B-brand O E-brand: two broken halves of one entity.
+    broken = torch.full((1, 3, len(labels)), -5.0)
+    for unit, (tag, score) in enumerate([("B-brand", 3.0), ("O", 1.0), ("E-brand", 3.0)]):
+        broken[0, unit, index[tag]] = score
+    broken[0, 1, index["I-brand"]] = 0.5
+    assert [labels[t] for t in model.crf.decode(broken)[0]] == ["B-brand", "I-brand", "E-brand"]
+    for _ in range(20):
+        emissions = torch.randn(1, 4, len(labels)) * 3
+        best = max((p for p in itertools.product(range(len(labels)), repeat=4) if _legal(labels, p)),
+                   key=lambda p: sum(float(emissions[0, i, t]) for i, t in enumerate(p)))
+        assert tuple(model.crf.decode(emissions)[0]) == best
+        argmax = tuple(emissions[0].argmax(-1).tolist())
+        assert not _legal(labels, argmax) or best == argmax
+    crf_head = bert_crf.BertCrf(bert_crf.scratch_encoder(50, 1, 16, 2, 64), num_tags=len(labels))
+    before = [p.clone() for p in crf_head.crf.parameters()]
+    bert_crf.constrain_softmax(crf_head, labels)   # a trained CRF keeps what it learnt
+    assert all(torch.equal(a, b) for a, b in zip(before, crf_head.crf.parameters()))
 
 
 def test_the_average_of_the_last_epochs_is_their_mean_and_kept_only_when_dev_says_better(tmp_path):
