@@ -23,7 +23,7 @@ WHOLE_WORDS = ("chars", "jieba")
 # settings left at their defaults, so a flag given beside it still wins.
 RECIPES = {
     "zh": {"words": "jieba", "lexicon_at": "input", "lr": 1e-3},
-    "en": {"lr": 2e-4, "max_length": 64, "stride": 16, "units": "tokens"},
+    "en": {"lr": 2e-4, "max_length": 64, "stride": 16, "units": "tokens", "head": "softmax"},
 }
 RECIPE_SETTINGS = tuple(sorted({name for recipe in RECIPES.values() for name in recipe}))
 
@@ -99,7 +99,7 @@ class TrainConfig:
                                           "unknown units are weighed), since an annotator may have missed it",
                                      choices=UNLABELLED_REPEATS)
     head: str = option("crf", "output layer: 'crf' (a linear-chain CRF, Viterbi at serving) or 'softmax' (each unit "
-                              "on its own, cross-entropy; served as a CRF with zero transitions)", choices=HEADS)
+                              "on its own, cross-entropy; decoded as the best path BIOES allows)", choices=HEADS)
     words: str | None = option(None, "untyped word-boundary features from a word dictionary: 'jieba' (the installed "
                                       "jieba package's, about 350,000 Chinese words) or a file of 'word frequency' "
                                       "lines; per character, the frequency-weighted share of words that begin, "
@@ -164,13 +164,14 @@ class TrainConfig:
             raise ValueError("--augment-mentions and --unlabelled-repeats unknown are not built to go together "
                              "(a swapped title's ranges move)")
         if self.head != "crf" and self.unlabelled_repeats != "o":
-            raise ValueError("--unlabelled-repeats unknown needs the CRF head: the partial-annotation loss sums "
-                             "over tag sequences")
+            raise ValueError("--unlabelled-repeats unknown needs the CRF head (--head crf; --recipe en picks "
+                             "softmax): the partial-annotation loss sums over tag sequences")
         if self.augment_mentions and self.lexicon_from_train:
             raise ValueError("--augment-mentions swaps in training mentions, which --lexicon-from-train would flag "
                              "wherever they land: use one or the other")
         if self.head != "crf" and self.weak:
-            raise ValueError("--weak needs the CRF head: the partial-annotation loss sums over tag sequences")
+            raise ValueError("--weak needs the CRF head (--head crf; --recipe en picks softmax): the "
+                             "partial-annotation loss sums over tag sequences")
 
     @property
     def encoder_lr(self) -> float:
