@@ -354,7 +354,8 @@ def ensemble_run(data: str, name: str, seeds: list[int] | None = None) -> dict:
     done = {"name": name, "seeds": sorted(r["job"]["seed"] for r in runs), "dev_f1": round(scores["dev"].micro.f1, 4),
             "test": scores["test"].to_json(), "cpu_seconds": round(sum(r["cpu_seconds"]["total"] for r in runs), 1),
             "members": len(folders),
-            "members_test_f1": [f for r in runs for f in r.get("members_test_f1", [round(r["test"]["micro"]["f1"], 4)])]}
+            "members_test_f1": [f for r in runs
+                                for f in r.get("members_test_f1", [round(r["test"]["micro"]["f1"], 4)])]}
     file = CACHE / data / slug(name) / f"ensemble-{'-'.join(map(str, done['seeds']))}.json"
     file.write_text(json.dumps(done, indent=1), encoding="utf-8")
     return done
@@ -395,7 +396,8 @@ def write(data: str, out: Path) -> str:
     text = markdown(data, rows) + "".join(
         f"\nSeed ensemble of \"{e['name']}\" (seeds {', '.join(map(str, e['seeds']))}; mean emissions): dev "
         f"{e['dev_f1']:.3f}, test **{e['test']['micro']['f1']:.3f}** (members {e['members_test_f1']}), "
-        f"{e['cpu_seconds']:,.0f} CPU-s in all, {e.get('members', len(e['seeds']))}x one model's inference.\n" for e in measured)
+        f"{e['cpu_seconds']:,.0f} CPU-s in all, {e.get('members', len(e['seeds']))}x one model's inference.\n"
+        for e in measured)
     (out / f"accuracy-{data}.md").write_text(text, encoding="utf-8")
     return text
 

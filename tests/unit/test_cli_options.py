@@ -73,11 +73,11 @@ def test_a_recipe_fills_the_settings_left_at_their_defaults_and_a_given_flag_win
     assert (config.lr, config.max_length, config.stride, config.units, config.head) == (1e-4, 64, 16, "tokens",
                                                                                          "softmax")
     # A softmax head cannot train on partial titles: the recipe says which flag to give.
-    args = build_parser().parse_args(["train", "--train", "a.jsonl", "--out", "ck", "--recipe", "en", "--weak", "w.jsonl"])
+    weak = ["train", "--train", "a.jsonl", "--out", "ck", "--recipe", "en", "--weak", "w.jsonl"]
+    args = build_parser().parse_args(weak)
     with pytest.raises(ValueError, match="--head crf; --recipe en picks softmax"):
         training_config(args)
-    args = build_parser().parse_args(["train", "--train", "a.jsonl", "--out", "ck", "--recipe", "en", "--weak", "w.jsonl",
-                                      "--head", "crf"])
+    args = build_parser().parse_args(weak + ["--head", "crf"])
     assert training_config(args).head == "crf"
     # A flag that names the default value wins too.
     args = build_parser().parse_args(["train", "--train", "a.jsonl", "--out", "ck", "--recipe", "en", "--units", "words"])
