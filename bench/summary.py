@@ -29,6 +29,9 @@ def _load(results: Path) -> dict[str, dict]:
     return found
 
 
+INT8_F1_DROP = 0.005    # issue #18: int8 may cost at most half a point of held-out micro-F1
+
+
 def _met(flag: bool | None) -> str:
     return "—" if flag is None else ("yes" if flag else "**no**")
 
@@ -46,9 +49,15 @@ def _against_batched_pytorch(by: dict[str, dict], result: dict) -> list[tuple]:
         kernels = f"; vs PyTorch in the same calls {row['events_per_second'] / same['events_per_second']:.2f}x" if same else ""
         change = result.get("int8_f1_change") if variant == "int8" else None
         f1 = f"; F1 change {change:+.3f}" if change is not None else ""
+        wider = (result.get("int8_f1_change_on_benchmark_texts") or {}).get("static")
+        if variant == "int8" and wider is not None:     # 4x the spans: the change the goal is judged on
+            f1 += f" on the held-out texts, {wider:+.3f} on the benchmark texts"
+            change = wider
+        wanted = f">= {target:.1f}x" + (", F1 drop <= 0.5 point" if change is not None else "")
+        met = ratio >= target and (change is None or change >= -INT8_F1_DROP)
         out.append(("model-only (`bench/inference.py`)", f"ORT {variant} (serving tagger) vs batched PyTorch fp32",
                     f"{row['events_per_second']:,.0f} vs {torch['events_per_second']:,.0f} events/s{kernels}{f1}",
-                    f"{ratio:.2f}x", f">= {target:.1f}x", _met(ratio >= target)))
+                    f"{ratio:.2f}x", wanted, _met(met)))
     best = result.get("best_shapes")
     if best and any(" lanes x " in b["row"] for b in best.values()):    # a lane shape won somewhere
         def shape(row: str) -> str:
@@ -62,6 +71,22 @@ def _against_batched_pytorch(by: dict[str, dict], result: dict) -> list[tuple]:
                         f"{mine['ratio_vs_best_pytorch']:.2f}x", f">= {target:.1f}x",
                         _met(mine["ratio_vs_best_pytorch"] >= target)))
     return out
+
+
+def _smoothing(by: dict[str, dict], result: dict) -> list[tuple]:
+    """Static int8 with SmoothQuant against without: speed, F1 change and emission error."""
+    smoothed, plain = by.get("onnxruntime int8, batched"), by.get("onnxruntime int8 without smoothing, batched")
+    errors = result.get("int8_emission_error") or {}
+    if not (smoothed and plain and "static without smoothing" in errors):
+        return []
+    changes = result.get("int8_f1_change_on_benchmark_texts") or {}
+    wider = (f", {changes['static']:+.3f} vs {changes['static without smoothing']:+.3f} on the benchmark texts"
+             if changes else "")
+    return [("model-only (`bench/inference.py`)", "ORT static int8 with SmoothQuant vs without, same batches",
+             f"{smoothed['events_per_second']:,.0f} vs {plain['events_per_second']:,.0f} events/s; F1 change "
+             f"{result['int8_f1_change']:+.3f} vs {result['int8_unsmoothed_f1_change']:+.3f} held-out{wider}; "
+             f"mean emission error {errors['static']:.4f} vs {errors['static without smoothing']:.4f}",
+             f"{smoothed['events_per_second'] / plain['events_per_second']:.2f}x", "—", "—")]
 
 
 def rows(found: dict[str, dict]) -> list[tuple[str, str, str, str, str, str]]:
@@ -82,6 +107,7 @@ def rows(found: dict[str, dict]) -> list[tuple[str, str, str, str, str, str]]:
                         f"F1 change {found['inference'].get('int8_f1_change') or 0:+.3f}",
                         f"{int8['events_per_second'] / fp32['events_per_second']:.2f}x", "—", "—"))
         out.extend(_against_batched_pytorch(by, found["inference"]))
+        out.extend(_smoothing(by, found["inference"]))
     if "stream" in found:
         s = found["stream"]
         ratio = s["ratio_streaming_to_model_only"]

@@ -78,7 +78,15 @@ def draft_manifest(config: ExportConfig, checkpoint: Checkpoint, taxonomy: Shipp
         training_data_sha256=meta.get("training_data_sha256", ""), files=file_hashes(root),
         source={"checkpoint": str(checkpoint.path), "base_model": meta.get("base_model"),
                 "best_epoch": meta.get("best_epoch"), "train_files": meta.get("train_files"),
-                "taxonomy": taxonomy.source(), **({"ensemble": meta["ensemble"]} if "ensemble" in meta else {})})
+                "taxonomy": taxonomy.source(), **({"ensemble": meta["ensemble"]} if "ensemble" in meta else {}),
+                **({"int8": int8_form(config)} if config.int8 else {})})
+
+
+def int8_form(config: ExportConfig) -> str:
+    """How the bundle's int8 model was made, for its manifest."""
+    if config.int8_dynamic:
+        return "dynamic"
+    return f"static, SmoothQuant alpha {config.int8_smoothing}" if config.int8_smoothing else "static"
 
 
 def write_reference(root: Path, tagger: Tagger, texts: Sequence[str], tagged: Sequence[Sequence[TaggedSpan]]) -> None:
@@ -131,9 +139,9 @@ def export_bundle(config: ExportConfig, log: Callable[[str], None] = print) -> P
         log(f"parity: {len(held_out)} held-out texts")
         fp32 = staged_tagger(root, manifest)
         if config.int8 and not config.int8_dynamic:
-            log("int8: calibrating activation scales on the held-out texts")
+            log(f"int8: calibrating activation scales on the held-out texts (smoothing {config.int8_smoothing})")
             quantize_int8_static(root / MODEL_FILES["fp32"], root / MODEL_FILES["int8"],
-                                 calibration_feeds(fp32.encoder, [e.text for e in held_out]))
+                                 calibration_feeds(fp32.encoder, [e.text for e in held_out]), config.int8_smoothing)
             manifest = replace(manifest, files=file_hashes(root))
         others = {v: staged_tagger(root, manifest, v) for v in ("int8", "fp16") if getattr(config, v)}
         result = check_parity(checkpoint, fp32, held_out, config.atol, others)

@@ -8,6 +8,10 @@ from dataclasses import dataclass
 from model.config import TrainConfig, option, required
 
 MIN_PARITY_TEXTS = 200
+# SmoothQuant's migration strength alpha (Xiao et al., 2023) for static int8: channel j of a
+# MatMul's input is divided by s_j = max|x_j|^alpha / max|w_j|^(1 - alpha) and row j of its weight
+# multiplied by it; 0 turns it off. Chosen on held-out emissions (README, "Model bundles").
+INT8_SMOOTHING = 0.8
 
 
 class ExportError(RuntimeError):
@@ -29,6 +33,9 @@ class ExportConfig:
                                "texts, so a text's tags do not depend on its batch")
     int8_dynamic: bool = option(False, "with --int8: quantise dynamically instead (scales per batch at run "
                                        "time; tags can depend on the batch)")
+    int8_smoothing: float = option(INT8_SMOOTHING, "with static --int8: SmoothQuant's alpha, how much of the "
+                                                   "activations' outlier channels is moved into the weights before "
+                                                   "quantising (0: none)", minimum=0, below=1)
     fp16: bool = option(False, "also write an fp16 model (for GPUs)")
     opset: int = option(17, "ONNX opset", above=0)
     atol: float = option(1e-4, "emission parity tolerance", above=0)

@@ -146,18 +146,18 @@ def test_graph_fp16_and_int8_each_give_a_runnable_model(tmp_path):
     assert "DequantizeLinear" not in static and "QLinearMatMul" not in static
 
 
-def _one_matmul_model():
-    """x (batch, seq, 4) @ w (4, 3) + b; attention_mask is an input the graph does not read."""
+def _one_matmul_model(rows: int = 4, columns: int = 3):
+    """x (batch, seq, rows) @ w (rows, columns) + b; attention_mask is an input the graph does not read."""
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(1)
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "w"], ["xw"]), helper.make_node("Add", ["xw", "b"], ["y"])], "one",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 4]),
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", rows]),
          helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", 3])],
-        [numpy_helper.from_array(rng.normal(size=(4, 3)).astype(np.float32), "w"),
-         numpy_helper.from_array(np.array([0.5, -1.0, 2.0], np.float32), "b")])
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", columns])],
+        [numpy_helper.from_array(rng.normal(size=(rows, columns)).astype(np.float32), "w"),
+         numpy_helper.from_array(np.linspace(-1.0, 2.0, columns).astype(np.float32), "b")])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
@@ -179,13 +179,47 @@ def test_static_int8_scales_cover_every_real_token_and_no_padding(tmp_path):
     assert activation_ranges(model, ["x"], feeds)["x"] == pytest.approx((real.min(), 20.0))
 
     onnx.save(model, str(tmp_path / "one.onnx"))
-    quantize_int8_static(tmp_path / "one.onnx", tmp_path / "one.int8.onnx", feeds)
+    quantize_int8_static(tmp_path / "one.onnx", tmp_path / "one.int8.onnx", feeds, smoothing=0.0)
     assert [n.op_type for n in onnx.load(str(tmp_path / "one.int8.onnx")).graph.node] == [
         "QuantizeLinear", "MatMulIntegerToFloat"]     # the bias joined the product
     want, got = (ort.InferenceSession(str(tmp_path / name), providers=["CPUExecutionProvider"]).run(None, feeds[0])[0]
                  for name in ("one.onnx", "one.int8.onnx"))
     real = mask[:4].astype(bool)
     assert np.abs(got - want)[real].max() < 0.5     # x is rounded to steps of 21 / 255
+
+
+def test_smoothing_moves_an_outlier_channel_into_the_weights(tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    from export.quantize import quantize_int8_static, smoothing_scales
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(8, 30, 64)).astype(np.float32)
+    x[..., 1] *= 60.0                 # one outlier channel, as BERT's LayerNorm outputs have
+    mask = np.ones((8, 30), np.int64)
+    feeds = [{"x": x[i:i + 4], "attention_mask": mask[i:i + 4]} for i in (0, 4)]
+    onnx.save(_one_matmul_model(64, 16), str(tmp_path / "one.onnx"))
+    errors = {}
+    for alpha in (0.0, 0.8):
+        out = tmp_path / f"one.{alpha}.onnx"
+        quantize_int8_static(tmp_path / "one.onnx", out, feeds, smoothing=alpha)
+        want, got = (ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds[1])[0]
+                     for path in (tmp_path / "one.onnx", out))
+        errors[alpha] = float(np.abs(got - want).mean())
+    # The input is divided by fixed constants before it is quantised: still one scale per tensor,
+    # so a row's result does not depend on its batch.
+    assert [n.op_type for n in onnx.load(str(tmp_path / "one.0.8.onnx")).graph.node] == [
+        "Mul", "QuantizeLinear", "MatMulIntegerToFloat"]
+    assert errors[0.8] < errors[0.0] / 3, errors
+
+    # s_j = max|x_j|^a / max|w_j|^(1-a); a channel that is all zero keeps s = 1.
+    low, high = np.array([-2.0, 0.0, -1.0]), np.array([8.0, 0.0, 0.5])
+    weight = np.array([[0.5, -2.0], [1.0, 1.0], [0.25, 0.0]])
+    assert smoothing_scales(low, high, [weight], 0.5) == pytest.approx([2.0, 1.0, 2.0])
+    assert smoothing_scales(low, high, [weight, 4 * weight], 1.0) == pytest.approx([8.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="smoothing"):
+        quantize_int8_static(tmp_path / "one.onnx", tmp_path / "bad.onnx", feeds, smoothing=1.5)
 
 
 def test_parity_passes_for_the_exported_graph_and_fails_for_changed_weights(tiny_checkpoint, tiny_bundle):
