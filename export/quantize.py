@@ -121,8 +121,8 @@ def _smooth(model: onnx.ModelProto, matmuls: Sequence[onnx.NodeProto],
             node.input[0], node.input[1] = f"{x}_smoothed", name
         model.graph.initializer.append(numpy_helper.from_array(1.0 / scales, f"{x}_smoothing"))
         after[x] = helper.make_node("Mul", [x, f"{x}_smoothing"], [f"{x}_smoothed"], name=f"{x}_Smooth")
-        low, high = ranges[x]
-        smoothed_ranges[f"{x}_smoothed"] = (min(0.0, float((low / scales).min())), max(0.0, float((high / scales).max())))
+        low, high = (bound / scales for bound in ranges[x])
+        smoothed_ranges[f"{x}_smoothed"] = (min(0.0, float(low.min())), max(0.0, float(high.max())))
     nodes = [after.pop(i.name) for i in model.graph.input if i.name in after]
     for node in model.graph.node:
         nodes.append(node)
