@@ -35,8 +35,8 @@ class Settings:
     max_batch: int = setting(64, "most events per micro-batch")
     max_wait: float = setting(0.05, "seconds to wait for a micro-batch to fill")
     bundle: str = setting("models", "model bundle directory, or a model store whose CURRENT pointer is watched")
-    variant: str = setting("fp32", "model variant to serve (int8, where the bundle has one, is the one to use on a "
-                                   "CPU with VNNI)", choices=("fp32", "int8", "fp16"))
+    variant: str = setting("fp32", "model variant to serve; auto: int8 on a CPU with VNNI when the bundle has one, "
+                                   "else fp32", choices=("fp32", "int8", "fp16", "auto"))
     device: str = setting("auto", "where inference runs", choices=("auto", "cpu", "cuda"))
     threads: int = setting(0, "ONNX Runtime intra-op threads per batch (0: one per core, shared among the lanes)")
     lanes: int = setting(2, "batches in the model at once, each on its own inference thread (with pipeline); "

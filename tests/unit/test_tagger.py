@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -74,6 +75,33 @@ def test_int8_variant_loads_and_tags(tiny_bundle):
     assert len(tagger.tag_texts(TEXTS)) == len(TEXTS)
     with pytest.raises(BundleError, match="has no fp16 model"):
         Tagger.load(tiny_bundle, variant="fp16", device="cpu")
+
+
+def test_variant_auto_serves_int8_only_on_a_cpu_with_vnni_and_a_bundle_that_has_it(tiny_bundle, tmp_path,
+                                                                                      monkeypatch):
+    from stream.tagging import tagger as tagger_module
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n\n"
+                       "processor\t: 1\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n")
+    assert tagger_module.cpu_has_vnni(str(cpuinfo))
+    cpuinfo.write_text("flags\t\t: fpu sse2 avx2 avx_vnni\n")
+    assert tagger_module.cpu_has_vnni(str(cpuinfo))
+    cpuinfo.write_text("flags\t\t: fpu sse2 avx2 avx512f avx512_vnnix\n")
+    assert not tagger_module.cpu_has_vnni(str(cpuinfo))
+    assert not tagger_module.cpu_has_vnni(str(tmp_path / "missing"))
+
+    for vnni, want in ((True, "int8"), (False, "fp32")):
+        monkeypatch.setattr(tagger_module, "cpu_has_vnni", lambda: vnni)
+        assert Tagger.load(tiny_bundle, variant="auto", device="cpu").variant == want
+    bundle = read_bundle(tiny_bundle)
+    files = {name: digest for name, digest in bundle.manifest.files.items() if name != "model.int8.onnx"}
+    fp32_only = dataclasses.replace(bundle, manifest=dataclasses.replace(bundle.manifest, files=files))
+    cpu = ["CPUExecutionProvider"]
+    assert tagger_module.choose_variant(fp32_only, cpu, True) == ("fp32", "the bundle has no int8 model")
+    assert tagger_module.choose_variant(bundle, ["CUDAExecutionProvider", *cpu], True)[0] == "fp32"
+    with pytest.raises(ValueError, match="variant must be auto or one of"):
+        Tagger.load(tiny_bundle, variant="int4", device="cpu")
 
 
 def test_manifest_records_parity_and_hashes(tiny_bundle):
