@@ -109,6 +109,8 @@ ROWS = {
             lexicon=GAZETTEERS, words="jieba", lexicon_at="input"),
         _zh("30 min: 2x128, pretrain 900 + 9 fine-tunings of 100, their ensemble", 100, 900, "jieba", members=9,
             lexicon=GAZETTEERS, words="jieba", lexicon_at="input"),
+        _zh("30 min: 2x128, pretrain 900 + 6 fine-tunings of 150 with softmax heads, their ensemble", 150, 900,
+            "jieba", members=6, lexicon=GAZETTEERS, words="jieba", lexicon_at="input", head="softmax"),
         # Run 2026-12-06 (EPYC) and stopped: 900 CPU-s buy 4x256 2,648 pretraining steps (2x128: 10,878),
         # which leave it on the unigram plateau (MLM loss 9.05 -> 7.41, held-out masked-token accuracy
         # 0%; 2x128 reaches 11%), and fine-tuning from it found no span in 9 epochs (dev F1 0).
@@ -132,6 +134,8 @@ ROWS = {
             unlabelled_repeats="unknown"),
         _en("MiniLM-L6, sub-token units, softmax head", 300, units="tokens", head="softmax"),
         _en("MiniLM-L6, sub-token units, 3 fine-tunings of 300, their ensemble", 300, members=3, units="tokens"),
+        _en("15 min: MiniLM-L6, sub-token units, softmax head, 6 fine-tunings of 150, their ensemble", 150, members=6,
+            units="tokens", head="softmax"),
         _en("30 min: MiniLM-L6, fine-tune 1,800", 1800),
     ],
 }
