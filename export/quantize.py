@@ -115,8 +115,8 @@ def _smooth(model: onnx.ModelProto, matmuls: Sequence[onnx.NodeProto],
     for x, nodes in readers.items():
         weights = [numpy_helper.to_array(inits[node.input[1]]).astype(np.float32) for node in nodes]
         scales = smoothing_scales(*ranges[x], weights, alpha)
-        for index, (node, weight) in enumerate(zip(nodes, weights)):
-            name = f"{node.input[1]}_smoothed_{index}"
+        for node, weight in zip(nodes, weights):
+            name = f"{node.output[0]}_weight_smoothed"     # outputs are unique; a weight could be shared
             model.graph.initializer.append(numpy_helper.from_array(weight * scales[:, None], name))
             node.input[0], node.input[1] = f"{x}_smoothed", name
         model.graph.initializer.append(numpy_helper.from_array(1.0 / scales, f"{x}_smoothing"))
