@@ -35,7 +35,8 @@ from export.bundle import export_bundle  # noqa: E402
 from export.config import ExportConfig  # noqa: E402
 from export.retrain import bundle_scores, tagged_spans  # noqa: E402
 from model.synth import DEMO_TAXONOMY, generate, load_taxonomy_json  # noqa: E402
-from model.train import TrainConfig, load_checkpoint, load_examples, torch_scorer, train  # noqa: E402
+from model.data import parse_record  # noqa: E402
+from model.train import TrainConfig, load_checkpoint, torch_scorer, train  # noqa: E402
 from stream.tagging.decode import tag_texts  # noqa: E402
 from stream.tagging.lexicon import Lexicon, read_specs, taxonomy_forms  # noqa: E402
 from stream.tagging.taxonomy import Taxonomy  # noqa: E402
@@ -158,11 +159,9 @@ def emission_error(fp32: Tagger, other: Tagger, texts: list[str], batch_size: in
     return round(total / count, 5)
 
 
-def f1_changes(fp32: Tagger, variants: dict[str, Tagger], records: list[dict], work: Path) -> dict[str, float]:
+def f1_changes(fp32: Tagger, variants: dict[str, Tagger], records: list[dict]) -> dict[str, float]:
     """Micro-F1 change of each variant against fp32 on labelled records."""
-    path = work / "benchmark-texts.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    examples = load_examples([str(path)])
+    examples = [e for line, r in enumerate(records, 1) for e in parse_record(r, "benchmark texts", line=line)]
 
     def f1(tagger: Tagger) -> float:
         return bundle_scores(tagger, examples, tagged_spans(tagger, examples))["micro"]["f1"]
@@ -277,7 +276,7 @@ def main() -> None:
         # The same F1 change on the benchmark texts (labelled, never calibrated on, 4x the held-out
         # spans); only for the bench's own model, whose labels they carry.
         "int8_f1_change_on_benchmark_texts": None if args.checkpoint else f1_changes(
-            fp32, {"static": int8, "static without smoothing": unsmoothed, "dynamic": dynamic}, records, work),
+            fp32, {"static": int8, "static without smoothing": unsmoothed, "dynamic": dynamic}, records),
         "int8": ("static: per-column int8 weights, MatMulIntegerToFloat with the bias folded in, activation "
                  "ranges (min/max over real tokens) calibrated on the held-out texts, "
                  f"{manifest.source.get('int8', 'static')}"),
