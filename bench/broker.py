@@ -41,6 +41,20 @@ def ensure_broker(timeout: float = 120) -> str:
     return _local_bootstrap()
 
 
+def broker_pid() -> int | None:
+    """The local broker's JVM (its pid file, written by kafka.sh), or None when the broker is given
+    (TAGSTREAM_KAFKA_BOOTSTRAP) or not running here."""
+    if os.environ.get("TAGSTREAM_KAFKA_BOOTSTRAP"):
+        return None
+    port = os.environ.get("TAGSTREAM_KAFKA_PORT", "9092")
+    data = Path(os.environ.get("TAGSTREAM_KAFKA_DATA") or KAFKA_SH.parent / "data" / f"port-{port}")
+    try:
+        pid = int((data / "kafka.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if Path(f"/proc/{pid}").is_dir() else None
+
+
 def broker_restart(timeout: float = 120) -> str:
     """Stop the local broker (cleanly) and start it again on the same data; for fault tests."""
     if os.environ.get("TAGSTREAM_KAFKA_BOOTSTRAP"):

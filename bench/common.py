@@ -200,3 +200,42 @@ def bundle_or_exit(path: str) -> Path:
     if not (bundle / "manifest.json").is_file():
         sys.exit(f"{bundle}: no bundle; run bench/inference.py first (it leaves one there) or pass --bundle")
     return bundle
+
+
+def _cpu_seconds(pid: int) -> dict[int, float]:
+    """User plus system CPU seconds of each thread of a process (by thread id), from /proc."""
+    tick, out = os.sysconf("SC_CLK_TCK"), {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:     # the thread ended
+            continue
+        out[int(tid)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+class CpuClock:
+    """CPU used from now until ``cores()``, in cores (CPU seconds per second): the worker's event loop
+    (its main thread), its inference threads, its other threads, and the broker's process."""
+
+    def __init__(self, worker_pid: int, broker_pid: int | None) -> None:
+        self.worker_pid, self.broker_pid = worker_pid, broker_pid
+        self.start = time.monotonic()
+        self.worker = _cpu_seconds(worker_pid)
+        self.broker = self._broker()
+
+    def _broker(self) -> float | None:
+        return sum(_cpu_seconds(self.broker_pid).values()) if self.broker_pid else None
+
+    def cores(self) -> dict:
+        elapsed = time.monotonic() - self.start
+        now, broker = _cpu_seconds(self.worker_pid), self._broker()
+        used = {tid: seconds - self.worker.get(tid, 0.0) for tid, seconds in now.items()}
+        loop = used.pop(self.worker_pid, 0.0)
+        # The other threads busiest first (the inference lanes lead); Linux does not know their names.
+        others = sorted(used.values(), reverse=True)
+        return {"worker_event_loop": round(loop / elapsed, 3),
+                "worker_threads": [round(s / elapsed, 3) for s in others if s / elapsed >= 0.01],
+                "broker": round((broker - self.broker) / elapsed, 3) if broker is not None else None,
+                "seconds": round(elapsed, 2)}
+

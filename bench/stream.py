@@ -2,16 +2,20 @@
 bundle and batch settings, in one run:
 
     python bench/stream.py [--bundle DIR] [--events 3000] [--batch 64] [--lanes 1] [--threads 0] [--variant int8]
-                           [--profile]
+                           [--profile] [--no-producer-baseline]
 
 1. model-only: the serving tagger on the products' titles and descriptions, in full batches
    (events/s, and the time of one full batch: the latency bound's unit), with the worker's lanes
-   and threads, and also in the two plain shapes (one lane of every core, a lane per core);
+   and threads, and also in the two plain shapes (one lane of every core, a lane per core); the
+   worker's shape is measured again after (2)-(4), and the ratios are taken against the faster;
 2. throughput: a topic pre-loaded with the events, one worker, time from first to last output;
 3. latency: events produced at 30%, 70% and 90% of (2)'s rate (``--loads``), per event output time
    minus input time, against the bound max_wait + 2 x (one full batch's inference time);
 4. with --profile: another pre-loaded topic drained under py-spy, summarised as the share of
-   samples in the model and the costliest components outside it.
+   samples in the model and the costliest components outside it;
+5. unless --no-producer-baseline: (2) again with the producer sending each output at once (linger 0,
+   16 KiB batches: its settings before producer_linger), last, on a broker at least as warm.
+The throughput drains also report the CPU the worker's threads and the broker used, in cores.
 Prints the ratios and writes bench/results/stream.json (the raw profile: bench/.cache/stream-profile.txt).
 """
 
@@ -27,20 +31,21 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import (Counters, batch_stats, events_per_second, machine, percentiles, produce,  # noqa: E402
-                          py_spy, read_all, wait_for_outputs)
+from bench.common import (Counters, CpuClock, batch_stats, events_per_second, machine,  # noqa: E402
+                          percentiles, produce, py_spy, read_all, wait_for_outputs)
 from bench.profile_summary import summarise  # noqa: E402
 from model.synth import DEMO_TAXONOMY, generate, load_taxonomy_json  # noqa: E402
 from stream.service.settings import Settings  # noqa: E402
 from stream.tagging.pipeline import Pipeline  # noqa: E402
 from stream.service.clients import ensure_topics  # noqa: E402
-from bench.broker import ensure_broker  # noqa: E402
+from bench.broker import broker_pid, ensure_broker  # noqa: E402
 from bench.harness import Topics, WorkerProcess, free_port  # noqa: E402
 
 SHARED_BUNDLE = ROOT / "bench" / ".cache" / "minilm-bundle"
@@ -69,6 +74,43 @@ def model_only(bundle: Path, products: list[dict], batch: int, threads: int, var
             full_batch_ms.extend(ms for ms in pool.map(call, chunks) if ms is not None)
             best = max(best, len(products) / (time.perf_counter() - start))
     return best, percentiles(full_batch_ms), pipeline.tagger.providers
+
+
+class Drain(NamedTuple):
+    """A worker started on a topic pre-loaded with the events, once it has published them all."""
+
+    worker: WorkerProcess
+    topics: Topics
+    counters: Counters
+    events_per_second: float
+    batches: dict
+    cpu: dict
+
+
+def drain(bootstrap: str, products: list[dict], bundle: Path, args, threads: int, **worker_settings) -> Drain:
+    """Throughput: the topic is loaded before the worker starts; events/s from its first output to its
+    last, and the CPU the worker's threads and the broker used in between. The worker is left running."""
+    topics = Topics()
+    settings = Settings.from_env({}, kafka_bootstrap=bootstrap, input_topic=topics.input,
+                                 enriched_topic=topics.enriched, dlq_topic=topics.dlq, partitions=PARTITIONS)
+    asyncio.run(ensure_topics(settings))
+    produce(bootstrap, topics.input, product_events(products, 1))
+    work = Path(tempfile.mkdtemp(prefix="tagstream-stream-bench-"))
+    port = free_port()
+    worker = WorkerProcess(bootstrap, topics, bundle, work, max_batch=args.batch, max_wait=args.wait, pipeline="true",
+                           threads=threads, lanes=args.lanes, variant=args.variant, metrics_port=port,
+                           **worker_settings)
+    counters = Counters(port)
+    try:
+        wait_for_outputs(bootstrap, topics.enriched, PARTITIONS, 1, 900)
+        clock = CpuClock(worker.proc.pid, broker_pid())
+        wait_for_outputs(bootstrap, topics.enriched, PARTITIONS, len(products), 900)
+        cpu = clock.cores()
+        out = read_all(bootstrap, topics.enriched, len(products))
+    except BaseException:
+        worker.stop()
+        raise
+    return Drain(worker, topics, counters, events_per_second(out), batch_stats(counters.delta()), cpu)
 
 
 def product_events(products: list[dict], version: int) -> list[tuple[bytes, bytes]]:
@@ -106,6 +148,8 @@ def main() -> None:
     parser.add_argument("--latency-events", type=int, default=0, help="events per latency phase (default: --events)")
     parser.add_argument("--profile", action="store_true", help="also drain a pre-loaded topic under py-spy")
     parser.add_argument("--profile-events", type=int, default=0, help="events for the profile (default: --events)")
+    parser.add_argument("--producer-baseline", action=argparse.BooleanOptionalAction, default=True,
+                        help="also drain with the producer sending each output at once (linger 0, 16 KiB batches)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
     bundle = Path(args.bundle)
@@ -137,29 +181,14 @@ def main() -> None:
               f"{args.batch}: p50 {call['p50_ms']} ms", file=sys.stderr)
     mine = shapes[args.lanes, threads]
     model_eps, batch_call = mine["events_per_second"], mine["full_batch"]
-    best_model = max(shapes.values(), key=lambda r: r["events_per_second"])
 
     bootstrap = ensure_broker()
-    topics = Topics()
-    settings = Settings.from_env({}, kafka_bootstrap=bootstrap, input_topic=topics.input,
-                                 enriched_topic=topics.enriched, dlq_topic=topics.dlq, partitions=PARTITIONS)
-    asyncio.run(ensure_topics(settings))
-    # Throughput: the topic is loaded before the worker starts; time from first to last output.
-    produce(bootstrap, topics.input, product_events(products, 1))
-    work = Path(tempfile.mkdtemp(prefix="tagstream-stream-bench-"))
-    port = free_port()
-    worker = WorkerProcess(bootstrap, topics, bundle, work, max_batch=args.batch, max_wait=args.wait, pipeline="true",
-                           threads=threads, lanes=args.lanes, variant=args.variant, metrics_port=port)
-    counters = Counters(port)
-    profile = None
+    run = drain(bootstrap, products, bundle, args, threads)
+    worker, topics, counters, stream_eps, throughput_batches = run[:5]
+    print(f"streaming: {stream_eps:.1f} events/s, batches {throughput_batches}; CPU in cores {run.cpu}",
+          file=sys.stderr)
+    profile, baseline = None, None
     try:
-        wait_for_outputs(bootstrap, topics.enriched, PARTITIONS, args.events, 900)
-        out = read_all(bootstrap, topics.enriched, args.events)
-        stream_eps = events_per_second(out)
-        throughput_batches = batch_stats(counters.delta())
-        print(f"streaming: {stream_eps:.1f} events/s ({len(out)} records), batches {throughput_batches}",
-              file=sys.stderr)
-
         # Latency at shares of the measured maximum: output time minus input time.
         total, phases = args.events, []
         for n, load in enumerate(loads):
@@ -188,6 +217,24 @@ def main() -> None:
                            **summarise(trace)}
     finally:
         worker.stop()
+    # Model-only again in the worker's shape, now that the streaming phases are over: the machine's
+    # speed drifts (shared cores), and the ratio is taken against the faster of the two measurements.
+    again, _, _ = model_only(bundle, products, args.batch, threads, args.variant, args.lanes)
+    print(f"model-only again, {args.lanes} lane(s) x {threads} thread(s): {again:.1f} events/s", file=sys.stderr)
+    model_eps = max(model_eps, round(again, 1))
+    mine["events_per_second_after"] = round(again, 1)
+    best_model = max([*shapes.values(), {**mine, "events_per_second": model_eps}],
+                     key=lambda r: r["events_per_second"])
+    if args.producer_baseline:
+        # The same drain with every output sent as soon as it is handed over (the producer's
+        # settings before producer_linger): after the phases above, on a broker at least as warm.
+        base = drain(bootstrap, products, bundle, args, threads, producer_linger=0, producer_batch_bytes=16384)
+        base.worker.stop()
+        baseline = {"producer_linger_s": 0, "producer_batch_bytes": 16384,
+                    "events_per_second": round(base.events_per_second, 1), "batches": base.batches,
+                    "cpu_cores": base.cpu}
+        print(f"streaming, outputs sent at once: {base.events_per_second:.1f} events/s; CPU in cores {base.cpu}",
+              file=sys.stderr)
 
     bound_ms = args.wait * 1000 + 2 * batch_call["p50_ms"]
     for phase in phases:
@@ -207,6 +254,11 @@ def main() -> None:
         "model_only_shapes": list(shapes.values()),
         "ratio_streaming_to_best_model_only": round(stream_eps / best_model["events_per_second"], 3),
         "throughput_phase_batches": throughput_batches,
+        "throughput_phase_cpu_cores": run.cpu,
+        "producer": {"linger_s": Settings.producer_linger, "batch_bytes": Settings.producer_batch_bytes},
+        "producer_baseline": baseline,
+        "ratio_streaming_to_producer_baseline": (round(stream_eps / baseline["events_per_second"], 3)
+                                                 if baseline else None),
         "latency_phases": phases,
         "profile": profile,
     }
@@ -223,6 +275,10 @@ def main() -> None:
               f"p50 {phase['p50_ms']} ms, p95 {phase['p95_ms']} ms, p99 {phase['p99_ms']} ms; bound {bound_ms:.0f} ms "
               f"({'met' if phase['p99_within_bound'] else 'NOT met'}); mean batch "
               f"{phase['batches']['mean_batch_events']} events in {phase['batches']['mean_batch_seconds']} s")
+    if baseline:
+        print(f"{'streaming, outputs sent at once':<34}{baseline['events_per_second']:>10.1f} events/s   ratio of "
+              f"gathered to at once {stream_eps / baseline['events_per_second']:.2f}; broker CPU "
+              f"{run.cpu['broker']} vs {baseline['cpu_cores']['broker']} cores")
     if profile:
         print(f"profile: model {profile['model_share']:.0%} of {profile['samples']} samples; outside it: "
               + "; ".join(f"{c['component']} {c['share']:.0%}" for c in profile["top_outside_model"]))

@@ -123,6 +123,13 @@ def rows(found: dict[str, dict]) -> list[tuple[str, str, str, str, str, str]]:
             out.append(("streaming (`bench/stream.py`)", "the same worker vs the fastest model-only shape "
                         "(lanes x threads)", f"{s['streaming_events_per_second']:,.1f} events/s; model-only {shapes}",
                         f"{s['ratio_streaming_to_best_model_only']:.2f}", "—", "—"))
+        if s.get("producer_baseline"):
+            base, cpu = s["producer_baseline"], s.get("throughput_phase_cpu_cores") or {}
+            out.append(("streaming (`bench/stream.py`)", f"outputs gathered per request (linger "
+                        f"{s['producer']['linger_s'] * 1000:g} ms) vs sent at once, same worker and events",
+                        f"{s['streaming_events_per_second']:,.1f} vs {base['events_per_second']:,.1f} events/s; broker "
+                        f"CPU {cpu.get('broker')} vs {base['cpu_cores'].get('broker')} cores",
+                        f"{s['ratio_streaming_to_producer_baseline']:.2f}x", "—", "—"))
         full = s.get("model_only_full_batch", {}).get("p50_ms")
         phases = s.get("latency_phases") or ([s["latency"]] if "bound_ms" in s.get("latency", {}) else [])
         for lat in phases:

@@ -59,6 +59,11 @@ class Settings:
                                    "worker with the same id takes its partitions back at once ('': dynamic)")
     publish_timeout: float = setting(60.0, "seconds to wait for the broker to acknowledge a batch's outputs; "
                                            "past it the worker stops without committing the batch")
+    producer_linger: float = setting(0.005, "seconds the producer waits to gather a batch's outputs into one produce "
+                                            "request (0: send at once; each request costs the broker and the worker "
+                                            "CPU on shared cores)")
+    producer_batch_bytes: int = setting(262_144, "most bytes of records per partition in one produce request "
+                                                 "(at most 1000000: one request)")
     store: str = setting("rocksdb", "where per-product state lives: rocksdb (on disk under data_dir, the "
                                     "changelog topic as backup) or memory (replayed from the changelog at start)",
                          choices=("rocksdb", "memory"))
@@ -129,6 +134,12 @@ class Settings:
                 self.drift_window_events or self.drift_window_seconds):
             raise SettingsError("TAGSTREAM_DRIFT_WINDOW_EVENTS and TAGSTREAM_DRIFT_WINDOW_SECONDS must be >= 0, "
                                 "and not both 0")
+        if not 0 <= self.producer_linger < 1:
+            raise SettingsError(f"{self.env_name('producer_linger')} must be in [0, 1) seconds, "
+                                f"got {self.producer_linger}")
+        if not 1024 <= self.producer_batch_bytes <= 1_000_000:     # a batch fits in one request (1 MB)
+            raise SettingsError(f"{self.env_name('producer_batch_bytes')} must be in [1024, 1000000], "
+                                f"got {self.producer_batch_bytes}")
         if self.max_wait <= 0:
             raise SettingsError(f"{self.env_name('max_wait')} must be positive, got {self.max_wait}")
         for name in ("log_summary_seconds", "kafka_wait_seconds"):

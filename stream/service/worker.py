@@ -59,6 +59,36 @@ def _faust_credentials(settings: Settings):
     return None
 
 
+def faust_app(settings: Settings) -> faust.App:
+    """The worker's Faust app: its group, broker, store, producer and consumer settings."""
+    return faust.App(
+        settings.group_id,
+        broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap.split(",")],
+        broker_credentials=_faust_credentials(settings),
+        store="rocksdb://" if settings.store == "rocksdb" else "memory://",
+        # Static membership: a restarted worker with the same id takes its partitions back at
+        # once instead of waiting out the session timeout of its own dead member.
+        consumer_group_instance_id=settings.instance_id or None,
+        datadir=settings.data_dir,
+        web_enabled=False,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication,
+        producer_acks=-1,
+        # A batch's outputs and changelog in a few produce requests, not one per record as sent: on
+        # shared cores the broker's work per request is taken from inference (bench/stream.py).
+        producer_linger=settings.producer_linger,
+        producer_max_batch_size=settings.producer_batch_bytes,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0,
+        # A SIGKILLed worker never leaves the group: its partitions wait this long for it.
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=settings.session_timeout / 10,
+        table_standby_replicas=0,
+        autodiscover=False,
+        TableManager=SeekThenDeliverTableManager,
+    )
+
+
 class EnrichmentWorker:
     """Wires the settings into a Faust app with one enrichment agent and a state table."""
 
@@ -73,28 +103,7 @@ class EnrichmentWorker:
         self.limits = Limits(settings.max_event_bytes, settings.max_field_chars, settings.max_product_id_chars,
                              settings.key_policy, settings.max_tags_per_field, settings.max_output_bytes,
                              settings.dlq_value_prefix_bytes)
-        self.app = faust.App(
-            settings.group_id,
-            broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap.split(",")],
-            broker_credentials=_faust_credentials(settings),
-            store="rocksdb://" if settings.store == "rocksdb" else "memory://",
-            # Static membership: a restarted worker with the same id takes its partitions back at
-            # once instead of waiting out the session timeout of its own dead member.
-            consumer_group_instance_id=settings.instance_id or None,
-            datadir=settings.data_dir,
-            web_enabled=False,
-            topic_partitions=settings.partitions,
-            topic_replication_factor=settings.replication,
-            producer_acks=-1,
-            consumer_auto_offset_reset="earliest",
-            broker_commit_interval=1.0,
-            # A SIGKILLed worker never leaves the group: its partitions wait this long for it.
-            broker_session_timeout=settings.session_timeout,
-            broker_heartbeat_interval=settings.session_timeout / 10,
-            table_standby_replicas=0,
-            autodiscover=False,
-            TableManager=SeekThenDeliverTableManager,
-        )
+        self.app = faust_app(settings)
         raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
         self.input = self.app.topic(settings.input_topic, partitions=settings.partitions, allow_empty=True, **raw)
         self.enriched = self.app.topic(settings.enriched_topic, **raw)

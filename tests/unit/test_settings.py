@@ -17,6 +17,10 @@ def test_flags_override_environment_which_overrides_defaults():
     ({"TAGSTREAM_MAX_BATCH": "0"}, "TAGSTREAM_MAX_BATCH must be at least 1"),
     ({"TAGSTREAM_DEVICE": "tpu"}, "TAGSTREAM_DEVICE: expected one of auto, cpu, cuda"),
     ({"TAGSTREAM_SECURITY_PROTOCOL": "SASL_PLAINTEXT"}, "needs TAGSTREAM_SASL_USERNAME"),
+    ({"TAGSTREAM_PRODUCER_LINGER": "2"}, r"TAGSTREAM_PRODUCER_LINGER must be in \[0, 1\) seconds, got 2.0"),
+    ({"TAGSTREAM_PRODUCER_LINGER": "-0.1"}, r"TAGSTREAM_PRODUCER_LINGER must be in \[0, 1\)"),
+    ({"TAGSTREAM_PRODUCER_BATCH_BYTES": "100"}, r"PRODUCER_BATCH_BYTES must be in \[1024, 1000000\], got 100"),
+    ({"TAGSTREAM_PRODUCER_BATCH_BYTES": "2000000"}, "TAGSTREAM_PRODUCER_BATCH_BYTES must be in"),
 ])
 def test_bad_settings_name_the_variable(env, message):
     with pytest.raises(SettingsError, match=message):
@@ -54,3 +58,13 @@ def test_the_readme_settings_table_lists_every_setting_with_its_default():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     for name, env, default, text in Settings.describe():
         assert f"| `--{name.replace('_', '-')}` | `{env}` | `{default}` | {text} |" in readme, name
+
+
+def test_the_worker_producer_gathers_outputs_as_the_settings_say():
+    """The Faust app hands the linger and batch size to the aiokafka producer it builds."""
+    from stream.service.worker import faust_app
+
+    producer = faust_app(Settings.from_env({}, producer_linger=0.02, producer_batch_bytes=65536)).producer
+    options = producer._settings_default()
+    assert (options["linger_ms"], options["max_batch_size"], options["acks"]) == (20, 65536, -1)
+    assert faust_app(Settings.from_env({})).producer._settings_default()["linger_ms"] == 5
