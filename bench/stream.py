@@ -1,20 +1,22 @@
 """Streaming throughput and latency through real Kafka, against model-only throughput of the same
 bundle and batch settings, in one run:
 
-    python bench/stream.py [--bundle DIR] [--events 3000] [--batch 64] [--lanes 1] [--threads 0] [--variant int8]
-                           [--profile] [--no-producer-baseline]
+    python bench/stream.py [--bundle DIR] [--events 3000] [--rounds 3] [--batch 64] [--lanes 1] [--threads 0]
+                           [--variant int8] [--profile] [--no-producer-baseline]
 
 1. model-only: the serving tagger on the products' titles and descriptions, in full batches
    (events/s, and the time of one full batch: the latency bound's unit), with the worker's lanes
-   and threads, and also in the two plain shapes (one lane of every core, a lane per core); the
-   worker's shape is measured again after (2)-(4), and the ratios are taken against the faster;
-2. throughput: a topic pre-loaded with the events, one worker, time from first to last output;
+   and threads, and also in the two plain shapes (one lane of every core, a lane per core);
+2. throughput, in ``--rounds`` rounds back to back (the machine's speed drifts over minutes, so
+   each ratio is taken within a round and the medians reported): model-only in the worker's shape;
+   unless --no-producer-baseline, a topic pre-loaded with the events drained by a worker whose
+   producer sends each output at once (linger 0, 16 KiB batches: its settings before
+   producer_linger); the same drained by a worker with its own settings; time from first to last
+   output;
 3. latency: events produced at 30%, 70% and 90% of (2)'s rate (``--loads``), per event output time
    minus input time, against the bound max_wait + 2 x (one full batch's inference time);
 4. with --profile: another pre-loaded topic drained under py-spy, summarised as the share of
-   samples in the model and the costliest components outside it;
-5. unless --no-producer-baseline: (2) again with the producer sending each output at once (linger 0,
-   16 KiB batches: its settings before producer_linger), last, on a broker at least as warm.
+   samples in the model and the costliest components outside it.
 The throughput drains also report the CPU the worker's threads and the broker used, in cores.
 Prints the ratios and writes bench/results/stream.json (the raw profile: bench/.cache/stream-profile.txt).
 """
@@ -26,6 +28,7 @@ import asyncio
 import json
 import os
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -110,7 +113,49 @@ def drain(bootstrap: str, products: list[dict], bundle: Path, args, threads: int
     except BaseException:
         worker.stop()
         raise
-    return Drain(worker, topics, counters, events_per_second(out), batch_stats(counters.delta()), cpu)
+    eps = events_per_second(out, done_at_first=min(args.batch * args.lanes, len(out) - 1))
+    return Drain(worker, topics, counters, eps, batch_stats(counters.delta()), cpu)
+
+
+AT_ONCE = {"producer_linger": 0, "producer_batch_bytes": 16384}    # the worker's producer before producer_linger
+
+
+def rounds(bootstrap: str, products: list[dict], bundle: Path, args, threads: int) -> tuple[list[dict], Drain]:
+    """``args.rounds`` times, back to back: model-only in the worker's shape, a drain with each output
+    sent at once (unless --no-producer-baseline), a drain with the worker's settings. The machine's
+    speed drifts over minutes (shared cores), so each ratio is taken within a round. The last
+    round's worker is left running; one worker at a time."""
+    out, kept = [], None
+    for n in range(args.rounds):
+        if kept is not None:
+            kept.worker.stop()
+        eps, call, _ = model_only(bundle, products, args.batch, threads, args.variant, args.lanes)
+        row = {"model_only_events_per_second": round(eps, 1), "model_only_full_batch": call}
+        if args.producer_baseline:
+            base = drain(bootstrap, products, bundle, args, threads, **AT_ONCE)
+            base.worker.stop()
+            row["at_once"] = {"events_per_second": round(base.events_per_second, 1), "batches": base.batches,
+                              "cpu_cores": base.cpu}
+        kept = drain(bootstrap, products, bundle, args, threads)
+        row.update(streaming_events_per_second=round(kept.events_per_second, 1), batches=kept.batches,
+                   cpu_cores=kept.cpu, ratio_streaming_to_model_only=round(kept.events_per_second / eps, 3))
+        if args.producer_baseline:
+            row["ratio_gathered_to_at_once"] = round(kept.events_per_second / row["at_once"]["events_per_second"], 3)
+        print(f"round {n + 1}: model-only {eps:.1f}, streaming {kept.events_per_second:.1f} events/s "
+              f"(CPU in cores {kept.cpu}); sent at once {row.get('at_once', {}).get('events_per_second')}",
+              file=sys.stderr)
+        out.append(row)
+    return out, kept
+
+
+def median(rows: list[dict], *keys: str) -> float | None:
+    values = []
+    for row in rows:
+        for key in keys:
+            row = row.get(key) if isinstance(row, dict) else None
+        if row is not None:
+            values.append(row)
+    return round(float(statistics.median(values)), 3) if values else None
 
 
 def product_events(products: list[dict], version: int) -> list[tuple[bytes, bytes]]:
@@ -148,6 +193,8 @@ def main() -> None:
     parser.add_argument("--latency-events", type=int, default=0, help="events per latency phase (default: --events)")
     parser.add_argument("--profile", action="store_true", help="also drain a pre-loaded topic under py-spy")
     parser.add_argument("--profile-events", type=int, default=0, help="events for the profile (default: --events)")
+    parser.add_argument("--rounds", type=int, default=3, help="model-only and streaming measured back to back this "
+                                                               "many times; ratios are the medians of the rounds'")
     parser.add_argument("--producer-baseline", action=argparse.BooleanOptionalAction, default=True,
                         help="also drain with the producer sending each output at once (linger 0, 16 KiB batches)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
@@ -166,6 +213,8 @@ def main() -> None:
 
     taxonomy = load_taxonomy_json(DEMO_TAXONOMY)
     products = generate(taxonomy, args.events, seed=101, lang="en", products=True)
+    if args.rounds < 1:
+        sys.exit(f"--rounds must be at least 1, got {args.rounds}")
     if args.lanes < 1 or args.threads < 0:
         sys.exit(f"--lanes must be at least 1 and --threads at least 0, got {args.lanes} and {args.threads}")
     cores = os.cpu_count() or 1
@@ -179,15 +228,19 @@ def main() -> None:
                                    "full_batch": call}
         print(f"model-only, {lanes} lane(s) x {per_lane} thread(s): {eps:.1f} events/s; one full batch of "
               f"{args.batch}: p50 {call['p50_ms']} ms", file=sys.stderr)
-    mine = shapes[args.lanes, threads]
-    model_eps, batch_call = mine["events_per_second"], mine["full_batch"]
+    batch_call = shapes[args.lanes, threads]["full_batch"]
 
     bootstrap = ensure_broker()
-    run = drain(bootstrap, products, bundle, args, threads)
-    worker, topics, counters, stream_eps, throughput_batches = run[:5]
-    print(f"streaming: {stream_eps:.1f} events/s, batches {throughput_batches}; CPU in cores {run.cpu}",
-          file=sys.stderr)
-    profile, baseline = None, None
+    measured, run = rounds(bootstrap, products, bundle, args, threads)
+    worker, topics, counters = run.worker, run.topics, run.counters
+    stream_eps = median(measured, "streaming_events_per_second")
+    model_eps = median(measured, "model_only_events_per_second")
+    # Against the fastest shape: the rounds' ratio scaled by how the worker's shape compared with the
+    # fastest one in the same pass of (1).
+    best_model = max(shapes.values(), key=lambda r: r["events_per_second"])
+    to_best = median(measured, "ratio_streaming_to_model_only") * (
+        shapes[args.lanes, threads]["events_per_second"] / best_model["events_per_second"])
+    profile = None
     try:
         # Latency at shares of the measured maximum: output time minus input time.
         total, phases = args.events, []
@@ -217,24 +270,6 @@ def main() -> None:
                            **summarise(trace)}
     finally:
         worker.stop()
-    # Model-only again in the worker's shape, now that the streaming phases are over: the machine's
-    # speed drifts (shared cores), and the ratio is taken against the faster of the two measurements.
-    again, _, _ = model_only(bundle, products, args.batch, threads, args.variant, args.lanes)
-    print(f"model-only again, {args.lanes} lane(s) x {threads} thread(s): {again:.1f} events/s", file=sys.stderr)
-    model_eps = max(model_eps, round(again, 1))
-    mine["events_per_second_after"] = round(again, 1)
-    best_model = max([*shapes.values(), {**mine, "events_per_second": model_eps}],
-                     key=lambda r: r["events_per_second"])
-    if args.producer_baseline:
-        # The same drain with every output sent as soon as it is handed over (the producer's
-        # settings before producer_linger): after the phases above, on a broker at least as warm.
-        base = drain(bootstrap, products, bundle, args, threads, producer_linger=0, producer_batch_bytes=16384)
-        base.worker.stop()
-        baseline = {"producer_linger_s": 0, "producer_batch_bytes": 16384,
-                    "events_per_second": round(base.events_per_second, 1), "batches": base.batches,
-                    "cpu_cores": base.cpu}
-        print(f"streaming, outputs sent at once: {base.events_per_second:.1f} events/s; CPU in cores {base.cpu}",
-              file=sys.stderr)
 
     bound_ms = args.wait * 1000 + 2 * batch_call["p50_ms"]
     for phase in phases:
@@ -247,18 +282,22 @@ def main() -> None:
         "lanes": args.lanes, "threads_per_lane": threads,
         "bundle": str(bundle), "variant": args.variant, "events": args.events,
         "batch": args.batch, "max_wait_s": args.wait,
+        "rounds": measured,
         "model_only_events_per_second": round(model_eps, 1),
         "model_only_full_batch": batch_call,
         "streaming_events_per_second": round(stream_eps, 1),
-        "ratio_streaming_to_model_only": round(stream_eps / model_eps, 3),
+        "ratio_streaming_to_model_only": median(measured, "ratio_streaming_to_model_only"),
         "model_only_shapes": list(shapes.values()),
-        "ratio_streaming_to_best_model_only": round(stream_eps / best_model["events_per_second"], 3),
-        "throughput_phase_batches": throughput_batches,
+        "ratio_streaming_to_best_model_only": round(to_best, 3),
+        "throughput_phase_batches": run.batches,
         "throughput_phase_cpu_cores": run.cpu,
         "producer": {"linger_s": Settings.producer_linger, "batch_bytes": Settings.producer_batch_bytes},
-        "producer_baseline": baseline,
-        "ratio_streaming_to_producer_baseline": (round(stream_eps / baseline["events_per_second"], 3)
-                                                 if baseline else None),
+        "producer_baseline": {"producer_linger_s": 0, "producer_batch_bytes": 16384,
+                              "events_per_second": median(measured, "at_once", "events_per_second"),
+                              "broker_cpu_cores": median(measured, "at_once", "cpu_cores", "broker")}
+        if args.producer_baseline else None,
+        "broker_cpu_cores": median(measured, "cpu_cores", "broker"),
+        "ratio_streaming_to_producer_baseline": median(measured, "ratio_gathered_to_at_once"),
         "latency_phases": phases,
         "profile": profile,
     }
@@ -269,16 +308,19 @@ def main() -> None:
         label = f"model-only, {shape['lanes']} lane(s) x {shape['threads']} thr"
         print(f"{label:<34}{shape['events_per_second']:>10.1f} events/s   full batch p50 {shape['full_batch']['p50_ms']} ms")
     print(f"{'streaming, ' + str(args.lanes) + ' lane(s)':<34}{stream_eps:>10.1f} events/s   ratio "
-          f"{stream_eps / model_eps:.2f} (to the best model-only: {stream_eps / best_model['events_per_second']:.2f})")
+          f"{result['ratio_streaming_to_model_only']:.2f}, the median of {len(measured)} rounds (to the best "
+          f"model-only: {to_best:.2f})")
     for phase in phases:
         print(f"latency at {phase['rate_events_per_second']:.0f} events/s ({phase['load']:.0%} of max): "
               f"p50 {phase['p50_ms']} ms, p95 {phase['p95_ms']} ms, p99 {phase['p99_ms']} ms; bound {bound_ms:.0f} ms "
               f"({'met' if phase['p99_within_bound'] else 'NOT met'}); mean batch "
               f"{phase['batches']['mean_batch_events']} events in {phase['batches']['mean_batch_seconds']} s")
-    if baseline:
-        print(f"{'streaming, outputs sent at once':<34}{baseline['events_per_second']:>10.1f} events/s   ratio of "
-              f"gathered to at once {stream_eps / baseline['events_per_second']:.2f}; broker CPU "
-              f"{run.cpu['broker']} vs {baseline['cpu_cores']['broker']} cores")
+    for n, row in enumerate(measured):
+        print(f"round {n + 1}: streaming / model-only {row['streaming_events_per_second']:.1f} / "
+              f"{row['model_only_events_per_second']:.1f} = {row['ratio_streaming_to_model_only']:.2f}"
+              + (f"; gathered / at once {row['ratio_gathered_to_at_once']:.2f}, broker CPU "
+                 f"{row['cpu_cores']['broker']} vs {row['at_once']['cpu_cores']['broker']} cores"
+                 if "at_once" in row else ""))
     if profile:
         print(f"profile: model {profile['model_share']:.0%} of {profile['samples']} samples; outside it: "
               + "; ".join(f"{c['component']} {c['share']:.0%}" for c in profile["top_outside_model"]))
