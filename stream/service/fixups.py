@@ -146,40 +146,21 @@ def _partitions(tps, topic: str) -> list[int]:
 # Fetches under a trickle of events (bench/stream.py at 70% load, 2,000 events: p99 627 -> 324 ms).
 FETCH_MIN_BYTES = 65536
 FETCH_MAX_WAIT_MS = 20
-# After a fetch that brought nothing: answered at the first record, else after this long.
-IDLE_FETCH_MAX_WAIT_MS = 500
 
 
-def batch_fetches(app: Any, min_bytes: int = FETCH_MIN_BYTES, max_wait_ms: int = FETCH_MAX_WAIT_MS,
-                  idle_max_wait_ms: int = IDLE_FETCH_MAX_WAIT_MS) -> bool:
-    """Fetch in two modes, switched after each answer: while fetches bring records, the broker
-    holds one until ``min_bytes`` are there or ``max_wait_ms`` have passed (fewer, larger fetches);
-    after one that brought nothing, it holds the next until the first record arrives or
-    ``idle_max_wait_ms`` have passed (an idle or caught-up worker polls 2 times a second, not 50,
-    and a record after a quiet spell is fetched at once).
+def batch_fetches(app: Any, min_bytes: int = FETCH_MIN_BYTES, max_wait_ms: int = FETCH_MAX_WAIT_MS) -> bool:
+    """Let the broker hold a fetch until ``min_bytes`` are there or ``max_wait_ms`` have passed.
 
     faust-streaming 0.15.3 builds its aiokafka consumer with no ``fetch_min_bytes`` (1 byte) and
     offers no setting for it: the broker answers each fetch as soon as one record is there, so a
     steady trickle of events is fetched a few records at a time, and on shared cores the broker's
     and the client's work per request slows inference down. The values are set on the running
-    consumer's fetcher, which reads them for every request it builds, and its request coroutine is
-    wrapped (once) to switch them; returns False (and changes nothing) when the consumer has no
-    such fetcher (another faust or aiokafka version).
+    consumer's fetcher, which reads them for every request; returns False (and changes nothing)
+    when the consumer has no such fetcher (another faust or aiokafka version).
     """
     thread = getattr(app.consumer, "_thread", None)
     fetcher = getattr(getattr(thread, "_consumer", None), "_fetcher", None)
-    if fetcher is None or not all(hasattr(fetcher, name) for name in (
-            "_fetch_min_bytes", "_fetch_max_wait_ms", "_proc_fetch_request")):
+    if fetcher is None or not hasattr(fetcher, "_fetch_min_bytes") or not hasattr(fetcher, "_fetch_max_wait_ms"):
         return False
     fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms = min_bytes, max_wait_ms
-    if getattr(fetcher, "_tagstream_modes", None) is None:
-        fetch = fetcher._proc_fetch_request
-
-        async def fetch_and_switch(*args: Any, **kwargs: Any) -> bool:
-            got = await fetch(*args, **kwargs)     # True: records were added to the fetcher's buffer
-            fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms = fetcher._tagstream_modes[bool(got)]
-            return got
-
-        fetcher._proc_fetch_request = fetch_and_switch
-    fetcher._tagstream_modes = {True: (min_bytes, max_wait_ms), False: (1, idle_max_wait_ms)}
     return True
