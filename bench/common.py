@@ -240,4 +240,3 @@ class CpuClock:
                 "worker_threads": [round(s / elapsed, 3) for s in others if s / elapsed >= 0.01],
                 "broker": round((broker - self.broker) / elapsed, 3) if broker is not None else None,
                 "seconds": round(elapsed, 2)}
-
