@@ -204,39 +204,46 @@ def bundle_or_exit(path: str) -> Path:
     return bundle
 
 
-def _cpu_seconds(pid: int) -> dict[int, float]:
-    """User plus system CPU seconds of each thread of a process (by thread id), from /proc."""
-    tick, out = os.sysconf("SC_CLK_TCK"), {}
+def _thread_times(pid: int) -> dict[int, tuple[float, float]]:
+    """Per thread of a process (by thread id): seconds on a CPU and seconds runnable but waiting
+    for one, from /proc (schedstat)."""
+    out = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
-            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:     # the thread ended
+            running, waiting = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[:2]
+        except (OSError, ValueError):     # the thread ended
             continue
-        out[int(tid)] = (int(fields[11]) + int(fields[12])) / tick
+        out[int(tid)] = (int(running) / 1e9, int(waiting) / 1e9)
     return out
 
 
 class CpuClock:
-    """CPU used from now until ``cores()``, in cores (CPU seconds per second): the worker's event loop
-    (its main thread), its inference threads, its other threads, and the broker's process."""
+    """CPU used from now until ``cores()``, in cores (CPU seconds per second), by a process's main
+    thread (the worker's event loop), its busy threads (the inference lanes) and the rest of its
+    threads, and by the broker. A busy thread's time splits into running, waiting for a CPU
+    (runnable: the cores are taken) and blocked (on a lock, the GIL, I/O, or idle)."""
 
-    def __init__(self, worker_pid: int, broker_pid: int | None) -> None:
-        self.worker_pid, self.broker_pid = worker_pid, broker_pid
+    BUSY = 0.3    # cores: a thread at least this busy is shown on its own
+
+    def __init__(self, pid: int, broker_pid: int | None, main: str = "worker_event_loop") -> None:
+        self.pid, self.broker_pid, self.main = pid, broker_pid, main
         self.start = time.monotonic()
-        self.worker = _cpu_seconds(worker_pid)
+        self.threads = _thread_times(pid)
         self.broker = self._broker()
 
     def _broker(self) -> float | None:
-        return sum(_cpu_seconds(self.broker_pid).values()) if self.broker_pid else None
+        return sum(run for run, _ in _thread_times(self.broker_pid).values()) if self.broker_pid else None
 
     def cores(self) -> dict:
         elapsed = time.monotonic() - self.start
-        now, broker = _cpu_seconds(self.worker_pid), self._broker()
-        used = {tid: seconds - self.worker.get(tid, 0.0) for tid, seconds in now.items()}
-        loop = used.pop(self.worker_pid, 0.0)
-        # The other threads busiest first (the inference lanes lead); Linux does not know their names.
-        others = sorted(used.values(), reverse=True)
-        return {"worker_event_loop": round(loop / elapsed, 3),
-                "worker_threads": [round(s / elapsed, 3) for s in others if s / elapsed >= 0.01],
+        now, broker = _thread_times(self.pid), self._broker()
+        used = {tid: ((run - self.threads.get(tid, (0.0, 0.0))[0]) / elapsed,
+                      (wait - self.threads.get(tid, (0.0, 0.0))[1]) / elapsed) for tid, (run, wait) in now.items()}
+        main = used.pop(self.pid, (0.0, 0.0))[0]
+        busy = sorted((t for t in used.values() if t[0] >= self.BUSY), reverse=True)
+        return {self.main: round(main, 3),
+                "busy_threads": [{"running": round(run, 3), "waiting_for_cpu": round(wait, 3),
+                                  "blocked": round(max(0.0, 1 - run - wait), 3)} for run, wait in busy],
+                "other_threads": round(sum(run for run, _ in used.values() if run < self.BUSY), 3),
                 "broker": round((broker - self.broker) / elapsed, 3) if broker is not None else None,
                 "seconds": round(elapsed, 2)}

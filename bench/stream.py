@@ -57,9 +57,10 @@ PARTITIONS = 4
 
 
 def model_only(bundle: Path, products: list[dict], batch: int, threads: int, variant: str,
-               lanes: int = 1) -> tuple[float, dict, list]:
+               lanes: int = 1) -> tuple[float, dict, list, dict]:
     """Best of two passes in events/s, with ``lanes`` calls at once of ``threads`` threads each (as
-    the worker's lanes run them), the per-call time of full batches, and the providers."""
+    the worker's lanes run them), the per-call time of full batches, the providers, and the CPU
+    the lanes used in the best pass."""
     pipeline = Pipeline.load(bundle, variant=variant, device="cpu", threads=threads, batch_size=batch)
     chunks = [products[i:i + batch] for i in range(0, len(products), batch)]
     for chunk in chunks[:2]:
@@ -70,13 +71,15 @@ def model_only(bundle: Path, products: list[dict], batch: int, threads: int, var
         pipeline(chunk)
         return (time.perf_counter() - t0) * 1000 if len(chunk) == batch else None
 
-    best, full_batch_ms = 0.0, []
+    best, full_batch_ms, cpu = 0.0, [], {}
     with ThreadPoolExecutor(lanes) as pool:
         for _ in range(2):
-            start = time.perf_counter()
+            start, clock = time.perf_counter(), CpuClock(os.getpid(), None, main="bench_main_thread")
             full_batch_ms.extend(ms for ms in pool.map(call, chunks) if ms is not None)
-            best = max(best, len(products) / (time.perf_counter() - start))
-    return best, percentiles(full_batch_ms), pipeline.tagger.providers
+            eps = len(products) / (time.perf_counter() - start)
+            if eps > best:
+                best, cpu = eps, clock.cores()
+    return best, percentiles(full_batch_ms), pipeline.tagger.providers, cpu
 
 
 class Drain(NamedTuple):
@@ -129,8 +132,8 @@ def rounds(bootstrap: str, products: list[dict], bundle: Path, args, threads: in
     for n in range(args.rounds):
         if kept is not None:
             kept.worker.stop()
-        eps, call, _ = model_only(bundle, products, args.batch, threads, args.variant, args.lanes)
-        row = {"model_only_events_per_second": round(eps, 1), "model_only_full_batch": call}
+        eps, call, _, cpu = model_only(bundle, products, args.batch, threads, args.variant, args.lanes)
+        row = {"model_only_events_per_second": round(eps, 1), "model_only_full_batch": call, "model_only_cpu": cpu}
         if args.producer_baseline:
             base = drain(bootstrap, products, bundle, args, threads, **AT_ONCE)
             base.worker.stop()
@@ -156,6 +159,17 @@ def median(rows: list[dict], *keys: str) -> float | None:
         if row is not None:
             values.append(row)
     return round(float(statistics.median(values)), 3) if values else None
+
+
+def lane_time(rows: list[dict], key: str) -> dict | None:
+    """The lanes' time split (running, waiting for a CPU, blocked), averaged over the busy threads
+    of each round's ``key`` CPU figures, then the median over the rounds."""
+    split = {}
+    for part in ("running", "waiting_for_cpu", "blocked"):
+        values = [statistics.mean(t[part] for t in row[key]["busy_threads"]) for row in rows
+                  if row.get(key, {}).get("busy_threads")]
+        split[part] = round(statistics.median(values), 3) if values else None
+    return split if split["running"] is not None else None
 
 
 def product_events(products: list[dict], version: int) -> list[tuple[bytes, bytes]]:
@@ -223,7 +237,7 @@ def main() -> None:
     # core of one thread each): the streaming ratio is also given against the faster of the two.
     shapes = {(args.lanes, threads): None, (1, cores): None, (cores, 1): None}
     for lanes, per_lane in shapes:
-        eps, call, providers = model_only(bundle, products, args.batch, per_lane, args.variant, lanes)
+        eps, call, providers, _ = model_only(bundle, products, args.batch, per_lane, args.variant, lanes)
         shapes[lanes, per_lane] = {"lanes": lanes, "threads": per_lane, "events_per_second": round(eps, 1),
                                    "full_batch": call}
         print(f"model-only, {lanes} lane(s) x {per_lane} thread(s): {eps:.1f} events/s; one full batch of "
@@ -297,6 +311,8 @@ def main() -> None:
                               "broker_cpu_cores": median(measured, "at_once", "cpu_cores", "broker")}
         if args.producer_baseline else None,
         "broker_cpu_cores": median(measured, "cpu_cores", "broker"),
+        "lane_time": {"model_only": lane_time(measured, "model_only_cpu"),
+                      "streaming": lane_time(measured, "cpu_cores")},
         "ratio_streaming_to_producer_baseline": median(measured, "ratio_gathered_to_at_once"),
         "latency_phases": phases,
         "profile": profile,

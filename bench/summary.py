@@ -132,6 +132,13 @@ def rows(found: dict[str, dict]) -> list[tuple[str, str, str, str, str, str]]:
                         f"{s['streaming_events_per_second']:,.1f} vs {base['events_per_second']:,.1f} events/s; broker "
                         f"CPU {s['broker_cpu_cores']} vs {base['broker_cpu_cores']} cores{rounds}",
                         f"{s['ratio_streaming_to_producer_baseline']:.2f}x", "—", "—"))
+        lanes = s.get("lane_time") or {}
+        if lanes.get("model_only") and lanes.get("streaming"):
+            split = {mode: " / ".join(f"{lanes[mode][k]:.2f}" for k in ("running", "waiting_for_cpu", "blocked"))
+                     for mode in ("model_only", "streaming")}
+            out.append(("streaming (`bench/stream.py`)", "an inference lane's time: running / waiting for a CPU / "
+                        "blocked (GIL, locks, idle)", f"model-only {split['model_only']}; streaming "
+                        f"{split['streaming']}{rounds}", "—", "—", "—"))
         full = s.get("model_only_full_batch", {}).get("p50_ms")
         phases = s.get("latency_phases") or ([s["latency"]] if "bound_ms" in s.get("latency", {}) else [])
         for lat in phases:
