@@ -112,7 +112,8 @@ def rows(found: dict[str, dict]) -> list[tuple[str, str, str, str, str, str]]:
         s = found["stream"]
         ratio = s["ratio_streaming_to_model_only"]
         shape = f", {s['lanes']} lane(s) x {s['threads_per_lane']} thread(s)" if "lanes" in s else ""
-        rounds = f" (medians of {len(s['rounds'])} rounds; ratio: the rounds' median)" if s.get("rounds") else ""
+        n = len(s.get("rounds") or [])
+        rounds = f" (medians of {n} rounds; ratio: the rounds' median)" if n > 1 else " (one round)" if n else ""
         out.append(("streaming (`bench/stream.py`)",
                     f"one worker through Kafka vs model-only in the same shape, batch {s['batch']}{shape}",
                     f"{s['streaming_events_per_second']:,.1f} vs {s['model_only_events_per_second']:,.1f} events/s"
