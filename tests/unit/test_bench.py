@@ -193,3 +193,46 @@ def test_the_ensemble_bench_serves_both_bundles_and_an_ensemble_of_one_model_twi
     assert rows["ensemble of 2, fp32"]["f1_change_vs_one_model_fp32"] == 0
     assert rows["one model, fp32"]["throughput_vs_one_model_fp32"] == 1.0
     assert all(r["events"] == 220 and r["events_per_second"] > 0 for r in rows.values())
+
+
+def test_a_drain_does_not_count_what_was_done_before_its_first_output():
+    from types import SimpleNamespace
+
+    from bench.common import events_per_second
+
+    # Two lanes publish their first batches of 4 at t = 1.000 s, then 4 events every 0.5 s.
+    stamps = [1000] * 8 + [1500] * 4 + [2000] * 4 + [2500] * 4
+    records = [SimpleNamespace(timestamp=t) for t in stamps]
+    assert events_per_second(records, done_at_first=8) == 12 / 1.5      # 8 events/s: the steady rate
+    assert events_per_second(records) == 19 / 1.5                       # the old count: the first batches too
+
+
+def test_the_cpu_clock_splits_a_busy_thread_into_running_waiting_and_blocked(monkeypatch):
+    import bench.common as common
+
+    # (seconds on a CPU, seconds waiting for one) per thread id: at the start, then two seconds on.
+    readings = iter([{7: (5.0, 1.0), 11: (3.0, 0.5), 12: (1.0, 0.0)},
+                     {7: (5.2, 1.1), 11: (4.6, 0.7), 12: (1.1, 0.0), 13: (0.1, 0.0)}])
+    clock_readings = iter([100.0, 102.0])
+    monkeypatch.setattr(common, "_thread_times", lambda pid: next(readings))
+    monkeypatch.setattr(common.time, "monotonic", lambda: next(clock_readings))
+    cores = common.CpuClock(7, None).cores()
+    assert cores["worker_event_loop"] == 0.1 and cores["broker"] is None
+    assert cores["other_threads"] == 0.1                     # a quiet thread and one that started meanwhile
+    assert cores["busy_threads"] == [{"running": 0.8, "waiting_for_cpu": 0.1, "blocked": 0.1}]
+
+
+def test_the_stream_rounds_give_medians_and_the_lanes_time_split():
+    from bench.stream import lane_time, median
+
+    def lanes(running):
+        return {"busy_threads": [{"running": running, "waiting_for_cpu": 0.1, "blocked": 0.9 - running}] * 2}
+
+    rows = [{"ratio": 0.9, "cpu_cores": lanes(0.8), "at_once": {"cpu_cores": {"broker": 0.1}}},
+            {"ratio": 0.7, "cpu_cores": lanes(0.6)},
+            {"ratio": 0.8, "cpu_cores": lanes(0.7), "at_once": {"cpu_cores": {"broker": 0.3}}}]
+    assert median(rows, "ratio") == 0.8
+    assert median(rows, "at_once", "cpu_cores", "broker") == 0.2          # rounds without it are left out
+    assert median(rows, "missing") is None
+    assert lane_time(rows, "cpu_cores") == {"running": 0.7, "waiting_for_cpu": 0.1, "blocked": 0.2}
+    assert lane_time(rows, "model_only_cpu") is None
