@@ -92,6 +92,11 @@ async def _end_offsets(bootstrap: str, topic: str, partitions: int) -> int:
         await consumer.stop()
 
 
+def record_count(bootstrap: str, topic: str, partitions: int = 4) -> int:
+    """Records written to the topic so far: the sum of its partitions' end offsets."""
+    return asyncio.run(_end_offsets(bootstrap, topic, partitions))
+
+
 async def _wait_for_outputs(bootstrap: str, topic: str, partitions: int, count: int, timeout: float) -> None:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
     await consumer.start()
@@ -204,6 +209,18 @@ def bundle_or_exit(path: str) -> Path:
     return bundle
 
 
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int) -> float | None:
+    """User + system CPU seconds of a process (its own and its waited children's)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return sum(int(v) for v in fields[11:15]) / TICKS    # utime, stime, cutime, cstime
+
+
 def _thread_times(pid: int) -> dict[int, tuple[float, float]]:
     """Per thread of a process (by thread id): seconds on a CPU and seconds runnable but waiting
     for one, from /proc (schedstat)."""
@@ -232,7 +249,7 @@ class CpuClock:
         self.broker = self._broker()
 
     def _broker(self) -> float | None:
-        return sum(run for run, _ in _thread_times(self.broker_pid).values()) if self.broker_pid else None
+        return process_cpu(self.broker_pid) if self.broker_pid else None
 
     def cores(self) -> dict:
         elapsed = time.monotonic() - self.start
@@ -245,5 +262,5 @@ class CpuClock:
                 "busy_threads": [{"running": round(run, 3), "waiting_for_cpu": round(wait, 3),
                                   "blocked": round(max(0.0, 1 - run - wait), 3)} for run, wait in busy],
                 "other_threads": round(sum(run for run, _ in used.values() if run < self.BUSY), 3),
-                "broker": round((broker - self.broker) / elapsed, 3) if broker is not None else None,
+                "broker": round((broker - self.broker) / elapsed, 3) if None not in (broker, self.broker) else None,
                 "seconds": round(elapsed, 2)}

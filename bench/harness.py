@@ -200,20 +200,6 @@ def group_lag(bootstrap: str, group: str, topic: str, partitions: int = 4) -> di
     return asyncio.run(_group_lag(bootstrap, group, topic, partitions))
 
 
-async def _record_count(bootstrap: str, topic: str, partitions: int) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
-    await consumer.start()
-    try:
-        return sum((await consumer.end_offsets([TopicPartition(topic, p) for p in range(partitions)])).values())
-    finally:
-        await consumer.stop()
-
-
-def record_count(bootstrap: str, topic: str, partitions: int = 4) -> int:
-    """Records written to the topic so far: the sum of its partitions' end offsets."""
-    return asyncio.run(_record_count(bootstrap, topic, partitions))
-
-
 def values(records) -> list[dict | None]:
     return [orjson.loads(r.value) if r.value is not None else None for r in records]
 

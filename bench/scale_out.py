@@ -42,8 +42,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.broker import KAFKA_SH, ensure_broker  # noqa: E402
-from bench.common import Counters, batch_stats, bundle_or_exit, machine, worker_options  # noqa: E402
+from bench.broker import broker_pid, ensure_broker  # noqa: E402
+from bench.common import (TICKS, Counters, batch_stats, bundle_or_exit, machine, process_cpu,  # noqa: E402
+                          worker_options)
 from bench.harness import Topics, WorkerProcess, consume, free_port, group_lag, produce  # noqa: E402
 from bench.restart_gap import create_topics, end_offsets  # noqa: E402
 from bench.stream import product_events  # noqa: E402
@@ -52,33 +53,11 @@ from model.synth import DEMO_TAXONOMY, generate, load_taxonomy_json  # noqa: E40
 SHARED_BUNDLE = ROOT / "bench" / ".cache" / "minilm-bundle"
 PARTITIONS = 4
 TARGET_RATIO = 1.6        # the issue's target, on a 2-core machine whose broker shares the cores
-TICKS = os.sysconf("SC_CLK_TCK")
 READY = re.compile(r"\[\^\w*Worker\]: Ready|Recovery\]: Worker ready")
 _LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
 
 
 # -- where the CPU went --------------------------------------------------------------------------------
-
-def broker_pid() -> int | None:
-    """The local broker's JVM (kafka.sh's pid file); None for a broker elsewhere."""
-    if os.environ.get("TAGSTREAM_KAFKA_BOOTSTRAP"):
-        return None
-    data = os.environ.get("TAGSTREAM_KAFKA_DATA") or \
-        str(KAFKA_SH.parent / "data" / f"port-{os.environ.get('TAGSTREAM_KAFKA_PORT', '9092')}")
-    try:
-        return int(Path(data, "kafka.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def process_cpu(pid: int) -> float | None:
-    """User + system CPU seconds of a process (its own and its waited children's)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return sum(int(v) for v in fields[11:15]) / TICKS    # utime, stime, cutime, cstime
-
 
 def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
     """CPU seconds so far: the machine's busy and stolen time (all cores), and each named process."""

@@ -17,7 +17,8 @@ import pytest
 from model.synth import generate, load_taxonomy_json
 from tests.conftest import DEMO_TAXONOMY
 from bench.broker import broker_crash_and_start
-from bench.harness import WorkerProcess, consume, event, group_lag, produce, record_count
+from bench.common import record_count
+from bench.harness import WorkerProcess, consume, event, group_lag, produce
 
 HUGE_TITLE = "耐克跑步鞋黑色" * 2857
 
