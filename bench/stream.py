@@ -2,17 +2,17 @@
 bundle and batch settings, in one run:
 
     python bench/stream.py [--bundle DIR] [--events 3000] [--rounds 3] [--batch 64] [--lanes 1] [--threads 0]
-                           [--variant int8] [--profile] [--no-producer-baseline]
+                           [--variant int8] [--profile] [--baselines at_once fetch_20ms]
 
 1. model-only: the serving tagger on the products' titles and descriptions, in full batches
    (events/s, and the time of one full batch: the latency bound's unit), with the worker's lanes
    and threads, and also in the two plain shapes (one lane of every core, a lane per core);
 2. throughput, in ``--rounds`` rounds back to back (the machine's speed drifts over minutes, so
    each ratio is taken within a round and the medians reported): model-only in the worker's shape;
-   unless --no-producer-baseline, a topic pre-loaded with the events drained by a worker whose
-   producer sends each output at once (linger 0, 16 KiB batches: its settings before
-   producer_linger); the same drained by a worker with its own settings; time from first to last
-   output;
+   a topic pre-loaded with the events drained by a worker with one setting as it was before, per
+   ``--baselines`` (at_once: the producer sends each output at once, linger 0 and 16 KiB batches;
+   fetch_20ms: the broker holds a fetch at most 20 ms); the same drained by a worker with its own
+   settings; time from first to last output;
 3. latency: events produced at 30%, 70% and 90% of (2)'s rate (``--loads``), per event output time
    minus input time, against the bound max_wait + 2 x (one full batch's inference time);
 4. with --profile: another pre-loaded topic drained under py-spy, summarised as the share of
@@ -120,35 +120,49 @@ def drain(bootstrap: str, products: list[dict], bundle: Path, args, threads: int
     return Drain(worker, topics, counters, eps, batch_stats(counters.delta()), cpu)
 
 
-AT_ONCE = {"producer_linger": 0, "producer_batch_bytes": 16384}    # the worker's producer before producer_linger
+# Drains with one of the worker's settings as it was before, each against the same events in
+# every round: name -> (the settings, what they were, the ratio's key in a round).
+BASELINES = {
+    "at_once": ({"producer_linger": 0, "producer_batch_bytes": 16384}, "each output sent at once (linger 0, 16 KiB)",
+                "ratio_gathered_to_at_once"),
+    "fetch_20ms": ({"fetch_max_wait": 0.02}, "fetches held at most 20 ms", "ratio_to_fetch_20ms"),
+}
 
 
 def rounds(bootstrap: str, products: list[dict], bundle: Path, args, threads: int) -> tuple[list[dict], Drain]:
-    """``args.rounds`` times, back to back: model-only in the worker's shape, a drain with each output
-    sent at once (unless --no-producer-baseline), a drain with the worker's settings. The machine's
-    speed drifts over minutes (shared cores), so each ratio is taken within a round. The last
-    round's worker is left running; one worker at a time."""
+    """``args.rounds`` times, back to back: model-only in the worker's shape, a drain per baseline
+    (``args.baselines``, see BASELINES), a drain with the worker's settings. The machine's speed
+    drifts over minutes (shared cores), so each ratio is taken within a round. The last round's
+    worker is left running; one worker at a time."""
     out, kept = [], None
     for n in range(args.rounds):
         if kept is not None:
             kept.worker.stop()
         eps, call, _, cpu = model_only(bundle, products, args.batch, threads, args.variant, args.lanes)
         row = {"model_only_events_per_second": round(eps, 1), "model_only_full_batch": call, "model_only_cpu": cpu}
-        if args.producer_baseline:
-            base = drain(bootstrap, products, bundle, args, threads, **AT_ONCE)
+        for name in args.baselines:
+            base = drain(bootstrap, products, bundle, args, threads, **BASELINES[name][0])
             base.worker.stop()
-            row["at_once"] = {"events_per_second": round(base.events_per_second, 1), "batches": base.batches,
-                              "cpu_cores": base.cpu}
+            row[name] = {"events_per_second": round(base.events_per_second, 1), "batches": base.batches,
+                         "cpu_cores": base.cpu}
         kept = drain(bootstrap, products, bundle, args, threads)
         row.update(streaming_events_per_second=round(kept.events_per_second, 1), batches=kept.batches,
                    cpu_cores=kept.cpu, ratio_streaming_to_model_only=round(kept.events_per_second / eps, 3))
-        if args.producer_baseline:
-            row["ratio_gathered_to_at_once"] = round(kept.events_per_second / row["at_once"]["events_per_second"], 3)
+        for name in args.baselines:
+            row[BASELINES[name][2]] = round(kept.events_per_second / row[name]["events_per_second"], 3)
         print(f"round {n + 1}: model-only {eps:.1f}, streaming {kept.events_per_second:.1f} events/s "
-              f"(CPU in cores {kept.cpu}); sent at once {row.get('at_once', {}).get('events_per_second')}",
-              file=sys.stderr)
+              f"(CPU in cores {kept.cpu}); " + ", ".join(f"{name} {row[name]['events_per_second']}"
+                                                         for name in args.baselines), file=sys.stderr)
         out.append(row)
     return out, kept
+
+
+def baseline_summary(measured: list[dict], name: str) -> dict:
+    """A baseline's medians over the rounds, and the settings it differs in."""
+    settings, what, ratio = BASELINES[name]
+    return {"settings": settings, "what": what, "ratio_streaming_to_baseline": median(measured, ratio),
+            "events_per_second": median(measured, name, "events_per_second"),
+            "broker_cpu_cores": median(measured, name, "cpu_cores", "broker")}
 
 
 def median(rows: list[dict], *keys: str) -> float | None:
@@ -209,8 +223,9 @@ def main() -> None:
     parser.add_argument("--profile-events", type=int, default=0, help="events for the profile (default: --events)")
     parser.add_argument("--rounds", type=int, default=3, help="model-only and streaming measured back to back this "
                                                                "many times; ratios are the medians of the rounds'")
-    parser.add_argument("--producer-baseline", action=argparse.BooleanOptionalAction, default=True,
-                        help="also drain with the producer sending each output at once (linger 0, 16 KiB batches)")
+    parser.add_argument("--baselines", nargs="*", choices=sorted(BASELINES), default=sorted(BASELINES),
+                        help="also drain, each round, with these earlier settings: at_once (the producer sends "
+                             "each output at once), fetch_20ms (fetches held 20 ms); none: no such drains")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
     bundle = Path(args.bundle)
@@ -306,14 +321,11 @@ def main() -> None:
         "throughput_phase_batches": run.batches,
         "throughput_phase_cpu_cores": run.cpu,
         "producer": {"linger_s": Settings.producer_linger, "batch_bytes": Settings.producer_batch_bytes},
-        "producer_baseline": {"producer_linger_s": 0, "producer_batch_bytes": 16384,
-                              "events_per_second": median(measured, "at_once", "events_per_second"),
-                              "broker_cpu_cores": median(measured, "at_once", "cpu_cores", "broker")}
-        if args.producer_baseline else None,
+        "fetch_max_wait_s": Settings.fetch_max_wait,
+        "baselines": {name: baseline_summary(measured, name) for name in args.baselines},
         "broker_cpu_cores": median(measured, "cpu_cores", "broker"),
         "lane_time": {"model_only": lane_time(measured, "model_only_cpu"),
                       "streaming": lane_time(measured, "cpu_cores")},
-        "ratio_streaming_to_producer_baseline": median(measured, "ratio_gathered_to_at_once"),
         "latency_phases": phases,
         "profile": profile,
     }
@@ -334,9 +346,8 @@ def main() -> None:
     for n, row in enumerate(measured):
         print(f"round {n + 1}: streaming / model-only {row['streaming_events_per_second']:.1f} / "
               f"{row['model_only_events_per_second']:.1f} = {row['ratio_streaming_to_model_only']:.2f}"
-              + (f"; gathered / at once {row['ratio_gathered_to_at_once']:.2f}, broker CPU "
-                 f"{row['cpu_cores']['broker']} vs {row['at_once']['cpu_cores']['broker']} cores"
-                 if "at_once" in row else ""))
+              + "".join(f"; vs {name} {row[BASELINES[name][2]]:.2f} (broker CPU {row['cpu_cores']['broker']} vs "
+                        f"{row[name]['cpu_cores']['broker']} cores)" for name in args.baselines))
     if profile:
         print(f"profile: model {profile['model_share']:.0%} of {profile['samples']} samples; outside it: "
               + "; ".join(f"{c['component']} {c['share']:.0%}" for c in profile["top_outside_model"]))

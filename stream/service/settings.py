@@ -64,6 +64,9 @@ class Settings:
                                             "CPU on shared cores)")
     producer_batch_bytes: int = setting(262_144, "most bytes of records per partition in one produce request "
                                                  "(at most 1000000: one request)")
+    fetch_max_wait: float = setting(0.1, "seconds the broker may hold a fetch until 64 KiB of input are there, in "
+                                         "(0, 1]: adds up to this much latency under a trickle; a shorter wait polls "
+                                         "more often when the input is read up, taking broker and worker CPU")
     store: str = setting("rocksdb", "where per-product state lives: rocksdb (on disk under data_dir, the "
                                     "changelog topic as backup) or memory (replayed from the changelog at start)",
                          choices=("rocksdb", "memory"))
@@ -140,6 +143,8 @@ class Settings:
         if not 1024 <= self.producer_batch_bytes <= 1_000_000:     # a batch fits in one request (1 MB)
             raise SettingsError(f"{self.env_name('producer_batch_bytes')} must be in [1024, 1000000], "
                                 f"got {self.producer_batch_bytes}")
+        if not 0 < self.fetch_max_wait <= 1:
+            raise SettingsError(f"{self.env_name('fetch_max_wait')} must be in (0, 1] seconds, got {self.fetch_max_wait}")
         if self.max_wait <= 0:
             raise SettingsError(f"{self.env_name('max_wait')} must be positive, got {self.max_wait}")
         for name in ("log_summary_seconds", "kafka_wait_seconds"):

@@ -133,7 +133,7 @@ class EnrichmentWorker:
 
     async def on_assigned(self, sender, assigned, **kwargs) -> None:
         """After each assignment (the consumer is running): fewer, larger fetches (fixups.py)."""
-        if not batch_fetches(self.app):
+        if not batch_fetches(self.app, max_wait_ms=max(1, round(self.settings.fetch_max_wait * 1000))):
             log.warning("cannot set the consumer's fetch sizes (unknown faust/aiokafka internals); "
                         "using faust's defaults")
 

@@ -21,6 +21,8 @@ def test_flags_override_environment_which_overrides_defaults():
     ({"TAGSTREAM_PRODUCER_LINGER": "-0.1"}, r"TAGSTREAM_PRODUCER_LINGER must be in \[0, 1\)"),
     ({"TAGSTREAM_PRODUCER_BATCH_BYTES": "100"}, r"PRODUCER_BATCH_BYTES must be in \[1024, 1000000\], got 100"),
     ({"TAGSTREAM_PRODUCER_BATCH_BYTES": "2000000"}, "TAGSTREAM_PRODUCER_BATCH_BYTES must be in"),
+    ({"TAGSTREAM_FETCH_MAX_WAIT": "0"}, r"TAGSTREAM_FETCH_MAX_WAIT must be in \(0, 1\] seconds, got 0.0"),
+    ({"TAGSTREAM_FETCH_MAX_WAIT": "1.5"}, r"TAGSTREAM_FETCH_MAX_WAIT must be in \(0, 1\]"),
 ])
 def test_bad_settings_name_the_variable(env, message):
     with pytest.raises(SettingsError, match=message):
