@@ -1,18 +1,18 @@
 """Streaming throughput and latency through real Kafka, against model-only throughput of the same
 bundle and batch settings, in one run:
 
-    python bench/stream.py [--bundle DIR] [--events 3000] [--rounds 3] [--batch 64] [--lanes 1] [--threads 0]
+    python bench/stream.py [--bundle DIR] [--events 3000] [--rounds 5] [--batch 64] [--lanes 1] [--threads 0]
                            [--variant int8] [--profile] [--baselines at_once fetch_20ms]
 
 1. model-only: the serving tagger on the products' titles and descriptions, in full batches
    (events/s, and the time of one full batch: the latency bound's unit), with the worker's lanes
    and threads, and also in the two plain shapes (one lane of every core, a lane per core);
 2. throughput, in ``--rounds`` rounds back to back (the machine's speed drifts over minutes, so
-   each ratio is taken within a round and the medians reported): model-only in the worker's shape;
-   a topic pre-loaded with the events drained by a worker with one setting as it was before, per
-   ``--baselines`` (at_once: the producer sends each output at once, linger 0 and 16 KiB batches;
-   fetch_20ms: the broker holds a fetch at most 20 ms); the same drained by a worker with its own
-   settings; time from first to last output;
+   each ratio is taken within a round and the medians reported): a topic pre-loaded with the
+   events drained by a worker with its own settings, against the mean of a model-only pass in
+   the worker's shape just before and one just after it; then the same drained by a worker with
+   one setting as it was before, per ``--baselines`` (at_once: the producer sends each output at once, linger 0 and 16 KiB batches;
+   fetch_20ms: the broker holds a fetch at most 20 ms); time from first to last output;
 3. latency: events produced at 30%, 70% and 90% of (2)'s rate (``--loads``), per event output time
    minus input time, against the bound max_wait + 2 x (one full batch's inference time);
 4. with --profile: another pre-loaded topic drained under py-spy, summarised as the share of
@@ -57,9 +57,9 @@ PARTITIONS = 4
 
 
 def model_only(bundle: Path, products: list[dict], batch: int, threads: int, variant: str,
-               lanes: int = 1) -> tuple[float, dict, list, dict]:
-    """Best of two passes in events/s, with ``lanes`` calls at once of ``threads`` threads each (as
-    the worker's lanes run them), the per-call time of full batches, the providers, and the CPU
+               lanes: int = 1, passes: int = 2) -> tuple[float, dict, list, dict]:
+    """Best of ``passes`` passes in events/s, with ``lanes`` calls at once of ``threads`` threads each
+    (as the worker's lanes run them), the per-call time of full batches, the providers, and the CPU
     the lanes used in the best pass."""
     pipeline = Pipeline.load(bundle, variant=variant, device="cpu", threads=threads, batch_size=batch)
     chunks = [products[i:i + batch] for i in range(0, len(products), batch)]
@@ -73,7 +73,7 @@ def model_only(bundle: Path, products: list[dict], batch: int, threads: int, var
 
     best, full_batch_ms, cpu = 0.0, [], {}
     with ThreadPoolExecutor(lanes) as pool:
-        for _ in range(2):
+        for _ in range(passes):
             start, clock = time.perf_counter(), CpuClock(os.getpid(), None, main="bench_main_thread")
             full_batch_ms.extend(ms for ms in pool.map(call, chunks) if ms is not None)
             eps = len(products) / (time.perf_counter() - start)
@@ -129,32 +129,35 @@ BASELINES = {
 }
 
 
-def rounds(bootstrap: str, products: list[dict], bundle: Path, args, threads: int) -> tuple[list[dict], Drain]:
-    """``args.rounds`` times, back to back: model-only in the worker's shape, a drain per baseline
-    (``args.baselines``, see BASELINES), a drain with the worker's settings. The machine's speed
-    drifts over minutes (shared cores), so each ratio is taken within a round. The last round's
-    worker is left running; one worker at a time."""
-    out, kept = [], None
+def rounds(bootstrap: str, products: list[dict], bundle: Path, args, threads: int) -> list[dict]:
+    """``args.rounds`` times, back to back: a model-only pass in the worker's shape, a drain with
+    the worker's settings, another model-only pass, then a drain per baseline (``args.baselines``,
+    see BASELINES). The machine's speed drifts over minutes (shared cores), so the drain is compared
+    with the mean of the passes just before and after it, and each ratio is taken within a round.
+    Every worker is stopped before the next measurement."""
+    out = []
     for n in range(args.rounds):
-        if kept is not None:
-            kept.worker.stop()
-        eps, call, _, cpu = model_only(bundle, products, args.batch, threads, args.variant, args.lanes)
-        row = {"model_only_events_per_second": round(eps, 1), "model_only_full_batch": call, "model_only_cpu": cpu}
+        before, call, _, cpu = model_only(bundle, products, args.batch, threads, args.variant, args.lanes, passes=1)
+        kept = drain(bootstrap, products, bundle, args, threads)
+        kept.worker.stop()
+        after = model_only(bundle, products, args.batch, threads, args.variant, args.lanes, passes=1)[0]
+        eps = (before + after) / 2
+        row = {"model_only_events_per_second": round(eps, 1), "model_only_passes": [round(before, 1), round(after, 1)],
+               "model_only_full_batch": call, "model_only_cpu": cpu,
+               "streaming_events_per_second": round(kept.events_per_second, 1), "batches": kept.batches,
+               "cpu_cores": kept.cpu, "ratio_streaming_to_model_only": round(kept.events_per_second / eps, 3),
+               "ratio_streaming_to_faster_pass": round(kept.events_per_second / max(before, after), 3)}
         for name in args.baselines:
             base = drain(bootstrap, products, bundle, args, threads, **BASELINES[name][0])
             base.worker.stop()
             row[name] = {"events_per_second": round(base.events_per_second, 1), "batches": base.batches,
                          "cpu_cores": base.cpu}
-        kept = drain(bootstrap, products, bundle, args, threads)
-        row.update(streaming_events_per_second=round(kept.events_per_second, 1), batches=kept.batches,
-                   cpu_cores=kept.cpu, ratio_streaming_to_model_only=round(kept.events_per_second / eps, 3))
-        for name in args.baselines:
-            row[BASELINES[name][2]] = round(kept.events_per_second / row[name]["events_per_second"], 3)
-        print(f"round {n + 1}: model-only {eps:.1f}, streaming {kept.events_per_second:.1f} events/s "
-              f"(CPU in cores {kept.cpu}); " + ", ".join(f"{name} {row[name]['events_per_second']}"
-                                                         for name in args.baselines), file=sys.stderr)
+            row[BASELINES[name][2]] = round(kept.events_per_second / base.events_per_second, 3)
+        print(f"round {n + 1}: model-only {before:.1f} / {after:.1f}, streaming {kept.events_per_second:.1f} "
+              f"events/s (CPU in cores {kept.cpu}); " + ", ".join(f"{name} {row[name]['events_per_second']}"
+                                                                 for name in args.baselines), file=sys.stderr)
         out.append(row)
-    return out, kept
+    return out
 
 
 def baseline_summary(measured: list[dict], name: str) -> dict:
@@ -221,7 +224,7 @@ def main() -> None:
     parser.add_argument("--latency-events", type=int, default=0, help="events per latency phase (default: --events)")
     parser.add_argument("--profile", action="store_true", help="also drain a pre-loaded topic under py-spy")
     parser.add_argument("--profile-events", type=int, default=0, help="events for the profile (default: --events)")
-    parser.add_argument("--rounds", type=int, default=3, help="model-only and streaming measured back to back this "
+    parser.add_argument("--rounds", type=int, default=5, help="model-only and streaming measured back to back this "
                                                                "many times; ratios are the medians of the rounds'")
     parser.add_argument("--baselines", nargs="*", choices=sorted(BASELINES), default=sorted(BASELINES),
                         help="also drain, each round, with these earlier settings: at_once (the producer sends "
@@ -260,7 +263,10 @@ def main() -> None:
     batch_call = shapes[args.lanes, threads]["full_batch"]
 
     bootstrap = ensure_broker()
-    measured, run = rounds(bootstrap, products, bundle, args, threads)
+    measured = rounds(bootstrap, products, bundle, args, threads)
+    # A worker for the latency phases, warmed by draining a few batches of the same events.
+    warm = products[:4 * args.batch * args.lanes]
+    run = drain(bootstrap, warm, bundle, args, threads)
     worker, topics, counters = run.worker, run.topics, run.counters
     stream_eps = median(measured, "streaming_events_per_second")
     model_eps = median(measured, "model_only_events_per_second")
@@ -272,7 +278,7 @@ def main() -> None:
     profile = None
     try:
         # Latency at shares of the measured maximum: output time minus input time.
-        total, phases = args.events, []
+        total, phases = len(warm), []
         for n, load in enumerate(loads):
             phase, total = latency_phase(bootstrap, topics, taxonomy, load * stream_eps, args.latency_events or
                                          args.events, 102 + n, total)
@@ -316,10 +322,11 @@ def main() -> None:
         "model_only_full_batch": batch_call,
         "streaming_events_per_second": round(stream_eps, 1),
         "ratio_streaming_to_model_only": median(measured, "ratio_streaming_to_model_only"),
+        "ratio_streaming_to_faster_pass": median(measured, "ratio_streaming_to_faster_pass"),
         "model_only_shapes": list(shapes.values()),
         "ratio_streaming_to_best_model_only": round(to_best, 3),
-        "throughput_phase_batches": run.batches,
-        "throughput_phase_cpu_cores": run.cpu,
+        "throughput_phase_batches": measured[-1]["batches"],
+        "throughput_phase_cpu_cores": measured[-1]["cpu_cores"],
         "producer": {"linger_s": Settings.producer_linger, "batch_bytes": Settings.producer_batch_bytes},
         "fetch_max_wait_s": Settings.fetch_max_wait,
         "baselines": {name: baseline_summary(measured, name) for name in args.baselines},
@@ -345,7 +352,8 @@ def main() -> None:
               f"{phase['batches']['mean_batch_events']} events in {phase['batches']['mean_batch_seconds']} s")
     for n, row in enumerate(measured):
         print(f"round {n + 1}: streaming / model-only {row['streaming_events_per_second']:.1f} / "
-              f"{row['model_only_events_per_second']:.1f} = {row['ratio_streaming_to_model_only']:.2f}"
+              f"{row['model_only_events_per_second']:.1f} (passes before and after: "
+              f"{' / '.join(str(p) for p in row['model_only_passes'])}) = {row['ratio_streaming_to_model_only']:.2f}"
               + "".join(f"; vs {name} {row[BASELINES[name][2]]:.2f} (broker CPU {row['cpu_cores']['broker']} vs "
                         f"{row[name]['cpu_cores']['broker']} cores)" for name in args.baselines))
     if profile:
