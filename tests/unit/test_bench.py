@@ -236,3 +236,20 @@ def test_the_stream_rounds_give_medians_and_the_lanes_time_split():
     assert median(rows, "missing") is None
     assert lane_time(rows, "cpu_cores") == {"running": 0.7, "waiting_for_cpu": 0.1, "blocked": 0.2}
     assert lane_time(rows, "model_only_cpu") is None
+
+
+def test_the_stream_summary_gives_a_row_per_baseline_drain_old_runs_included():
+    """A run with --baselines has a row for each; a run from before it still shows its producer baseline."""
+    from bench.stream import BASELINES, baseline_summary
+    from bench.summary import _baselines
+
+    rounds = [{"at_once": {"events_per_second": 100.0, "cpu_cores": {"broker": 0.2}}, "ratio_gathered_to_at_once": 1.1,
+               "fetch_20ms": {"events_per_second": 90.0, "cpu_cores": {"broker": 0.3}}, "ratio_to_fetch_20ms": 1.2}]
+    new = {"baselines": {name: baseline_summary(rounds, name) for name in BASELINES}}
+    assert [(b["what"], b["ratio_streaming_to_baseline"], b["broker_cpu_cores"]) for b in _baselines(new)] == [
+        ("each output sent at once (linger 0, 16 KiB)", 1.1, 0.2), ("fetches held at most 20 ms", 1.2, 0.3)]
+    old = {"producer_baseline": {"events_per_second": 100.0, "broker_cpu_cores": 0.2},
+           "ratio_streaming_to_producer_baseline": 1.05}
+    assert [(b["what"], b["ratio_streaming_to_baseline"]) for b in _baselines(old)] == [
+        ("each output sent at once (linger 0, 16 KiB)", 1.05)]
+    assert _baselines({}) == []
