@@ -64,9 +64,9 @@ class Settings:
                                             "CPU on shared cores)")
     producer_batch_bytes: int = setting(262_144, "most bytes of records per partition in one produce request "
                                                  "(at most 1000000: one request)")
-    fetch_max_wait: float = setting(0.1, "seconds the broker may hold a fetch until 64 KiB of input are there, in "
-                                         "(0, 1]: adds up to this much latency under a trickle; a shorter wait polls "
-                                         "more often when the input is read up, taking broker and worker CPU")
+    fetch_max_wait: float = setting(0.02, "seconds the broker may hold a fetch until 64 KiB of input are there, in "
+                                          "(0, 1]: a longer wait polls less once the input is read up (less broker "
+                                          "CPU) and adds up to that much latency under a trickle")
     store: str = setting("rocksdb", "where per-product state lives: rocksdb (on disk under data_dir, the "
                                     "changelog topic as backup) or memory (replayed from the changelog at start)",
                          choices=("rocksdb", "memory"))
