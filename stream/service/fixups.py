@@ -145,8 +145,8 @@ def _partitions(tps, topic: str) -> list[int]:
 
 # Fetches under a trickle of events (bench/stream.py at 70% load, 2,000 events: p99 627 -> 324 ms).
 # The wait is the worker's fetch_max_wait setting: once the input is read up, it is how often the
-# consumer asks again (20 ms: ~45 fetches a second; 100 ms cut the broker's CPU by a third but put
-# p99 at 70% load at 332-762 ms against 183-289, for no throughput measurable: README, issue #18).
+# consumer asks again (20 ms: ~45 fetches a second; 100 ms cut the broker's CPU by a third, gained
+# no throughput measurable, and put p99 at 70% load at 332-762 ms against 183-433: README, #18).
 FETCH_MIN_BYTES = 65536
 FETCH_MAX_WAIT_MS = 20
 
