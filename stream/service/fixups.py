@@ -19,6 +19,7 @@ from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
 
 from stream.service.failpoints import failpoint
+from stream.service.settings import Settings
 
 log = logging.getLogger("tagstream.worker")
 
@@ -148,7 +149,7 @@ def _partitions(tps, topic: str) -> list[int]:
 # consumer asks again (20 ms: ~45 fetches a second; 100 ms cut the broker's CPU by a third, gained
 # no throughput measurable, and put p99 at 70% load at 332-762 ms against 183-433: README, #18).
 FETCH_MIN_BYTES = 65536
-FETCH_MAX_WAIT_MS = 20
+FETCH_MAX_WAIT_MS = round(Settings.fetch_max_wait * 1000)     # the setting's default, one place for it
 
 
 def batch_fetches(app: Any, min_bytes: int = FETCH_MIN_BYTES, max_wait_ms: int = FETCH_MAX_WAIT_MS) -> bool:
