@@ -74,7 +74,12 @@ class TrainConfig:
                                                  "busy machine)", above=0)
     lexicon: tuple[str, ...] = option((), "lexicon features from taxonomy JSON files or TYPE=FILE word lists",
                                       metavar="SOURCE")
-    lexicon_from_train: bool = option(False, "add the training set's entity strings to the lexicon")
+    lexicon_from_train: bool = option(False, "add the training set's entity strings to the lexicon (the training "
+                                             "titles are split into --lexicon-folds folds, each flagged by the "
+                                             "other folds' strings; serving gets them all)")
+    lexicon_folds: int = option(2, "with --lexicon-from-train: folds of the training titles; each is flagged by "
+                                   "the entity strings of the others, so with more folds training sees nearly "
+                                   "the coverage serving gets", minimum=2)
     lexicon_at: str = option("output", "where lexicon features join the model: input adds a learnt vector per "
                                        "active flag to the token embeddings, so attention sees them; output "
                                        "concatenates their embedding to the encoder's output vectors",
@@ -169,6 +174,8 @@ class TrainConfig:
         if self.augment_mentions and self.lexicon_from_train:
             raise ValueError("--augment-mentions swaps in training mentions, which --lexicon-from-train would flag "
                              "wherever they land: use one or the other")
+        if self.lexicon_folds != 2 and not self.lexicon_from_train:
+            raise ValueError("--lexicon-folds is for --lexicon-from-train")
         if self.head != "crf" and self.weak:
             raise ValueError("--weak needs the CRF head (--head crf; --recipe en picks softmax): the "
                              "partial-annotation loss sums over tag sequences")

@@ -159,8 +159,9 @@ def training_samples(config: TrainConfig, encoder: TextEncoder, examples: list[E
     ranges left unknown (see `make_samples`).
 
     A lexicon made from the training set's own entities would mark every gold span, and the
-    model would learn to trust it blindly; so each half of the training texts gets features
-    from the other half's entities (plus the given sources), and serving gets them all.
+    model would learn to trust it blindly; so each of ``--lexicon-folds`` folds of the training
+    texts gets features from the other folds' entities (plus the given sources), and serving gets
+    them all.
     """
     unmatched = config.weak_unmatched
     given = read_specs(config.lexicon) if config.lexicon else {}
@@ -176,11 +177,13 @@ def training_samples(config: TrainConfig, encoder: TextEncoder, examples: list[E
         samples, snapped = make_samples(encoder.with_lexicon(lexicon), examples, labels, unmatched, priors,
                                         config.weak_weight, repeats)
         return samples, snapped, lexicon
-    halves = [examples[0::2], examples[1::2]]
+    count = config.lexicon_folds
+    folds = [examples[k::count] for k in range(count)]
     samples, snapped = [], 0
-    for k, half in enumerate(halves):
-        other = Lexicon.build(types, merge_forms(given, entity_strings(halves[1 - k])), words)
-        part, bad = make_samples(encoder.with_lexicon(other), half, labels, unmatched, priors, config.weak_weight,
+    for k, fold in enumerate(folds):
+        others = [entity_strings(f) for j, f in enumerate(folds) if j != k]
+        other = Lexicon.build(types, merge_forms(given, *others), words)
+        part, bad = make_samples(encoder.with_lexicon(other), fold, labels, unmatched, priors, config.weak_weight,
                                  repeats)
         samples += part
         snapped += bad

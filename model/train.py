@@ -213,7 +213,7 @@ def _meta(config: TrainConfig, labels: list[str], lexicon: Lexicon | None, taxon
         "bigrams": config.bigrams,
         "lexicon": {"types": list(lexicon.types), "width": lexicon.width, "dim": config.lexicon_dim,
                     "at": config.lexicon_at, "entries": len(lexicon), "sources": list(config.lexicon),
-                    "from_train": config.lexicon_from_train,
+                    "from_train": config.lexicon_from_train, "folds": config.lexicon_folds,
                     "words": _words_meta(lexicon)} if lexicon is not None else None,
         "taxonomy": str(taxonomy) if taxonomy else None,
         "cpu_seconds": round(cpu_seconds, 1),

@@ -125,3 +125,37 @@ def test_sources_are_a_taxonomy_or_type_equals_word_list(tmp_path):
     (tmp_path / "empty.txt").write_text("\n")
     with pytest.raises(LexiconError, match="no entries"):
         read_specs([f"brand={tmp_path / 'empty.txt'}"])
+
+
+def test_each_fold_of_the_training_titles_is_flagged_only_by_the_other_folds_mentions(wordpiece):
+    pytest.importorskip("torch")
+    from model.config import TrainConfig
+    from model.data import Example
+    from model.samples import training_samples
+    from stream.tagging.spans import Span, label_list
+
+    # Title i names brand i; title 2 also starts with title 0's brand, unlabelled there.
+    brands = ["耐克", "华为", "雅川", "纯棉"]   # characters the small vocabulary knows
+    texts = [f"{brand}跑步鞋" for brand in brands]
+    texts[2] = "耐克" + texts[2]
+    examples = [Example(str(i), text, (Span(text.index(brand), text.index(brand) + 2, "brand"),))
+                for i, (text, brand) in enumerate(zip(texts, brands))]
+    encoder = TextEncoder(wordpiece, max_length=32, stride=8)
+    ids = {tuple(encoder.units([text])[0].token_ids): i for i, text in enumerate(texts)}
+
+    def flagged(folds: int) -> dict[int, list[set[str]]]:
+        config = TrainConfig(train=("x",), out="y", lexicon_from_train=True, lexicon_folds=folds)
+        samples, _, lexicon = training_samples(config, encoder, examples, label_list(["brand"]))
+        assert all(brand in lexicon.entries["brand"] for brand in brands)   # serving gets every mention
+        return {ids[tuple(s.window.input_ids[1:-1])]: flags(s.window.features, lexicon.types) for s in samples}
+
+    for folds in (2, 4):
+        by_title = flagged(folds)
+        assert sorted(by_title) == [0, 1, 2, 3]
+        own = [by_title[i][texts[i].index(brand)] for i, brand in enumerate(brands)]
+        assert own == [set()] * 4, folds   # a title's own mention is never flagged for it
+    # Titles 0 and 2 share a fold of two (0::2) but not of four: only then does title 0's brand flag title 2.
+    assert flagged(2)[2][:2] == [set(), set()]
+    assert flagged(4)[2][:2] == [{"brand:B"}, {"brand:E"}]
+    with pytest.raises(ValueError, match="--lexicon-folds is for --lexicon-from-train"):
+        TrainConfig(train=("x",), out="y", lexicon_folds=4)
