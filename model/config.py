@@ -22,8 +22,9 @@ WHOLE_WORDS = ("chars", "jieba")
 # What `bench/accuracy.py` found best per language (README, "Recipes"); a recipe fills only the
 # settings left at their defaults, so a flag given beside it still wins.
 RECIPES = {
-    "zh": {"words": "jieba", "lexicon_at": "input", "lr": 1e-3},
-    "en": {"lr": 2e-4, "max_length": 64, "stride": 16, "units": "tokens", "head": "softmax"},
+    "zh": {"words": "jieba", "lexicon_at": "input", "lr": 1e-3, "lexicon_from_train": True, "lexicon_folds": 8},
+    "en": {"lr": 2e-4, "max_length": 64, "stride": 16, "units": "tokens", "head": "softmax", "lexicon_from_train": True,
+           "lexicon_folds": 8},
 }
 RECIPE_SETTINGS = tuple(sorted({name for recipe in RECIPES.values() for name in recipe}))
 
@@ -76,7 +77,7 @@ class TrainConfig:
                                       metavar="SOURCE")
     lexicon_from_train: bool = option(False, "add the training set's entity strings to the lexicon (the training "
                                              "titles are split into --lexicon-folds folds, each flagged by the "
-                                             "other folds' strings; serving gets them all)")
+                                             "other folds' strings; serving gets them all)", negatable=True)
     lexicon_folds: int = option(2, "with --lexicon-from-train: folds of the training titles; each is flagged by "
                                    "the entity strings of the others, so with more folds training sees nearly "
                                    "the coverage serving gets", minimum=2)
@@ -173,8 +174,10 @@ class TrainConfig:
                              "softmax): the partial-annotation loss sums over tag sequences")
         if self.augment_mentions and self.lexicon_from_train:
             raise ValueError("--augment-mentions swaps in training mentions, which --lexicon-from-train would flag "
-                             "wherever they land: use one or the other")
-        if self.lexicon_folds != 2 and not self.lexicon_from_train:
+                             "wherever they land: use one or the other (--no-lexicon-from-train turns off a "
+                             "recipe's)")
+        if self.lexicon_folds != 2 and not self.lexicon_from_train and (self.recipe is None
+                                                                         or "lexicon_folds" in self.pinned):
             raise ValueError("--lexicon-folds is for --lexicon-from-train")
         if self.head != "crf" and self.weak:
             raise ValueError("--weak needs the CRF head (--head crf; --recipe en picks softmax): the "

@@ -4,7 +4,8 @@ default, help, choices, type and accepted range all come from the field, so no o
 Field metadata read here: ``help``; ``choices``; ``minimum`` (inclusive), ``above`` and ``below``
 (exclusive) bounds of a number; ``metavar``; ``required`` (on the command line, although the field
 has a default). A field without a default is required. ``tuple[str, ...]`` fields are repeatable
-(``--x A B --x C``); booleans are switches. ``cli=False``: not an option at all.
+(``--x A B --x C``); booleans are switches (``negatable``, or a default of True: with a ``--no-`` form).
+``cli=False``: not an option at all.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def _typed(f: Field, hint: Any, required: bool) -> dict:
         text += f" (default {default})"
     options: dict[str, Any] = {"help": _help(text)}
     if kind is bool:
-        options["action"] = argparse.BooleanOptionalAction if default else "store_true"
+        options["action"] = argparse.BooleanOptionalAction if default or meta.get("negatable") else "store_true"
     else:
         options["type"] = (number(kind, minimum=meta.get("minimum"), above=meta.get("above"), below=meta.get("below"))
                            if kind in (int, float) else kind)

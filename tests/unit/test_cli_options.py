@@ -68,10 +68,20 @@ def test_a_recipe_fills_the_settings_left_at_their_defaults_and_a_given_flag_win
     args = build_parser().parse_args(["train", "--train", "a.bioes", "--out", "ck", "--recipe", "zh"])
     config = training_config(args)
     assert (config.words, config.lexicon_at, config.recipe) == ("jieba", "input", "zh")
+    assert (config.lexicon_from_train, config.lexicon_folds) == (True, 8)
+    # A switch the recipe turns on can be turned off, its folds then unused; folds given without it are refused.
+    args = build_parser().parse_args(["train", "--train", "a.bioes", "--out", "ck", "--recipe", "zh",
+                                      "--no-lexicon-from-train"])
+    assert (training_config(args).lexicon_from_train, training_config(args).words) == (False, "jieba")
+    args = build_parser().parse_args(["train", "--train", "a.bioes", "--out", "ck", "--recipe", "zh",
+                                      "--no-lexicon-from-train", "--lexicon-folds", "4"])
+    with pytest.raises(ValueError, match="--lexicon-folds is for --lexicon-from-train"):
+        training_config(args)
     args = build_parser().parse_args(["train", "--train", "a.jsonl", "--out", "ck", "--recipe", "en", "--lr", "1e-4"])
     config = training_config(args)
     assert (config.lr, config.max_length, config.stride, config.units, config.head) == (1e-4, 64, 16, "tokens",
                                                                                          "softmax")
+    assert (config.lexicon_from_train, config.lexicon_folds, config.lexicon_at) == (True, 8, "output")
     # A softmax head cannot train on partial titles: the recipe says which flag to give.
     weak = ["train", "--train", "a.jsonl", "--out", "ck", "--recipe", "en", "--weak", "w.jsonl"]
     args = build_parser().parse_args(weak)
