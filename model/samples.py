@@ -179,10 +179,10 @@ def training_samples(config: TrainConfig, encoder: TextEncoder, examples: list[E
         return samples, snapped, lexicon
     count = config.lexicon_folds
     folds = [examples[k::count] for k in range(count)]
+    strings = [entity_strings(fold) for fold in folds]
     samples, snapped = [], 0
     for k, fold in enumerate(folds):
-        others = [entity_strings(f) for j, f in enumerate(folds) if j != k]
-        other = Lexicon.build(types, merge_forms(given, *others), words)
+        other = Lexicon.build(types, merge_forms(given, *(s for j, s in enumerate(strings) if j != k)), words)
         part, bad = make_samples(encoder.with_lexicon(other), fold, labels, unmatched, priors, config.weak_weight,
                                  repeats)
         samples += part
