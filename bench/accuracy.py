@@ -93,6 +93,11 @@ ROWS = {
             lexicon_at="input", lexicon_from_train=True, lexicon_folds=4),
         _zh("gazetteers + jieba words + lexicon from train, 8 folds", 200, lexicon=GAZETTEERS, words="jieba",
             lexicon_at="input", lexicon_from_train=True, lexicon_folds=8),
+        _zh("gazetteers + jieba words + lexicon from train, 8 folds, own types", 200, lexicon=GAZETTEERS,
+            words="jieba", lexicon_at="input", lexicon_from_train=True, lexicon_folds=8, lexicon_train_types="own"),
+        *(_zh(f"gazetteers + jieba words + lexicon from train, 8 folds, entries labelled in {share} of their places "
+              "in training", 200, lexicon=GAZETTEERS, words="jieba", lexicon_at="input", lexicon_from_train=True,
+              lexicon_folds=8, lexicon_min_ratio=ratio) for share, ratio in (("a tenth", 0.1), ("half", 0.5))),
         _zh("gazetteers + jieba words, unlabelled repeats unknown", 200, lexicon=GAZETTEERS, words="jieba",
             lexicon_at="input", unlabelled_repeats="unknown"),
         _zh("+ pretraining 300, characters masked", 200, 300, lexicon=GAZETTEERS, words="jieba", lexicon_at="input"),

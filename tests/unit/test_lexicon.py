@@ -159,3 +159,43 @@ def test_each_fold_of_the_training_titles_is_flagged_only_by_the_other_folds_men
     assert flagged(4)[2][:2] == [{"brand:B"}, {"brand:E"}]
     with pytest.raises(ValueError, match="--lexicon-folds is for --lexicon-from-train"):
         TrainConfig(train=("x",), out="y", lexicon_folds=4)
+
+
+def test_lexicon_entries_are_kept_by_their_label_ratio_out_of_fold_and_mentions_can_have_their_own_types():
+    from model.config import TrainConfig
+    from model.data import Example
+    from model.lexicon_train import fold_forms
+    from stream.tagging.spans import Span
+
+    def titled(i: int, text: str, *spans: tuple[str, str]) -> Example:
+        return Example(str(i), text, tuple(Span(text.index(s), text.index(s) + len(s), label) for s, label in spans))
+
+    # 佳能 is a brand once and left unlabelled twice (1 of 3); 华为 is labelled both times it occurs.
+    fold_a = [titled(0, "佳能相机", ("佳能", "brand")), titled(1, "佳能打印机"), titled(2, "佳能墨盒")]
+    fold_b = [titled(3, "华为手机", ("华为", "brand")), titled(4, "华为平板", ("华为", "brand")),
+              titled(5, "ＡＢＣ鞋", ("ＡＢＣ", "brand"))]
+    folds = [fold_a, fold_b]
+    per_fold, serving = fold_forms(folds, {}, from_train=True)
+    assert [mentions for _, mentions in per_fold] == [{"brand": ["华为", "abc"]}, {"brand": ["佳能"]}]   # folded
+    assert sorted(serving[1]["brand"]) == ["abc", "佳能", "华为"]
+    per_fold, serving = fold_forms(folds, {}, from_train=True, min_ratio=0.5)
+    assert per_fold[1][1] == {} and sorted(serving[1]["brand"]) == ["abc", "华为"]   # 佳能: 1 of 3 places
+    assert fold_forms(folds, {}, from_train=True, min_ratio=0.3)[0][1][1]["brand"] == ["佳能"]
+    per_fold, serving = fold_forms(folds, {}, from_train=True, own_types=True)
+    assert set(serving[1]) == {"brand@train"} and per_fold[1][1] == {"brand@train": ["佳能"]}
+    # Given entries: 机 (in both folds, never a brand) goes everywhere; 相机 (only in fold a, unlabelled)
+    # is pruned for fold b and serving, but fold a's own titles do not count against it for fold a;
+    # 索尼, which no training title holds, stays.
+    given = {"brand": ["机", "相机", "索尼", "华为"]}
+    per_fold, serving = fold_forms(folds, given, from_train=False, min_ratio=0.5)
+    assert per_fold == [({"brand": ["相机", "索尼", "华为"]}, {}), ({"brand": ["索尼", "华为"]}, {})]
+    assert serving == ({"brand": ["索尼", "华为"]}, {})
+    assert fold_forms(folds, given, from_train=False)[1] == (given, {})   # no ratio: the given sources as they are
+    with pytest.raises(ValueError, match="give --lexicon or --lexicon-from-train"):
+        TrainConfig(train=("x",), out="y", lexicon_min_ratio=0.5)
+    with pytest.raises(ValueError, match="--lexicon-train-types is for --lexicon-from-train"):
+        TrainConfig(train=("x",), out="y", lexicon_train_types="own")
+    with pytest.raises(ValueError, match="from 0 to 1, got 1.5"):
+        TrainConfig(train=("x",), out="y", lexicon_from_train=True, lexicon_min_ratio=1.5)
+    assert TrainConfig(train=("x",), out="y", lexicon=("brand=b.txt",), lexicon_min_ratio=0.5,
+                       lexicon_folds=8).lexicon_folds == 8
