@@ -121,6 +121,9 @@ ROWS = {
         _zh("30 min: 2x128, pretrain 900 + 6 fine-tunings of 150 with the lexicon from train (8 folds), their ensemble",
             150, 900, "jieba", members=6, lexicon=GAZETTEERS, words="jieba", lexicon_at="input",
             lexicon_from_train=True, lexicon_folds=8),
+        _zh("30 min: 2x128, pretrain 900 + 6 fine-tunings of 150 with the lexicon from train (8 folds dealt by each "
+            "member's seed), their ensemble", 150, 900, "jieba", members=6, lexicon=GAZETTEERS, words="jieba",
+            lexicon_at="input", lexicon_from_train=True, lexicon_folds=8, lexicon_fold_seed=True),
         _zh("30 min: 2x128, pretrain 900 + 9 fine-tunings of 100, their ensemble", 100, 900, "jieba", members=9,
             lexicon=GAZETTEERS, words="jieba", lexicon_at="input"),
         _zh("30 min: 2x128, pretrain 900 + 6 fine-tunings of 150 with softmax heads, their ensemble", 150, 900,

@@ -90,6 +90,9 @@ class TrainConfig:
                                                 "under their labels' lexicon types, beside the given sources; 'own' "
                                                 "under types of their own (HP@train), so the model weighs them apart",
                                       choices=LEXICON_TRAIN_TYPES)
+    lexicon_fold_seed: bool = option(False, "deal the training titles into the lexicon folds at random by --seed "
+                                            "instead of by position, so the members of a seed ensemble learn from "
+                                            "different flags")
     lexicon_at: str = option("output", "where lexicon features join the model: input adds a learnt vector per "
                                        "active flag to the token embeddings, so attention sees them; output "
                                        "concatenates their embedding to the encoder's output vectors",
@@ -186,10 +189,12 @@ class TrainConfig:
                              "wherever they land: use one or the other (--no-lexicon-from-train turns off a "
                              "recipe's)")
         folded = self.lexicon_from_train or self.lexicon_min_ratio
+        if self.lexicon_fold_seed and not folded:
+            raise ValueError("--lexicon-fold-seed is for --lexicon-from-train (or --lexicon-min-ratio)")
         if self.lexicon_folds != 2 and not folded and (self.recipe is None or "lexicon_folds" in self.pinned):
             raise ValueError("--lexicon-folds is for --lexicon-from-train (or --lexicon-min-ratio)")
         if not 0 <= self.lexicon_min_ratio <= 1:
-            raise ValueError(f"--lexicon-min-ratio is a share of a mention's occurrences, from 0 to 1, got "
+            raise ValueError(f"--lexicon-min-ratio is a share of an entry's occurrences, from 0 to 1, got "
                              f"{self.lexicon_min_ratio:g}")
         if self.lexicon_train_types not in LEXICON_TRAIN_TYPES:
             raise ValueError(f"lexicon_train_types must be one of {', '.join(LEXICON_TRAIN_TYPES)}, "

@@ -171,7 +171,8 @@ def training_samples(config: TrainConfig, encoder: TextEncoder, examples: list[E
         samples, snapped = make_samples(encoder, examples, labels, unmatched, priors, config.weak_weight, repeats)
         return samples, snapped, None
     count = config.lexicon_folds
-    folds = [examples[k::count] for k in range(count)]
+    dealt = random.Random(config.seed).sample(examples, len(examples)) if config.lexicon_fold_seed else examples
+    folds = [dealt[k::count] for k in range(count)]
     per_fold, serving = fold_forms(folds, given, from_train=config.lexicon_from_train,
                                    min_ratio=config.lexicon_min_ratio, own_types=config.lexicon_train_types == "own")
     typed = given or config.lexicon_from_train

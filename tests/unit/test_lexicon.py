@@ -143,8 +143,8 @@ def test_each_fold_of_the_training_titles_is_flagged_only_by_the_other_folds_men
     encoder = TextEncoder(wordpiece, max_length=32, stride=8)
     ids = {tuple(encoder.units([text])[0].token_ids): i for i, text in enumerate(texts)}
 
-    def flagged(folds: int) -> dict[int, list[set[str]]]:
-        config = TrainConfig(train=("x",), out="y", lexicon_from_train=True, lexicon_folds=folds)
+    def flagged(folds: int, **dealt) -> dict[int, list[set[str]]]:
+        config = TrainConfig(train=("x",), out="y", lexicon_from_train=True, lexicon_folds=folds, **dealt)
         samples, _, lexicon = training_samples(config, encoder, examples, label_list(["brand"]))
         assert all(brand in lexicon.entries["brand"] for brand in brands)   # serving gets every mention
         return {ids[tuple(s.window.input_ids[1:-1])]: flags(s.window.features, lexicon.types) for s in samples}
@@ -157,6 +157,12 @@ def test_each_fold_of_the_training_titles_is_flagged_only_by_the_other_folds_men
     # Titles 0 and 2 share a fold of two (0::2) but not of four: only then does title 0's brand flag title 2.
     assert flagged(2)[2][:2] == [set(), set()]
     assert flagged(4)[2][:2] == [{"brand:B"}, {"brand:E"}]
+    # Dealt by seed, the folds differ from run to run; a title's own mention is still never flagged.
+    by_seed = [flagged(2, lexicon_fold_seed=True, seed=seed) for seed in range(6)]
+    assert all(by_title[i][texts[i].index(brand)] == set() for by_title in by_seed for i, brand in enumerate(brands))
+    assert len({str(by_title) for by_title in by_seed}) > 1
+    with pytest.raises(ValueError, match="--lexicon-fold-seed is for --lexicon-from-train"):
+        TrainConfig(train=("x",), out="y", lexicon_fold_seed=True)
     with pytest.raises(ValueError, match="--lexicon-folds is for --lexicon-from-train"):
         TrainConfig(train=("x",), out="y", lexicon_folds=4)
 
