@@ -93,6 +93,8 @@ ROWS = {
             lexicon_at="input", lexicon_from_train=True, lexicon_folds=4),
         _zh("gazetteers + jieba words + lexicon from train, 8 folds", 200, lexicon=GAZETTEERS, words="jieba",
             lexicon_at="input", lexicon_from_train=True, lexicon_folds=8),
+        _zh("gazetteers + jieba words + lexicon from train, 8 folds dealt by seed", 200, lexicon=GAZETTEERS,
+            words="jieba", lexicon_at="input", lexicon_from_train=True, lexicon_folds=8, lexicon_fold_seed=True),
         _zh("gazetteers + jieba words + lexicon from train, 8 folds, own types", 200, lexicon=GAZETTEERS,
             words="jieba", lexicon_at="input", lexicon_from_train=True, lexicon_folds=8, lexicon_train_types="own"),
         *(_zh(f"gazetteers + jieba words + lexicon from train, 8 folds, entries labelled in {share} of their places "
