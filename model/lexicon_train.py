@@ -22,6 +22,7 @@ from stream.tagging.text import fold
 TRAIN_TYPE = "{}@train"
 
 Forms = dict[str, list[str]]
+FormPair = tuple[Forms, Forms]   # (given sources, training mentions)
 
 
 def _labelled(examples: Sequence[Example]) -> Counter:
@@ -63,22 +64,22 @@ class _Ratios:
 
 
 def fold_forms(folds: Sequence[Sequence[Example]], given: Mapping[str, Sequence[str]], *, from_train: bool,
-               min_ratio: float = 0.0, own_types: bool = False) -> tuple[list[tuple[Forms, Forms]], tuple[Forms, Forms]]:
+               min_ratio: float = 0.0, own_types: bool = False) -> tuple[list[FormPair], FormPair]:
     """Per fold, the (given, training) forms its titles are flagged with, counted on the other folds;
     and the pair serving gets, counted on every fold; per lexicon type."""
     labelled = [_labelled(part) for part in folds]
     everything = sum(labelled, Counter())
-    keyed = {t: [(form, fold(form.strip())) for form in forms] for t, forms in given.items()} if min_ratio else \
-        {t: [(form, form) for form in forms] for t, forms in given.items()}
     if min_ratio:
-        forms = [form for _, form in everything] + [key for pairs in keyed.values() for _, key in pairs]
-        finder = Lexicon.build(("entry",), {"entry": forms})
+        keyed = {t: [(form, fold(form.strip())) for form in forms] for t, forms in given.items()}
+        finder = Lexicon.build(("entry",), {"entry": [form for _, form in everything]
+                                            + [key for pairs in keyed.values() for _, key in pairs]})
         occurrences = [_occurrences(part, finder) for part in folds]
-    else:
+    else:   # nothing is counted, so no key is looked up
+        keyed = {t: [(form, form) for form in forms] for t, forms in given.items()}
         occurrences = [Counter() for _ in folds]
     seen = sum(occurrences, Counter())
 
-    def pair(ratios: _Ratios) -> tuple[Forms, Forms]:
+    def pair(ratios: _Ratios) -> FormPair:
         return ratios.given(keyed), ratios.mentions(own_types) if from_train else {}
 
     per_fold = [pair(_Ratios(everything - own, seen - count, min_ratio)) for own, count in zip(labelled, occurrences)]
