@@ -39,12 +39,24 @@ def _occurrences(examples: Sequence[Example], finder: Lexicon) -> Counter:
     return counts
 
 
+def _spellings(examples: Sequence[Example]) -> dict[tuple[str, str], set[str]]:
+    """Per (type, folded form): the mentions as the titles spell them (what the bundle ships)."""
+    out: dict[tuple[str, str], set[str]] = {}
+    for ex in examples:
+        for span in ex.spans:
+            text = ex.text[span.start:span.end]
+            out.setdefault((span.label, fold(text)), set()).add(text)
+    return out
+
+
 class _Ratios:
     """Label ratios counted on some of the folds: an entry passes if those titles label it as its
     type in at least ``min_ratio`` of the places it occurs, or never contain it."""
 
-    def __init__(self, labelled: Counter, occurrences: Counter, min_ratio: float):
+    def __init__(self, labelled: Counter, occurrences: Counter, min_ratio: float,
+                 spellings: Mapping[tuple[str, str], set[str]]):
         self.labelled, self.occurrences, self.min_ratio = labelled, occurrences, min_ratio
+        self.spellings = spellings
 
     def passes(self, tag_type: str, form: str) -> bool:
         seen = self.occurrences[form]
@@ -59,7 +71,8 @@ class _Ratios:
         out: Forms = {}
         for (label, form), count in self.labelled.items():
             if count > 0 and self.passes(label, form):
-                out.setdefault(TRAIN_TYPE.format(label) if own_types else label, []).append(form)
+                out.setdefault(TRAIN_TYPE.format(label) if own_types else label, []).extend(
+                    sorted(self.spellings[(label, form)]))
         return out
 
 
@@ -82,5 +95,7 @@ def fold_forms(folds: Sequence[Sequence[Example]], given: Mapping[str, Sequence[
     def pair(ratios: _Ratios) -> FormPair:
         return ratios.given(keyed), ratios.mentions(own_types) if from_train else {}
 
-    per_fold = [pair(_Ratios(everything - own, seen - count, min_ratio)) for own, count in zip(labelled, occurrences)]
-    return per_fold, pair(_Ratios(everything, seen, min_ratio))
+    spellings = _spellings([ex for part in folds for ex in part])
+    per_fold = [pair(_Ratios(everything - own, seen - count, min_ratio, spellings))
+                for own, count in zip(labelled, occurrences)]
+    return per_fold, pair(_Ratios(everything, seen, min_ratio, spellings))

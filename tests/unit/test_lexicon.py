@@ -182,10 +182,10 @@ def test_lexicon_entries_are_kept_by_their_label_ratio_out_of_fold_and_mentions_
               titled(5, "ＡＢＣ鞋", ("ＡＢＣ", "brand"))]
     folds = [fold_a, fold_b]
     per_fold, serving = fold_forms(folds, {}, from_train=True)
-    assert [mentions for _, mentions in per_fold] == [{"brand": ["华为", "abc"]}, {"brand": ["佳能"]}]   # folded
-    assert sorted(serving[1]["brand"]) == ["abc", "佳能", "华为"]
+    assert [mentions for _, mentions in per_fold] == [{"brand": ["华为", "ＡＢＣ"]}, {"brand": ["佳能"]}]
+    assert sorted(serving[1]["brand"]) == ["佳能", "华为", "ＡＢＣ"]   # as the titles spell them
     per_fold, serving = fold_forms(folds, {}, from_train=True, min_ratio=0.5)
-    assert per_fold[1][1] == {} and sorted(serving[1]["brand"]) == ["abc", "华为"]   # 佳能: 1 of 3 places
+    assert per_fold[1][1] == {} and sorted(serving[1]["brand"]) == ["华为", "ＡＢＣ"]   # 佳能: 1 of 3 places
     assert fold_forms(folds, {}, from_train=True, min_ratio=0.3)[0][1][1]["brand"] == ["佳能"]
     per_fold, serving = fold_forms(folds, {}, from_train=True, own_types=True)
     assert set(serving[1]) == {"brand@train"} and per_fold[1][1] == {"brand@train": ["佳能"]}
