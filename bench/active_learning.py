@@ -44,7 +44,7 @@ STRATEGIES = ("review", "random")
 # the live service scores it (elsewhere every simulated tag counts as known).
 # review-curated (zh) plays the live service after curation: the taxonomy is the gazetteers plus every
 # mention of the titles labelled so far, and out-of-taxonomy tags the model finds in at least
-# DRIFT_MIN_TITLES titles of the pool are new-tag (drift) candidates, scored as `review select --drift`.
+# DRIFT_MIN_TITLES titles of the pool are new-tag (drift) candidates, as `review select --candidates` scores them.
 EXTRA = {"review-diverse": {"redundancy": 0.5}, "review-dense": {"density": 1.0},
          "review-taxonomy": {"taxonomy": "gazetteers"}, "review-curated": {"taxonomy": "curated"}}
 DRIFT_MIN_TITLES = 5   # the service's candidate_min_count (its share threshold is for stream windows, not a pool)
