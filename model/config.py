@@ -188,10 +188,10 @@ class TrainConfig:
             raise ValueError("--augment-mentions swaps in training mentions, which --lexicon-from-train would flag "
                              "wherever they land: use one or the other (--no-lexicon-from-train turns off a "
                              "recipe's)")
-        folded = self.lexicon_from_train or self.lexicon_min_ratio
-        if self.lexicon_fold_seed and not folded:
+        in_folds = self.lexicon_from_train or self.lexicon_min_ratio   # the settings that split training into folds
+        if self.lexicon_fold_seed and not in_folds:
             raise ValueError("--lexicon-fold-seed is for --lexicon-from-train (or --lexicon-min-ratio)")
-        if self.lexicon_folds != 2 and not folded and (self.recipe is None or "lexicon_folds" in self.pinned):
+        if self.lexicon_folds != 2 and not in_folds and (self.recipe is None or "lexicon_folds" in self.pinned):
             raise ValueError("--lexicon-folds is for --lexicon-from-train (or --lexicon-min-ratio)")
         if not 0 <= self.lexicon_min_ratio <= 1:
             raise ValueError(f"--lexicon-min-ratio is a share of an entry's occurrences, from 0 to 1, got "

@@ -25,9 +25,17 @@ Forms = dict[str, list[str]]
 FormPair = tuple[Forms, Forms]   # (given sources, training mentions)
 
 
-def _labelled(examples: Sequence[Example]) -> Counter:
-    """Per (type, folded form): how many spans of ``examples`` label it."""
-    return Counter((span.label, fold(ex.text[span.start:span.end])) for ex in examples for span in ex.spans)
+def _labelled(examples: Sequence[Example], spellings: dict[tuple[str, str], set[str]]) -> Counter:
+    """Per (type, folded form): how many spans of ``examples`` label it; ``spellings`` gathers the
+    mentions as the titles spell them (what the bundle ships)."""
+    counts: Counter = Counter()
+    for ex in examples:
+        for span in ex.spans:
+            text = ex.text[span.start:span.end]
+            key = (span.label, fold(text))
+            counts[key] += 1
+            spellings.setdefault(key, set()).add(text)
+    return counts
 
 
 def _occurrences(examples: Sequence[Example], finder: Lexicon) -> Counter:
@@ -37,16 +45,6 @@ def _occurrences(examples: Sequence[Example], finder: Lexicon) -> Counter:
         folded = fold(ex.text)
         counts.update(folded[start:end] for start, end, _ in finder.matches(ex.text))
     return counts
-
-
-def _spellings(examples: Sequence[Example]) -> dict[tuple[str, str], set[str]]:
-    """Per (type, folded form): the mentions as the titles spell them (what the bundle ships)."""
-    out: dict[tuple[str, str], set[str]] = {}
-    for ex in examples:
-        for span in ex.spans:
-            text = ex.text[span.start:span.end]
-            out.setdefault((span.label, fold(text)), set()).add(text)
-    return out
 
 
 class _Ratios:
@@ -80,7 +78,8 @@ def fold_forms(folds: Sequence[Sequence[Example]], given: Mapping[str, Sequence[
                min_ratio: float = 0.0, own_types: bool = False) -> tuple[list[FormPair], FormPair]:
     """Per fold, the (given, training) forms its titles are flagged with, counted on the other folds;
     and the pair serving gets, counted on every fold; per lexicon type."""
-    labelled = [_labelled(part) for part in folds]
+    spellings: dict[tuple[str, str], set[str]] = {}
+    labelled = [_labelled(part, spellings) for part in folds]
     everything = sum(labelled, Counter())
     if min_ratio:
         keyed = {t: [(form, fold(form.strip())) for form in forms] for t, forms in given.items()}
@@ -95,7 +94,6 @@ def fold_forms(folds: Sequence[Sequence[Example]], given: Mapping[str, Sequence[
     def pair(ratios: _Ratios) -> FormPair:
         return ratios.given(keyed), ratios.mentions(own_types) if from_train else {}
 
-    spellings = _spellings([ex for part in folds for ex in part])
     per_fold = [pair(_Ratios(everything - own, seen - count, min_ratio, spellings))
                 for own, count in zip(labelled, occurrences)]
     return per_fold, pair(_Ratios(everything, seen, min_ratio, spellings))
