@@ -41,6 +41,10 @@ CACHE = ROOT / "bench" / ".cache" / "accuracy"
 SMALL = {"layers": 2, "hidden": 128, "heads": 4}
 WIDE = {"layers": 4, "hidden": 256, "heads": 4}
 GAZETTEERS = "gazetteers"   # stands for the zh data set's gazetteer files in a row's lexicon
+WORD_CLASSES = "gazetteers and jieba word classes"   # those files and jieba's words by part of speech
+# jieba's parts of speech grouped into lexicon types: proper nouns (people, places, organisations,
+# other names) and common nouns; words of one character would flag nearly every character, so not those.
+JIEBA_CLASSES = {"WORD_PROPER": ("nr", "nrfg", "nrt", "ns", "nt", "nz"), "WORD_NOUN": ("n",)}
 
 
 def _zh(name, fine_tune: float, pretrain: float = 0, whole_words: str = "chars", shape=SMALL, members: int = 1,
@@ -95,6 +99,8 @@ ROWS = {
             lexicon_at="input", lexicon_from_train=True, lexicon_folds=8),
         _zh("gazetteers + jieba words + lexicon from train, 8 folds dealt by seed", 200, lexicon=GAZETTEERS,
             words="jieba", lexicon_at="input", lexicon_from_train=True, lexicon_folds=8, lexicon_fold_seed=True),
+        _zh("gazetteers + jieba words + lexicon from train, 8 folds, jieba's proper and common nouns as lexicon types",
+            200, lexicon=WORD_CLASSES, words="jieba", lexicon_at="input", lexicon_from_train=True, lexicon_folds=8),
         _zh("gazetteers + jieba words + lexicon from train, 8 folds, own types", 200, lexicon=GAZETTEERS,
             words="jieba", lexicon_at="input", lexicon_from_train=True, lexicon_folds=8, lexicon_train_types="own"),
         *(_zh(f"gazetteers + jieba words + lexicon from train, 8 folds, entries labelled in {share} of their places "
@@ -111,11 +117,16 @@ ROWS = {
             lexicon_at="input"),
         _zh("30 min: 2x128, pretrain 900 + fine-tune 900", 900, 900, "jieba", lexicon=GAZETTEERS, words="jieba",
             lexicon_at="input"),
+        _zh("30 min: 2x128, pretrain 1,200 + fine-tune 600 with the lexicon from train (8 folds)", 600, 1200, "jieba",
+            lexicon=GAZETTEERS, words="jieba", lexicon_at="input", lexicon_from_train=True, lexicon_folds=8),
         _zh("30 min: 2x128, pretrain 300 + fine-tune 1,500", 1500, 300, "jieba", lexicon=GAZETTEERS, words="jieba",
             lexicon_at="input"),
         _zh("30 min: 2x128, fine-tune 1,800", 1800, lexicon=GAZETTEERS, words="jieba", lexicon_at="input"),
         _zh("30 min: 2x128, pretrain 900 + 3 fine-tunings of 300, their ensemble", 300, 900, "jieba", members=3,
             lexicon=GAZETTEERS, words="jieba", lexicon_at="input"),
+        _zh("30 min: 2x128, pretrain 900 + 3 fine-tunings of 300 with the lexicon from train (8 folds), their ensemble",
+            300, 900, "jieba", members=3, lexicon=GAZETTEERS, words="jieba", lexicon_at="input",
+            lexicon_from_train=True, lexicon_folds=8),
         _zh("30 min: 2x128, pretrain 900 + 4 fine-tunings of 225, their ensemble", 225, 900, "jieba", members=4,
             lexicon=GAZETTEERS, words="jieba", lexicon_at="input"),
         _zh("30 min: 2x128, pretrain 900 + 6 fine-tunings of 150, their ensemble", 150, 900, "jieba", members=6,
@@ -238,6 +249,8 @@ def fine_tune(data: str, row: dict, seed: int, base: str | None, out: Path, tag:
     options = dict(row["train"])
     if options.get("lexicon") == GAZETTEERS:
         options["lexicon"] = gazetteers()
+    elif options.get("lexicon") == WORD_CLASSES:
+        options["lexicon"] = (*gazetteers(), *jieba_word_classes())
     shape = row.get("shape", {}) if base is None else {}
     config = TrainConfig(train=(str(split_files(data)["train"]),), dev=str(split_files(data)["dev"]), out=str(out),
                          base_model=base, seed=seed, threads=1, max_cpu_seconds=row["fine_tune"], epochs=1000,
@@ -245,6 +258,26 @@ def fine_tune(data: str, row: dict, seed: int, base: str | None, out: Path, tag:
     started = time.process_time()
     result = train(config, log=_log(tag))
     return result, time.process_time() - started
+
+
+def jieba_word_classes() -> tuple[str, ...]:
+    """``TYPE=FILE`` word lists of jieba's dictionary by part of speech (`JIEBA_CLASSES`), written once
+    under the cache."""
+    from model.words import jieba_dictionary_path
+
+    folder = CACHE / "zh" / "jieba-word-classes"
+    files = {kind: folder / f"{kind.lower()}.txt" for kind in JIEBA_CLASSES}
+    if not all(f.is_file() for f in files.values()):
+        words: dict[str, list[str]] = {kind: [] for kind in JIEBA_CLASSES}
+        for line in jieba_dictionary_path().read_text(encoding="utf-8").splitlines():
+            parts = line.split()
+            for kind, classes in JIEBA_CLASSES.items():
+                if len(parts) >= 3 and len(parts[0]) > 1 and parts[2] in classes:
+                    words[kind].append(parts[0])
+        folder.mkdir(parents=True, exist_ok=True)
+        for kind, file in files.items():
+            file.write_text("\n".join(words[kind]) + "\n", encoding="utf-8")
+    return tuple(f"{kind}={file}" for kind, file in files.items())
 
 
 def member_folders(out: Path, count: int) -> list[Path]:
