@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
+import os
 import re
 import statistics
 import sys
@@ -262,21 +263,23 @@ def fine_tune(data: str, row: dict, seed: int, base: str | None, out: Path, tag:
 
 def jieba_word_classes() -> tuple[str, ...]:
     """``TYPE=FILE`` word lists of jieba's dictionary by part of speech (`JIEBA_CLASSES`), written once
-    under the cache."""
+    under the cache (each whole, then renamed, so runs side by side never read half a list)."""
     from model.words import jieba_dictionary_path
 
     folder = CACHE / "zh" / "jieba-word-classes"
     files = {kind: folder / f"{kind.lower()}.txt" for kind in JIEBA_CLASSES}
     if not all(f.is_file() for f in files.values()):
+        kind_of = {pos: kind for kind, classes in JIEBA_CLASSES.items() for pos in classes}
         words: dict[str, list[str]] = {kind: [] for kind in JIEBA_CLASSES}
         for line in jieba_dictionary_path().read_text(encoding="utf-8").splitlines():
             parts = line.split()
-            for kind, classes in JIEBA_CLASSES.items():
-                if len(parts) >= 3 and len(parts[0]) > 1 and parts[2] in classes:
-                    words[kind].append(parts[0])
+            if len(parts) >= 3 and len(parts[0]) > 1 and parts[2] in kind_of:
+                words[kind_of[parts[2]]].append(parts[0])
         folder.mkdir(parents=True, exist_ok=True)
         for kind, file in files.items():
-            file.write_text("\n".join(words[kind]) + "\n", encoding="utf-8")
+            partial = file.with_name(f"{file.name}.{os.getpid()}")
+            partial.write_text("\n".join(words[kind]) + "\n", encoding="utf-8")
+            partial.replace(file)
     return tuple(f"{kind}={file}" for kind, file in files.items())
 
 
