@@ -52,23 +52,26 @@ def _zh(name, fine_tune: float, pretrain: float = 0, whole_words: str = "chars",
         swapped_copies: int = 0, refit: bool = False, **train) -> dict:
     """A zh row; ``fine_tune`` CPU-s per member (``members`` > 1: an ensemble fine-tuned from one pretraining);
     ``swapped_copies``: the pretraining also reads that many mention-swapped copies of the training titles;
-    ``refit``: see `_with_members`."""
+    ``refit``: see `_row_options`."""
     row = {"name": name, "shape": shape, "fine_tune": fine_tune, "train": {"lr": 1e-3, **train}}
     if pretrain:
         row["pretrain"] = {"budget": pretrain, "whole_words": whole_words,
                            **({"swapped_copies": swapped_copies} if swapped_copies else {})}
-    return _with_members(row, members, refit)
+    return _row_options(row, members, refit)
 
 
-def _with_members(row: dict, members: int, refit: bool = False) -> dict:
-    """``refit``: settings chosen on dev, the model is fine-tuned on train and dev together for the
-    row's budget (what a final model is trained on); its dev F1 is then no held-out figure."""
+def _row_options(row: dict, members: int, refit: bool = False) -> dict:
+    """The row with the options that are not training settings, each only where it is not the default
+    (so rows run before an option existed still match their cached runs). ``members`` > 1: that many
+    fine-tunings from one base, scored as their ensemble. ``refit``: settings chosen on dev, the model
+    is fine-tuned on train and dev together for the row's budget (what a final model is trained on);
+    its dev F1 is then no held-out figure."""
     return {**row, **({"members": members} if members > 1 else {}), **({"refit": True} if refit else {})}
 
 
 def _en(name, fine_tune: float, members: int = 1, refit: bool = False, **train) -> dict:
-    return _with_members({"name": name, "fine_tune": fine_tune,
-                          "train": {"lr": 2e-4, "max_length": 64, "stride": 16, **train}}, members, refit)
+    return _row_options({"name": name, "fine_tune": fine_tune,
+                         "train": {"lr": 2e-4, "max_length": 64, "stride": 16, **train}}, members, refit)
 
 
 # The first rows compare features at a small fine-tuning budget (zh 200, en 300 CPU-s); the "30 min"
