@@ -395,6 +395,11 @@ def summarise(data: str, runs: list[dict]) -> list[dict]:
     return rows
 
 
+def _dev_cell(refit: bool | None, score: str) -> str:
+    """What a table shows as dev F1: the score, or for a refit row (dev among its training titles) no figure."""
+    return "trained on" if refit else score
+
+
 def markdown(data: str, rows: list[dict]) -> str:
     what = ("ecommerce-ner (zh), test.bioes 498 titles; a BERT-CRF from scratch (2x128 unless the row says)"
             if data == "zh" else "ae-110k (en), test.jsonl 524 titles; MiniLM-L6 fine-tuned")
@@ -403,7 +408,7 @@ def markdown(data: str, rows: list[dict]) -> str:
              "| row | seeds | dev F1 | test F1 | test P | test R | CPU-s | CPU |",
              "|---|---|---:|---:|---:|---:|---:|---|"]
     for r in rows:
-        dev = "trained on" if r["row"].get("refit") else _spread(r["dev_f1"])
+        dev = _dev_cell(r["row"].get("refit"), _spread(r["dev_f1"]))
         lines.append(f"| {r['name']} | {len(r['seeds'])} | {dev} | **{_spread(r['test_f1'])}** | "
                      f"{r['test_precision']:.3f} | {r['test_recall']:.3f} | {r['cpu_seconds']:,.0f} | {r['cpu']} |")
     return "\n".join(lines) + "\n"
@@ -477,7 +482,7 @@ def write(data: str, out: Path) -> str:
     (out / f"accuracy-{data}.json").write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
     text = markdown(data, rows) + "".join(
         f"\nSeed ensemble of \"{e['name']}\" (seeds {', '.join(map(str, e['seeds']))}; mean emissions): dev "
-        f"{'trained on' if e.get('refit') else format(e['dev_f1'], '.3f')}, "
+        f"{_dev_cell(e.get('refit'), format(e['dev_f1'], '.3f'))}, "
         f"test **{e['test']['micro']['f1']:.3f}** (members {e['members_test_f1']}), "
         f"{e['cpu_seconds']:,.0f} CPU-s in all, {e.get('members', len(e['seeds']))}x one model's inference.\n"
         for e in measured)
