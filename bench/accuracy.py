@@ -49,14 +49,16 @@ JIEBA_CLASSES = {"WORD_PROPER": ("nr", "nrfg", "nrt", "ns", "nt", "nz"), "WORD_N
 
 
 def _zh(name, fine_tune: float, pretrain: float = 0, whole_words: str = "chars", shape=SMALL, members: int = 1,
-        swapped_copies: int = 0, refit: bool = False, **train) -> dict:
+        swapped_copies: int = 0, refit: bool = False, pretrain_lexicon: bool = False, **train) -> dict:
     """A zh row; ``fine_tune`` CPU-s per member (``members`` > 1: an ensemble fine-tuned from one pretraining);
     ``swapped_copies``: the pretraining also reads that many mention-swapped copies of the training titles;
-    ``refit``: see `_row_options`."""
+    ``pretrain_lexicon``: the pretraining has the row's given lexicon and words at its input (`pretrain --lexicon
+    --words`), and the fine-tunings start their projection from it; ``refit``: see `_row_options`."""
     row = {"name": name, "shape": shape, "fine_tune": fine_tune, "train": {"lr": 1e-3, **train}}
     if pretrain:
         row["pretrain"] = {"budget": pretrain, "whole_words": whole_words,
-                           **({"swapped_copies": swapped_copies} if swapped_copies else {})}
+                           **({"swapped_copies": swapped_copies} if swapped_copies else {}),
+                           **({"lexicon": True} if pretrain_lexicon else {})}
     return _row_options(row, members, refit)
 
 
@@ -147,6 +149,9 @@ ROWS = {
         _zh("30 min: 2x128, pretrain 900 + 6 fine-tunings of 150 with the lexicon from train (8 folds), their "
             "ensemble, refit on train + dev", 150, 900, "jieba", members=6, refit=True, lexicon=GAZETTEERS,
             words="jieba", lexicon_at="input", lexicon_from_train=True, lexicon_folds=8),
+        _zh("30 min: 2x128, pretrain 900 with the lexicon at its input + 6 fine-tunings of 150 with the lexicon from "
+            "train (8 folds), their ensemble", 150, 900, "jieba", members=6, pretrain_lexicon=True, lexicon=GAZETTEERS,
+            words="jieba", lexicon_at="input", lexicon_from_train=True, lexicon_folds=8),
         _zh("30 min: 2x128, pretrain 900 + 9 fine-tunings of 100, their ensemble", 100, 900, "jieba", members=9,
             lexicon=GAZETTEERS, words="jieba", lexicon_at="input"),
         _zh("30 min: 2x128, pretrain 900 + 6 fine-tunings of 150 with softmax heads, their ensemble", 150, 900,
@@ -215,9 +220,11 @@ def pretrained(data: str, row: dict, seed: int) -> tuple[Path, float]:
             texts = (str(split_files(data)["train"]),)
             if "swapped_copies" in settings:
                 texts += (str(swapped_texts(data, settings["swapped_copies"], seed, out.parent)),)
-            pretrain(PretrainConfig(texts=texts, out=str(out),
-                                    max_cpu_seconds=settings["budget"], whole_words=settings["whole_words"],
-                                    seed=seed, threads=1, **row["shape"]), log=_log(f"pretrain {data} seed {seed}"))
+            flags = ({"lexicon": lexicon_sources(row["train"]), "words": row["train"].get("words")}
+                     if settings.get("lexicon") else {})
+            pretrain(PretrainConfig(texts=texts, out=str(out), max_cpu_seconds=settings["budget"],
+                                    whole_words=settings["whole_words"], seed=seed, threads=1, **row["shape"], **flags),
+                     log=_log(f"pretrain {data} seed {seed}"))
             done = json.loads(record.read_text(encoding="utf-8"))
     return out, done["cpu_seconds"]
 
@@ -260,10 +267,8 @@ def fine_tune(data: str, row: dict, seed: int, base: str | None, out: Path, tag:
     from model.train import train
 
     options = dict(row["train"])
-    if options.get("lexicon") == GAZETTEERS:
-        options["lexicon"] = gazetteers()
-    elif options.get("lexicon") == WORD_CLASSES:
-        options["lexicon"] = (*gazetteers(), *jieba_word_classes())
+    if "lexicon" in options:
+        options["lexicon"] = lexicon_sources(options)
     shape = row.get("shape", {}) if base is None else {}
     files = split_files(data)
     # A refit row trains on dev too; its "best" epoch is then chosen by fit, in effect the budget's last.
@@ -274,6 +279,16 @@ def fine_tune(data: str, row: dict, seed: int, base: str | None, out: Path, tag:
     started = time.process_time()
     result = train(config, log=_log(tag))
     return result, time.process_time() - started
+
+
+def lexicon_sources(train: dict) -> tuple[str, ...]:
+    """The lexicon sources a row's training settings name (`GAZETTEERS`, `WORD_CLASSES`, or the sources themselves)."""
+    named = train.get("lexicon", ())
+    if named == GAZETTEERS:
+        return gazetteers()
+    if named == WORD_CLASSES:
+        return (*gazetteers(), *jieba_word_classes())
+    return tuple(named)
 
 
 def jieba_word_classes() -> tuple[str, ...]:

@@ -245,6 +245,13 @@ class PretrainConfig:
                              minimum=0, below=0.5)
     seed: int = option(13, "random seed")
     threads: int | None = option(None, "CPU threads for PyTorch", above=0)
+    lexicon: tuple[str, ...] = option((), "lexicon flags at the input already while pretraining: taxonomy JSON files "
+                                          "or TYPE=FILE word lists, summed into the token embeddings through a learnt "
+                                          "projection saved beside the base model; `train --base-model --lexicon-at "
+                                          "input` starts its own from it where types agree", metavar="SOURCE")
+    words: str | None = option(None, "word-boundary flags at the input while pretraining, from a word dictionary "
+                                      "('jieba' or a file of 'word frequency' lines), as `train --words` gives them",
+                               metavar="DICT")
 
     def __post_init__(self) -> None:
         if self.hidden % self.heads:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -337,6 +338,15 @@ def unlabelled_repeats(examples: Sequence[Example], min_length: int = 2,
     return out
 
 
+def split_dev(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+    """(train, dev): a ``fraction`` of the examples, drawn by ``seed``, held out as dev."""
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    n_dev = max(1, int(len(examples) * fraction))
+    dev = set(order[:n_dev])
+    return [e for i, e in enumerate(examples) if i not in dev], [examples[i] for i in sorted(dev)]
+
+
 __all__ = ["DataError", "Example", "ReadReport", "read_jsonl", "write_jsonl", "read_conll", "write_conll",
            "parse_record", "record_id", "data_hash", "labels_in", "load_examples", "conll_units",
-           "unlabelled_repeats"]
+           "unlabelled_repeats", "split_dev"]

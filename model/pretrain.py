@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
@@ -23,6 +24,8 @@ from transformers.utils import logging as hf_logging
 
 from model.config import DEFAULT_EPOCHS, PretrainConfig
 from model.data import DataError, data_hash
+from model.pretrain_lexicon import (add_projection, encoder_inputs, encoder_state, feature_batch, input_lexicon,
+                                    save_projection, token_features)
 from model.schedule import ESTIMATE_AFTER, PretrainSchedule, budget_spent, pretrain_horizon
 from model.texts import read_texts
 from model.train import length_batches
@@ -65,17 +68,21 @@ class PretrainResult:
 
 @dataclass(frozen=True, slots=True)
 class Encoded:
-    """One text's sub-token ids (no special tokens, truncated) and the word each belongs to."""
+    """One text's sub-token ids (no special tokens, truncated), the word each belongs to, and with
+    ``--lexicon``/``--words`` each one's flags, shape (sub-tokens, width)."""
 
     ids: list[int]
     words: list[int]
+    features: np.ndarray | None = None
 
 
 def encode_texts(tokenizer: Tokenizer, texts: Sequence[str], max_length: int,
-                 segments: Sequence[Sequence[tuple[int, int]]] | None = None) -> list[Encoded]:
+                 segments: Sequence[Sequence[tuple[int, int]]] | None = None,
+                 features: Sequence[np.ndarray] | None = None) -> list[Encoded]:
     """Texts to sub-tokens cut to fit ``max_length`` with [CLS] and [SEP]; texts with no token are
     left out. A word is the tokenizer's (each CJK character alone), or with ``segments`` (per text,
-    character ``(start, end)`` words covering it) the segment a sub-token starts in."""
+    character ``(start, end)`` words covering it) the segment a sub-token starts in. ``features``: per
+    text, its sub-tokens' lexicon flags (`pretrain_lexicon.token_features`)."""
     tokenizer.no_truncation()
     tokenizer.no_padding()
     keep = max_length - 2
@@ -87,7 +94,7 @@ def encode_texts(tokenizer: Tokenizer, texts: Sequence[str], max_length: int,
         if segments is not None:
             ends = [end for _, end in segments[k]]
             words = [bisect.bisect_right(ends, start) for start, _ in enc.offsets[:keep]]
-        out.append(Encoded(list(enc.ids[:keep]), words))
+        out.append(Encoded(list(enc.ids[:keep]), words, features[k] if features is not None else None))
     return out
 
 
@@ -164,15 +171,22 @@ class Masker:
             input_ids[row, :n] = torch.tensor([self.cls_id, *inputs, self.sep_id])
             attention[row, :n] = 1
             labels[row, 1:n - 1] = torch.tensor(targets)
-        return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+        out = {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+        if texts[0].features is not None:
+            out["lexicon"] = feature_batch([t.features for t in texts], width)
+        return out
 
 
-def masked_lm(vocab_size: int, config: PretrainConfig) -> BertForMaskedLM:
-    """A fresh BERT of the shape `bert_crf.scratch_encoder` builds, with an MLM head."""
+def masked_lm(vocab_size: int, config: PretrainConfig, lexicon_width: int = 0) -> BertForMaskedLM:
+    """A fresh BERT of the shape `bert_crf.scratch_encoder` builds, with an MLM head (and with
+    ``lexicon_width`` its projection of the lexicon flags)."""
     bert = BertConfig(vocab_size=vocab_size, hidden_size=config.hidden, num_hidden_layers=config.layers,
                       num_attention_heads=config.heads, intermediate_size=config.hidden * 4,
                       max_position_embeddings=max(512, config.max_length))
-    return BertForMaskedLM(bert)
+    model = BertForMaskedLM(bert)
+    if lexicon_width:
+        add_projection(model, lexicon_width)
+    return model
 
 
 def mlm_loss(model: BertForMaskedLM, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int, int]:
@@ -182,7 +196,7 @@ def mlm_loss(model: BertForMaskedLM, batch: dict[str, torch.Tensor]) -> tuple[to
     cost as much as the whole encoder of a small model.
     """
     # shape: (batch, seq, hidden)
-    hidden = model.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    hidden = model.bert(**encoder_inputs(model, batch), attention_mask=batch["attention_mask"]).last_hidden_state
     picked = batch["labels"] != IGNORE
     # shape: (masked,)
     targets = batch["labels"][picked]
@@ -230,7 +244,7 @@ def save_quietly(model: BertForMaskedLM, out: Path) -> None:
     shown = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        model.save_pretrained(str(out))
+        model.save_pretrained(str(out), state_dict=encoder_state(model))
     finally:
         if shown:
             hf_logging.enable_progress_bar()
@@ -327,14 +341,17 @@ def pretrain(config: PretrainConfig, log: Callable[[str], None] = print) -> Pret
 
     tokenizer = build_wordpiece(train_texts, vocab_size=config.vocab_size)
     masker = Masker.for_tokenizer(tokenizer, config.mask_prob)
+    lexicon = input_lexicon(config)
     train_set, held_set = (encode_texts(tokenizer, part, config.max_length,
-                                        segment(part) if config.whole_words == JIEBA else None)
+                                        segment(part) if config.whole_words == JIEBA else None,
+                                        token_features(tokenizer, lexicon, part, config.max_length) if lexicon else None)
                            for part in (train_texts, held_texts))
     if not train_set:
         raise DataError(f"{', '.join(config.texts)}: no text has a token to learn from")
-    model = masked_lm(tokenizer.get_vocab_size(), config)
+    model = masked_lm(tokenizer.get_vocab_size(), config, lexicon.width if lexicon else 0)
     log(f"vocabulary {tokenizer.get_vocab_size()}; model {config.layers} layers x {config.hidden} "
-        f"({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters)")
+        f"({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters)"
+        + (f"; lexicon flags at the input: types {list(lexicon.types)}, width {lexicon.width}" if lexicon else ""))
 
     held_batches = fixed_batches(held_set, masker, config.batch_size, config.seed + 1)
     before = evaluate_mlm(model, held_batches) if held_set else None
@@ -349,7 +366,7 @@ def pretrain(config: PretrainConfig, log: Callable[[str], None] = print) -> Pret
     result = PretrainResult(out, run.steps, round(run.steps / steps_per_epoch, 2), run.stopped, round(wall, 1),
                             round(cpu, 1), losses[0] if losses else float("nan"), final_loss, before, after, run.curve)
     counts = {"texts": len(texts), "unique_texts": len(unique), "held_out_texts": len(held_texts),
-              "vocab_size": tokenizer.get_vocab_size()}
+              "vocab_size": tokenizer.get_vocab_size(), "lexicon": save_projection(model, lexicon, config, out)}
     _write_meta(out, config, result, counts)
     held = (f"; held-out masked-token accuracy {before.accuracy:.1%} -> {after.accuracy:.1%} "
             f"(loss {before.loss:.3f} -> {after.loss:.3f}, {after.tokens} tokens)" if before and after else "")

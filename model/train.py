@@ -19,8 +19,9 @@ from tqdm import tqdm
 from model import bert_crf
 from model.augment import mention_swapper
 from model.config import TrainConfig
-from model.data import DataError, Example, data_hash, labels_in, load_examples, unlabelled_repeats
+from model.data import DataError, Example, data_hash, labels_in, load_examples, split_dev, unlabelled_repeats
 from model.metrics import Scores, entity_scores
+from model.pretrain_lexicon import start_projection
 from model.samples import (Sample, batch_tensors, bucketed_batches, collate, length_batches,  # noqa: F401
                            make_samples, training_samples, weak_o_prior)
 from model.schedule import BudgetSchedule, LastEpochs
@@ -75,14 +76,6 @@ def evaluate_model(model, encoder, labels, examples, batch_size: int = 64, score
     """Entity scores; gold types outside ``labels`` stay in, as misses, and are listed."""
     return entity_scores([e.spans for e in examples], predict(model, encoder, labels, examples, batch_size, score),
                          known=entity_types(labels))
-
-
-def split_dev(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
-    order = list(range(len(examples)))
-    random.Random(seed).shuffle(order)
-    n_dev = max(1, int(len(examples) * fraction))
-    dev = {i for i in order[:n_dev]}
-    return [e for i, e in enumerate(examples) if i not in dev], [examples[i] for i in sorted(dev)]
 
 
 def checkpoint_taxonomy(config: TrainConfig) -> Path | None:
@@ -193,14 +186,17 @@ def _step(model: bert_crf.BertCrf, batch: dict[str, torch.Tensor], optimizer, sc
     return loss.item()
 
 
-def _words_meta(lexicon: Lexicon) -> dict | None:
-    words = lexicon.words
-    return {"source": words.source, "entries": len(words)} if words is not None else None
+def _lexicon_meta(config: TrainConfig, lexicon: Lexicon, from_base: list[str] | None) -> dict:
+    """``from_base``: the feature groups whose projection started from the base model's (`start_projection`)."""
+    words = {"source": lexicon.words.source, "entries": len(lexicon.words)} if lexicon.words is not None else None
+    return {"types": list(lexicon.types), "width": lexicon.width, "dim": config.lexicon_dim, "at": config.lexicon_at,
+            "entries": len(lexicon), "sources": list(config.lexicon), "from_train": config.lexicon_from_train,
+            "folds": config.lexicon_folds, "words": words, "from_base": from_base}
 
 
 def _meta(config: TrainConfig, labels: list[str], lexicon: Lexicon | None, taxonomy: Path | None,
           best_epoch: int, best_scores: Scores | None, stopped: str, samples_per_second: float | None,
-          cpu_seconds: float, weak_titles: int = 0) -> dict:
+          cpu_seconds: float, weak_titles: int = 0, from_base: list[str] | None = None) -> dict:
     """The checkpoint's tagger.json: what loading, exporting and reporting need to know."""
     return {
         "name": config.name,
@@ -211,10 +207,7 @@ def _meta(config: TrainConfig, labels: list[str], lexicon: Lexicon | None, taxon
         "dropout": config.dropout,
         "head": config.head,
         "bigrams": config.bigrams,
-        "lexicon": {"types": list(lexicon.types), "width": lexicon.width, "dim": config.lexicon_dim,
-                    "at": config.lexicon_at, "entries": len(lexicon), "sources": list(config.lexicon),
-                    "from_train": config.lexicon_from_train, "folds": config.lexicon_folds,
-                    "words": _words_meta(lexicon)} if lexicon is not None else None,
+        "lexicon": _lexicon_meta(config, lexicon, from_base) if lexicon is not None else None,
         "taxonomy": str(taxonomy) if taxonomy else None,
         "cpu_seconds": round(cpu_seconds, 1),
         "base_model": str(config.base_model) if config.base_model else None,
@@ -299,6 +292,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     text_encoder = text_encoder.with_lexicon(lexicon)
     swapper = mention_swapper(config, text_encoder, train_examples, labels, priors)
     model = _model(config, encoder_module, labels, lexicon)
+    from_base = start_projection(model, config, lexicon, log)
 
     log(f"train: {len(train_examples)} texts -> {len(samples)} windows, {len(labels)} tags; "
         f"dev: {len(dev)} texts; spans snapped to token edges: {snapped}"
@@ -354,8 +348,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     averaged = last_epochs.keep_average_if_better(model, lambda: evaluate_model(model, text_encoder, labels, dev),
                                                   best_f1, out, log)
     best_scores = averaged or best_scores
-    meta = _meta(config, labels, lexicon, taxonomy, best_epoch, best_scores, stopped,
-                 round(seen / train_time, 1) if train_time else None, time.process_time() - cpu_started, weak_titles)
+    meta = _meta(config, labels, lexicon, taxonomy, best_epoch, best_scores, stopped, round(seen / train_time, 1)
+                 if train_time else None, time.process_time() - cpu_started, weak_titles, from_base)
     meta["averaged_epochs"] = len(last_epochs.states) if averaged else None
     if meta["weak"] is not None:
         meta["weak"]["o_prior"] = o_prior

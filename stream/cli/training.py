@@ -66,16 +66,20 @@ def _train_config(args: argparse.Namespace, verb_name: str, skip: tuple[str, ...
         raise CliError(f"--base-model {config.base_model}: not a directory")
     if config.hidden % config.heads:
         raise CliError(f"--hidden {config.hidden} must be a multiple of --heads {config.heads}")
-    if config.lexicon:
-        from stream.tagging.lexicon import LexiconError, read_specs
-
-        try:
-            read_specs(config.lexicon)
-        except LexiconError as err:
-            raise CliError(f"--lexicon: {err}") from None
+    _check_lexicon(config.lexicon)
     _quiet_threads()
     needs_training_extra(verb_name)
     return config
+
+
+def _check_lexicon(specs: tuple[str, ...]) -> None:
+    if specs:
+        from stream.tagging.lexicon import LexiconError, read_specs
+
+        try:
+            read_specs(specs)
+        except LexiconError as err:
+            raise CliError(f"--lexicon: {err}") from None
 
 
 def _quiet_threads() -> None:
@@ -109,6 +113,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
     config = from_args(args, PretrainConfig)
     read_texts(config.texts)  # as for `train`: a bad file fails before PyTorch is imported
+    _check_lexicon(config.lexicon)
     _quiet_threads()
     needs_training_extra("pretrain")
     from model.pretrain import pretrain
@@ -117,8 +122,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     after = result.held_out_after
     print(f"{result.steps} steps ({result.stopped}), {result.cpu_seconds} CPU-s; MLM loss {result.first_loss:.3f} -> "
           f"{result.final_loss:.3f}" + (f"; held-out masked-token accuracy {after.accuracy:.1%}" if after else "")
-          + f"; base model {result.out} (next: tagstream train --base-model {result.out} --lr 1e-3; "
-            f"train's 5e-5 default suits large base models)")
+          + f"; base model {result.out} (next: tagstream train --base-model {result.out} --lr 1e-3"
+          + (" --lexicon-at input, with the same --lexicon/--words" if config.lexicon or config.words else "")
+          + "; train's 5e-5 default suits large base models)")
     return 0
 
 

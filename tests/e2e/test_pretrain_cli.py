@@ -61,3 +61,28 @@ def test_bad_arguments_and_bad_texts_are_one_line(cli, tmp_path):
     _one_line_error(cli("pretrain", "--texts", str(tmp_path / "nope.txt"), "--out", out, check=False), 1,
                     "nope.txt: no such file")
     assert not Path(out).exists()
+
+
+def test_pretrain_with_the_lexicon_at_the_input_then_fine_tune_from_its_projection(cli, tmp_path):
+    from tests.conftest import DEMO_TAXONOMY
+
+    titles = tmp_path / "titles.jsonl"
+    cli("synth", "--n", "150", "--seed", "7", "--out", str(titles))
+    base = tmp_path / "base"
+    run = cli("pretrain", "--texts", str(titles), "--out", str(base), "--layers", "1", "--hidden", "32", "--heads", "2",
+              "--vocab-size", "1500", "--max-steps", "20", "--threads", "1", "--lexicon", str(DEMO_TAXONOMY))
+    assert "lexicon flags at the input: types ['audience', 'brand'," in run.stderr
+    assert "--lexicon-at input, with the same --lexicon/--words" in run.stdout
+    assert (base / "lexicon_input.json").is_file() and (base / "lexicon_input.safetensors").is_file()
+
+    trained = cli("train", "--train", str(titles), "--out", str(tmp_path / "ck"), "--base-model", str(base),
+                  "--epochs", "1", "--lr", "1e-3", "--threads", "1", "--lexicon", str(DEMO_TAXONOMY),
+                  "--lexicon-at", "input")
+    # The labels bring a tenth type the taxonomy lacks: its 4 columns start afresh.
+    assert f"lexicon projection: 36 of 40 feature columns started from {base}" in trained.stderr
+    tagger = json.loads((tmp_path / "ck" / "tagger.json").read_text(encoding="utf-8"))
+    assert tagger["lexicon"]["from_base"] == ["audience", "brand", "category", "color", "material", "pattern",
+                                              "season", "size", "style"]
+
+    _one_line_error(cli("pretrain", "--texts", str(titles), "--out", str(tmp_path / "b2"), "--lexicon",
+                        f"brand={tmp_path / 'nope.txt'}", check=False), 1, "--lexicon", "nope.txt")
