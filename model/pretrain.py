@@ -341,10 +341,9 @@ def pretrain(config: PretrainConfig, log: Callable[[str], None] = print) -> Pret
 
     tokenizer = build_wordpiece(train_texts, vocab_size=config.vocab_size)
     masker = Masker.for_tokenizer(tokenizer, config.mask_prob)
-    lexicon = input_lexicon(config)
-    train_set, held_set = (encode_texts(tokenizer, part, config.max_length,
-                                        segment(part) if config.whole_words == JIEBA else None,
-                                        token_features(tokenizer, lexicon, part, config.max_length) if lexicon else None)
+    lexicon, length = input_lexicon(config), config.max_length
+    train_set, held_set = (encode_texts(tokenizer, part, length, segment(part) if config.whole_words == JIEBA else None,
+                                        token_features(tokenizer, lexicon, part, length) if lexicon else None)
                            for part in (train_texts, held_texts))
     if not train_set:
         raise DataError(f"{', '.join(config.texts)}: no text has a token to learn from")

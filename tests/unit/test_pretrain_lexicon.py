@@ -46,7 +46,8 @@ def test_pretraining_sees_the_flags_fine_tuning_sees(wordpiece):
         assert (flags[row, 1:1 + len(enc.ids)].numpy() == enc.features).all()
         assert not flags[row, 1 + len(enc.ids):].any(), "[SEP] and padding have none"
 
-    cut = encode_texts(wordpiece, SAMPLE_TEXTS[:1], 16, features=token_features(wordpiece, LEXICON, SAMPLE_TEXTS[:1], 16))
+    first = SAMPLE_TEXTS[:1]
+    cut = encode_texts(wordpiece, first, 16, features=token_features(wordpiece, LEXICON, first, 16))
     assert cut[0].features.shape == (14, LEXICON.width)
 
 
