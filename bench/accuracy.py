@@ -152,6 +152,10 @@ ROWS = {
         _zh("30 min: 2x128, pretrain 900 with the lexicon at its input + 6 fine-tunings of 150 with the lexicon from "
             "train (8 folds), their ensemble", 150, 900, "jieba", members=6, pretrain_lexicon=True, lexicon=GAZETTEERS,
             words="jieba", lexicon_at="input", lexicon_from_train=True, lexicon_folds=8),
+        _zh("30 min: 2x128, pretrain 900 with the lexicon at its input + 6 fine-tunings of 150 with the lexicon from "
+            "train (8 folds dealt by each member's seed), their ensemble", 150, 900, "jieba", members=6,
+            pretrain_lexicon=True, lexicon=GAZETTEERS, words="jieba", lexicon_at="input", lexicon_from_train=True,
+            lexicon_folds=8, lexicon_fold_seed=True),
         _zh("30 min: 2x128, pretrain 900 + 9 fine-tunings of 100, their ensemble", 100, 900, "jieba", members=9,
             lexicon=GAZETTEERS, words="jieba", lexicon_at="input"),
         _zh("30 min: 2x128, pretrain 900 + 6 fine-tunings of 150 with softmax heads, their ensemble", 150, 900,
@@ -209,6 +213,8 @@ def pretrained(data: str, row: dict, seed: int) -> tuple[Path, float]:
     from model.pretrain import PretrainConfig, pretrain
 
     settings = {**row["shape"], **row["pretrain"]}
+    if settings.get("lexicon"):   # the flags are the row's own lexicon and words: they name the base too
+        settings["lexicon"] = [row["train"].get("lexicon"), row["train"].get("words")]
     out = CACHE / data / ("pretrain-" + slug(json.dumps(settings, sort_keys=True))) / f"seed{seed}"
     record = out / "pretrain.json"
     wanted = {"max_cpu_seconds": settings["budget"], "whole_words": settings["whole_words"], "seed": seed}
