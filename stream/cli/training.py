@@ -66,13 +66,15 @@ def _train_config(args: argparse.Namespace, verb_name: str, skip: tuple[str, ...
         raise CliError(f"--base-model {config.base_model}: not a directory")
     if config.hidden % config.heads:
         raise CliError(f"--hidden {config.hidden} must be a multiple of --heads {config.heads}")
-    _check_lexicon(config.lexicon)
+    _check_lexicon(config.lexicon, config.words)
     _quiet_threads()
     needs_training_extra(verb_name)
     return config
 
 
-def _check_lexicon(specs: tuple[str, ...]) -> None:
+def _check_lexicon(specs: tuple[str, ...], words: str | None) -> None:
+    """A bad lexicon source or word dictionary fails before PyTorch is imported (a dictionary read
+    here is cached for the run)."""
     if specs:
         from stream.tagging.lexicon import LexiconError, read_specs
 
@@ -80,6 +82,14 @@ def _check_lexicon(specs: tuple[str, ...]) -> None:
             read_specs(specs)
         except LexiconError as err:
             raise CliError(f"--lexicon: {err}") from None
+    if words:
+        from model.words import word_dictionary
+        from stream.tagging.words import WordsError
+
+        try:
+            word_dictionary(words)
+        except WordsError as err:
+            raise CliError(f"--words: {err}") from None
 
 
 def _quiet_threads() -> None:
@@ -113,7 +123,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
     config = from_args(args, PretrainConfig)
     read_texts(config.texts)  # as for `train`: a bad file fails before PyTorch is imported
-    _check_lexicon(config.lexicon)
+    _check_lexicon(config.lexicon, config.words)
     _quiet_threads()
     needs_training_extra("pretrain")
     from model.pretrain import pretrain

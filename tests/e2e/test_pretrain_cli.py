@@ -86,3 +86,6 @@ def test_pretrain_with_the_lexicon_at_the_input_then_fine_tune_from_its_projecti
 
     _one_line_error(cli("pretrain", "--texts", str(titles), "--out", str(tmp_path / "b2"), "--lexicon",
                         f"brand={tmp_path / 'nope.txt'}", check=False), 1, "--lexicon", "nope.txt")
+    _one_line_error(cli("pretrain", "--texts", str(titles), "--out", str(tmp_path / "b2"), "--words",
+                        str(tmp_path / "words.txt"), check=False), 1, "--words", "words.txt: cannot read")
+    assert not (tmp_path / "b2").exists()
