@@ -360,12 +360,13 @@ def pretrain(config: PretrainConfig, log: Callable[[str], None] = print) -> Pret
     losses = run.losses
     final_loss = sum(losses[-CURVE_EVERY:]) / len(losses[-CURVE_EVERY:]) if losses else float("nan")
     save_quietly(model, out)
+    layout = save_projection(model, lexicon, config, out)   # None without flags (and an earlier run's removed)
     tokenizer.save(str(out / TOKENIZER))
     steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
     result = PretrainResult(out, run.steps, round(run.steps / steps_per_epoch, 2), run.stopped, round(wall, 1),
                             round(cpu, 1), losses[0] if losses else float("nan"), final_loss, before, after, run.curve)
     counts = {"texts": len(texts), "unique_texts": len(unique), "held_out_texts": len(held_texts),
-              "vocab_size": tokenizer.get_vocab_size(), "lexicon": save_projection(model, lexicon, config, out)}
+              "vocab_size": tokenizer.get_vocab_size(), "lexicon": layout}
     _write_meta(out, config, result, counts)
     held = (f"; held-out masked-token accuracy {before.accuracy:.1%} -> {after.accuracy:.1%} "
             f"(loss {before.loss:.3f} -> {after.loss:.3f}, {after.tokens} tokens)" if before and after else "")
